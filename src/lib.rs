@@ -1,0 +1,59 @@
+//! cellseg: two-stage instance segmentation of cells (Mask R-CNN, Cascade Mask R-CNN, HTC) in Rust
+//! on libtorch.
+//!
+//! This facade re-exports every crate of the workspace under a short name. Users who need one piece
+//! (the metric, RLE, mask NMS) depend on that crate alone; the crates below the tch line never build
+//! libtorch.
+//!
+//! | module | crate | libtorch |
+//! |---|---|---|
+//! | [`core`] | `cellseg-core`: boxes, masks, instances, detections, cell types | no |
+//! | [`rle`] | `cellseg-rle`: Kaggle / DSB / COCO run-length encodings | no |
+//! | [`metrics`] | `cellseg-metrics`: competition metric, COCO AP | no |
+//! | [`postproc`] | `cellseg-postproc`: NMS, overlap removal, writers | no |
+//! | [`data`] | `cellseg-data`: readers, folds, augmentation, loader, synthetic cells | no |
+//! | [`backbones`] | `cellseg-backbones`: ResNet / ResNeXt / EfficientNet, FPN | yes |
+//! | [`heads`] | `cellseg-heads`: RPN, RoI heads, detectors | yes |
+//! | [`ensemble`] | `cellseg-ensemble`: multi-model × TTA merging | yes |
+//! | [`train`] | `cellseg-train`: training engine | yes |
+//!
+//! # Example
+//! ```no_run
+//! let report = cellseg::libtorch_report();
+//! println!("{report}");
+//! ```
+#![deny(missing_docs)]
+
+pub use cellseg_backbones as backbones;
+pub use cellseg_core as core;
+pub use cellseg_data as data;
+pub use cellseg_ensemble as ensemble;
+pub use cellseg_heads as heads;
+pub use cellseg_metrics as metrics;
+pub use cellseg_postproc as postproc;
+pub use cellseg_rle as rle;
+pub use cellseg_train as train;
+
+/// One line describing the libtorch this binary runs on: version, threads, CUDA devices.
+pub fn libtorch_report() -> String {
+    let cuda = if tch::Cuda::is_available() {
+        format!(
+            "CUDA available, {} device(s), cuDNN {}",
+            tch::Cuda::device_count(),
+            tch::Cuda::cudnn_is_available()
+        )
+    } else {
+        "CUDA not available (CPU only)".to_string()
+    };
+    format!("libtorch {}, {} CPU threads, {cuda}", tch_version(), tch::get_num_threads())
+}
+
+/// The libtorch version tch was built for.
+fn tch_version() -> &'static str {
+    "2.11.0"
+}
+
+/// The best device here: the first CUDA GPU when there is one, else the CPU.
+pub fn best_device() -> tch::Device {
+    tch::Device::cuda_if_available()
+}
