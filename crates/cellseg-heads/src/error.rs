@@ -10,6 +10,37 @@ pub enum Error {
     /// An error reported by libtorch.
     #[error(transparent)]
     Tch(#[from] tch::TchError),
+    /// A configuration value is out of range or inconsistent.
+    #[error("config key `{key}`: {reason}")]
+    Config {
+        /// Dotted key, e.g. `rpn.anchors`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("{what}: expected shape {expected}, got {got:?}")]
+    Shape {
+        /// Which input.
+        what: &'static str,
+        /// Expected shape, in words.
+        expected: String,
+        /// Actual shape.
+        got: Vec<i64>,
+    },
+    /// Inputs disagree in length (images vs targets, levels vs strides, …).
+    #[error("{what}: {left} vs {right}")]
+    Mismatch {
+        /// Which inputs.
+        what: &'static str,
+        /// One length.
+        left: usize,
+        /// The other length.
+        right: usize,
+    },
+    /// An error of the backbone crate.
+    #[error(transparent)]
+    Backbone(#[from] cellseg_backbones::Error),
 }
 
 /// `Result` with [`Error`].

@@ -1,15 +1,191 @@
 //! The error type of `cellseg-train`.
 
+use std::path::PathBuf;
+
+/// The error a user-supplied hook ([`crate::TrainableModel`], [`crate::TrainData`],
+/// [`crate::Validator`]) returns; the engine wraps it with the step and the hook's name.
+pub type HookError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A tensor whose shape in a checkpoint differs from the model's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    /// The variable name.
+    pub key: String,
+    /// The model's shape.
+    pub expected: Vec<i64>,
+    /// The checkpoint's shape.
+    pub found: Vec<i64>,
+}
+
+impl std::fmt::Display for ShapeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (model {:?}, checkpoint {:?})", self.key, self.expected, self.found)
+    }
+}
+
+fn list(keys: &[String]) -> String {
+    const SHOWN: usize = 20;
+    let mut s = keys.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if keys.len() > SHOWN {
+        s.push_str(&format!(", … ({} more)", keys.len() - SHOWN));
+    }
+    if s.is_empty() {
+        s.push_str("none");
+    }
+    s
+}
+
+fn list_shapes(items: &[ShapeMismatch]) -> String {
+    list(&items.iter().map(ToString::to_string).collect::<Vec<_>>())
+}
+
 /// Errors of `cellseg-train`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An error of the shared vocabulary (sizes, lengths, configs).
+    /// An error of the shared vocabulary (config loading names the file and the key).
     #[error(transparent)]
     Core(#[from] cellseg_core::Error),
     /// An error reported by libtorch.
     #[error(transparent)]
     Tch(#[from] tch::TchError),
+    /// A config value is out of range or inconsistent with another.
+    #[error("invalid training config: `{key}` {message}")]
+    InvalidConfig {
+        /// The offending key (dotted path, e.g. `optimizer.lr`).
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file or folder could not be read, written, created or renamed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done (`creating folder`, `writing`, `renaming to`, …).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The I/O error (a full disk shows as `No space left on device`).
+        source: std::io::Error,
+    },
+    /// A safetensors file could not be written or read.
+    #[error("safetensors file {path}: {source}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What libtorch / safetensors reported.
+        source: tch::TchError,
+    },
+    /// A checkpoint's weights do not match the model (another architecture).
+    #[error(
+        "checkpoint {path} does not match the model: missing keys [{}]; unexpected keys [{}]; \
+         wrong shapes [{}]",
+        list(missing), list(unexpected), list_shapes(wrong_shape)
+    )]
+    CheckpointMismatch {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Keys the model has but the checkpoint lacks.
+        missing: Vec<String>,
+        /// Keys the checkpoint has but the model lacks.
+        unexpected: Vec<String>,
+        /// Keys present in both with different shapes.
+        wrong_shape: Vec<ShapeMismatch>,
+    },
+    /// A checkpoint's JSON state is unreadable or inconsistent with the run.
+    #[error("checkpoint state {path}: {message}")]
+    CheckpointState {
+        /// The `state.json` (or pointer) file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// `resume` was asked for but the run folder holds no checkpoint.
+    #[error("nothing to resume: {path} holds no checkpoint (no `latest.json`)")]
+    NoCheckpoint {
+        /// The run folder.
+        path: PathBuf,
+    },
+    /// A fresh run was started in a folder that already holds a run.
+    #[error("{path} already holds a training run (`latest.json`); resume it or choose another run_dir")]
+    RunExists {
+        /// The run folder.
+        path: PathBuf,
+    },
+    /// The model's `losses` hook failed.
+    #[error("model losses failed at step {step} (images {image_ids:?}): {source}")]
+    Model {
+        /// The optimizer step being computed.
+        step: u64,
+        /// The batch's image ids.
+        image_ids: Vec<String>,
+        /// The model's error.
+        source: HookError,
+    },
+    /// The data source failed to build a batch.
+    #[error("building batch {batch} of epoch {epoch} failed: {source}")]
+    Data {
+        /// 1-based epoch.
+        epoch: u32,
+        /// Index of the micro-batch in the epoch.
+        batch: u64,
+        /// The data source's error.
+        source: HookError,
+    },
+    /// The validation hook failed.
+    #[error("validation after epoch {epoch} failed: {source}")]
+    Validation {
+        /// 1-based epoch.
+        epoch: u32,
+        /// The validator's error.
+        source: HookError,
+    },
+    /// The model returned no loss that the loss weighting uses.
+    #[error("step {step}: none of the losses [{names}] is used by the loss weighting")]
+    NoLoss {
+        /// The optimizer step.
+        step: u64,
+        /// The names returned by the model.
+        names: String,
+    },
+    /// Too many steps had a non-finite loss or gradient.
+    #[error(
+        "stopping: {count} steps had a non-finite loss or gradient (limit {limit}); the last at \
+         step {step}, images {image_ids:?}"
+    )]
+    TooManyNonFinite {
+        /// How many steps were skipped.
+        count: u32,
+        /// The configured limit (`max_nonfinite_steps`).
+        limit: u32,
+        /// The last offending step.
+        step: u64,
+        /// Its batch's image ids.
+        image_ids: Vec<String>,
+    },
+    /// The data source has fewer samples than one (accumulated) batch.
+    #[error("the training data has {samples} samples, fewer than one step of {needed}")]
+    NotEnoughData {
+        /// Samples in the data source.
+        samples: usize,
+        /// `batch_size × grad_accumulation`.
+        needed: usize,
+    },
+    /// The loss/validation plot could not be drawn.
+    #[error("drawing plot {path}: {message}")]
+    Plot {
+        /// The PNG file.
+        path: PathBuf,
+        /// What plotters reported.
+        message: String,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io { action, path, source }
+    }
 }
 
 /// `Result` with [`Error`].

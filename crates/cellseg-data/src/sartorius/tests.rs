@@ -1,0 +1,208 @@
+use super::*;
+use crate::synthetic;
+use crate::test_python::{assert_masks_match, realdata, reference};
+
+fn realdata_paths() -> Option<(PathBuf, PathBuf)> {
+    let root = realdata()?.join("sartorius");
+    Some((root.join("train_subset.csv"), root.join("train_images")))
+}
+
+#[test]
+fn plate_and_well_come_from_sample_id() {
+    let (p, w, pw) = plate_well("shsy5y[diff]_E10-4_Vessel-714_Ph_3").unwrap();
+    assert_eq!((p.as_str(), w.as_str(), pw.as_str()), ("shsy5y[diff]", "E10", "shsy5y[diff]_E10"));
+    assert_eq!(plate_well(""), None);
+}
+
+#[test]
+fn real_train_csv_matches_numpy_decode_raw_and_filled() {
+    let Some((csv, images)) = realdata_paths() else { return };
+    for (opts, extra) in [(SartoriusOptions::validation(), vec![]), (SartoriusOptions::default(), vec!["--fill"])] {
+        let ds = SartoriusDataset::read_csv(&csv, &images, &opts).unwrap();
+        assert_eq!(ds.ids(), ["0030fd0e6378", "2d8810967b36", "f17f964687b3", "ffc2ead3e8cc"]);
+        assert_eq!(ds.images.iter().map(|i| i.instances.len()).sum::<usize>(), 623);
+        let want = reference("sartorius", &csv, &extra);
+        for im in &ds.images {
+            assert_masks_match(&im.id, &im.instances.masks, &want[&im.id]);
+            for (b, m) in im.instances.boxes.iter().zip(&im.instances.masks) {
+                assert_eq!(Some(*b), m.bbox());
+            }
+        }
+        let first = &ds.images[0];
+        assert_eq!(first.cell_type, CellType::Shsy5y);
+        assert_eq!(first.plate_well.as_deref(), Some("shsy5y[diff]_E10"));
+        assert_eq!(ds.images[3].cell_type, CellType::Astro);
+        assert_eq!(first.load_image().unwrap().size(), ImageSize::new(520, 704));
+    }
+}
+
+#[test]
+fn real_unlabeled_images_are_listed_and_decode() {
+    let Some(root) = realdata() else { return };
+    let test = read_test_images(&root.join("sartorius/unlabeled/test")).unwrap();
+    assert_eq!(test.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(), ["7ae19de7bc2a", "d48ec7815252", "d8bfd1dafdc4"]);
+    for dir in ["test", "train_semi_supervised", "unidentified"] {
+        for (_, p) in read_test_images(&root.join("sartorius/unlabeled").join(dir)).unwrap() {
+            assert_eq!(read_image(&p).unwrap().size(), ImageSize::new(520, 704), "{}", p.display());
+        }
+    }
+}
+
+#[test]
+fn synthetic_layout_round_trips_and_gives_folds() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = synthetic::generate_sartorius(dir.path(), 12, 3).unwrap();
+    let ds = SartoriusDataset::read(dir.path(), &SartoriusOptions::validation()).unwrap();
+    assert_eq!(ds.images.len(), 12);
+    assert_eq!(ds.images.iter().map(|i| i.instances.len()).sum::<usize>(), summary.instances);
+    let folds = ds.group_kfold(5).unwrap();
+    assert_eq!(folds.len(), 12);
+    assert!((0..5).all(|f| folds.contains(&f)));
+    // same plate_well => same fold
+    for i in 0..12 {
+        for j in 0..12 {
+            if ds.images[i].plate_well == ds.images[j].plate_well {
+                assert_eq!(folds[i], folds[j]);
+            }
+        }
+    }
+    assert_eq!(read_test_images(&dir.path().join("test")).unwrap().len(), 3);
+    // the written masks are the generator's masks
+    let s = ds.load(0).unwrap();
+    assert_eq!(s.image.size(), synthetic::FRAME);
+}
+
+#[test]
+fn corrected_masks_clip_every_instance_to_the_red_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic::generate_sartorius(dir.path(), 2, 4).unwrap();
+    let plain = SartoriusDataset::read(dir.path(), &SartoriusOptions::default()).unwrap();
+    let fix = dir.path().join("hck_fix");
+    std::fs::create_dir(&fix).unwrap();
+    let id = &plain.images[1].id; // astro
+    let size = synthetic::FRAME;
+    // red only on the left half
+    let mut rgb = vec![0u8; size.pixels() * 3];
+    for r in 0..size.height {
+        for c in 0..size.width / 2 {
+            rgb[(r * size.width + c) * 3] = 255;
+        }
+    }
+    crate::raster::write_png(&Image::new(size, 3, rgb).unwrap(), &fix.join(format!("{id}.png"))).unwrap();
+    let opts = SartoriusOptions { corrected_masks: Some(fix), ..SartoriusOptions::default() };
+    let clipped = SartoriusDataset::read(dir.path(), &opts).unwrap();
+    assert_eq!(clipped.images[0], plain.images[0], "image without a corrected mask is unchanged");
+    let (a, b) = (&plain.images[1].instances, &clipped.images[1].instances);
+    assert_eq!(a.len(), b.len(), "emptied instances are kept (seed)");
+    let mut emptied = 0;
+    for (k, (ma, mb)) in a.masks.iter().zip(&b.masks).enumerate() {
+        let (fa, fb) = (ma.to_full(), mb.to_full());
+        for r in 0..size.height {
+            for c in 0..size.width {
+                assert_eq!(fb.get(r, c), fa.get(r, c) && c < size.width / 2);
+            }
+        }
+        if mb.area() == 0 {
+            emptied += 1;
+            assert_eq!(b.boxes[k], BoxXyxy::default());
+        }
+    }
+    assert!(emptied > 0);
+}
+
+/// A tiny train.csv with one image for the bad-input tests.
+fn tiny_layout(rows: &str, png: Option<&[u8]>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("train")).unwrap();
+    let header = "id,annotation,width,height,cell_type,plate_time,sample_date,sample_id,elapsed_timedelta\n";
+    std::fs::write(dir.path().join("train.csv"), format!("{header}{rows}")).unwrap();
+    let p = dir.path().join("train/aaaaaaaaaaaa.png");
+    match png {
+        Some(bytes) => std::fs::write(p, bytes).unwrap(),
+        None => {
+            crate::raster::write_png(&Image::filled(ImageSize::new(8, 10), 1, 9), &p).unwrap();
+        }
+    }
+    dir
+}
+
+const ROW: &str = "aaaaaaaaaaaa,12 3 22 3,10,8,cort,,,cort[x]_A1-1_V_Ph_1,\n";
+
+#[test]
+fn bad_rows_name_the_file_and_line_or_are_skipped_with_a_reason() {
+    let strict = SartoriusOptions::default();
+    let lenient = SartoriusOptions { strictness: Strictness::Lenient, ..SartoriusOptions::default() };
+    let cases: [(&str, &str, &str); 5] = [
+        ("bad RLE", "aaaaaaaaaaaa,12 x 22 3,10,8,cort,,,s_A1-1,\n", "line 3"),
+        ("wrong width", "aaaaaaaaaaaa,12 3,11,8,cort,,,cort[x]_A1-1_V_Ph_1,\n", "line 3"),
+        ("outside", "aaaaaaaaaaaa,75 10,10,8,cort,,,cort[x]_A1-1_V_Ph_1,\n", "line 3"),
+        ("non-integer height", "aaaaaaaaaaaa,12 3,10,eight,cort,,,cort[x]_A1-1_V_Ph_1,\n", "line 3"),
+        ("short row", "aaaaaaaaaaaa,12 3,10\n", "line 3"),
+    ];
+    for (what, bad, line) in cases {
+        let dir = tiny_layout(&format!("{ROW}{bad}"), None);
+        let err = SartoriusDataset::read(dir.path(), &strict).unwrap_err().to_string();
+        assert!(err.contains("train.csv") && err.contains(line), "{what}: {err}");
+        if what == "outside" {
+            assert!(err.contains("outside"), "{err}");
+        }
+        let ds = SartoriusDataset::read(dir.path(), &lenient).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(ds.skipped.len(), 1, "{what}");
+        assert_eq!(ds.skipped[0].row, "line 3", "{what}");
+        assert_eq!(ds.images.len(), 1, "{what}: the good row stays");
+        assert_eq!(ds.images[0].instances.len(), 1, "{what}");
+    }
+}
+
+#[test]
+fn missing_and_corrupt_images_and_size_mismatch_are_errors_naming_the_file() {
+    let strict = SartoriusOptions::default();
+    let lenient = SartoriusOptions { strictness: Strictness::Lenient, ..SartoriusOptions::default() };
+    // missing
+    let dir = tiny_layout(ROW, None);
+    std::fs::remove_file(dir.path().join("train/aaaaaaaaaaaa.png")).unwrap();
+    let err = SartoriusDataset::read(dir.path(), &strict).unwrap_err();
+    assert!(matches!(err, Error::MissingImage { .. }), "{err}");
+    assert!(err.to_string().contains("aaaaaaaaaaaa.png") && err.to_string().contains("line 2"), "{err}");
+    let ds = SartoriusDataset::read(dir.path(), &lenient).unwrap();
+    assert!(ds.images.is_empty() && ds.skipped.len() == 1);
+    // corrupt
+    let dir = tiny_layout(ROW, Some(b"\x89PNG\r\n\x1a\ngarbage"));
+    let err = SartoriusDataset::read(dir.path(), &strict).unwrap_err();
+    assert!(matches!(err, Error::ImageDecode { .. }) && err.to_string().contains("aaaaaaaaaaaa.png"), "{err}");
+    assert_eq!(SartoriusDataset::read(dir.path(), &lenient).unwrap().skipped.len(), 1);
+    // image size differs from the CSV
+    let dir = tiny_layout(&ROW.replace(",10,8,", ",12,8,").replace("22 3", "25 3"), None);
+    let err = SartoriusDataset::read(dir.path(), &strict).unwrap_err().to_string();
+    assert!(err.contains("8x12") && err.contains("8x10") && err.contains("line 2"), "{err}");
+    // unknown cell type
+    let dir = tiny_layout(&ROW.replace("cort,", "neuron,"), None);
+    let err = SartoriusDataset::read(dir.path(), &strict).unwrap_err().to_string();
+    assert!(err.contains("neuron") && err.contains("line 2"), "{err}");
+    // a corrupt PNG passes the header check when only the data is broken: loading names it
+    let mut png = Vec::new();
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("x.png");
+        crate::raster::write_png(&Image::filled(ImageSize::new(8, 10), 1, 9), &p).unwrap();
+        png = std::fs::read(p).unwrap_or(png);
+    }
+    let n = png.len();
+    png.truncate(n - 20);
+    let dir = tiny_layout(ROW, Some(&png));
+    if let Ok(ds) = SartoriusDataset::read(dir.path(), &strict) {
+        let err = ds.load(0).unwrap_err().to_string();
+        assert!(err.contains("aaaaaaaaaaaa.png"), "{err}");
+    }
+}
+
+#[test]
+fn anomalies_are_removed_by_option() {
+    let rows = ROW.to_string() + &ROW.replace("aaaaaaaaaaaa", "03b27b381a5f");
+    let dir = tiny_layout(&rows, None);
+    crate::raster::write_png(&Image::filled(ImageSize::new(8, 10), 1, 9), &dir.path().join("train/03b27b381a5f.png")).unwrap();
+    let ds = SartoriusDataset::read(dir.path(), &SartoriusOptions::default()).unwrap();
+    assert_eq!(ds.ids(), ["aaaaaaaaaaaa"]);
+    let keep = SartoriusOptions { remove_anomalies: false, ..SartoriusOptions::default() };
+    assert_eq!(SartoriusDataset::read(dir.path(), &keep).unwrap().ids(), ["03b27b381a5f", "aaaaaaaaaaaa"]);
+}

@@ -1,0 +1,306 @@
+//! RoIAlign from libtorch ops (`grid_sample` + validity mask + `avg_pool2d`) and the multi-level
+//! RoI extractor (mmdet `SingleRoIExtractor`).
+//!
+//! Semantics of mmcv 1.3.17 / `torchvision.ops.roi_align`: with `aligned`, `start = x1 * scale - 0.5`
+//! and the RoI size is not clamped; without, `start = x1 * scale` and the size is clamped to ≥ 1.
+//! Each of the P×P bins averages a `gh × gw` grid of bilinear samples at
+//! `start + p * bin + (i + 0.5) * bin / g`; `g = ceil(roi / P)` (adaptive, `sampling_ratio = 0`) or
+//! the fixed ratio. A sample outside `[-1, H] × [-1, W]` is 0, otherwise its coordinates are clamped
+//! to `[0, H-1] × [0, W-1]`. RoIs are grouped by `(image, gh, gw)`; each group is one `grid_sample`
+//! over the features of its image (never replicated per RoI). Differentiable in the features; the
+//! RoIs get no gradient (as in torchvision). Runs on any device.
+
+use std::collections::BTreeMap;
+
+use tch::{Kind, Tensor};
+
+use crate::config::RoiAlignConfig;
+
+/// Upper bound on the elements of one `grid_sample` output (memory cap per call).
+const MAX_SAMPLE_ELEMENTS: i64 = 1 << 24;
+
+/// Sample coordinates of a set of RoIs along one axis.
+#[derive(Debug)]
+pub(crate) struct AxisSamples {
+    /// `[n, P * g]` coordinates, clamped to `[0, size - 1]`.
+    pub coords: Tensor,
+    /// `[n, P * g]` whether the raw coordinate lies in `[-1, size]`.
+    pub valid: Tensor,
+}
+
+/// Sample positions along one axis for RoIs with starts `start` `[n]` and bin sizes `bin` `[n]`.
+pub(crate) fn axis_samples(start: &Tensor, bin: &Tensor, p: i64, g: i64, size: i64) -> AxisSamples {
+    let opts = (Kind::Float, start.device());
+    let j = Tensor::arange(p * g, (Kind::Int64, start.device()));
+    let pj = j.divide_scalar_mode(g, "floor").to_kind(Kind::Float);
+    let ij = j.remainder(g).to_kind(Kind::Float) + 0.5;
+    let bin = bin.unsqueeze(1);
+    // torchvision: start + ph * bin + (iy + .5) * bin / grid
+    let raw = start.unsqueeze(1) + &bin * pj.unsqueeze(0) + ij.unsqueeze(0) * &bin / (g as f64);
+    let valid = raw.ge(-1.0).logical_and(&raw.le(size as f64));
+    let coords = raw.clamp(0.0, (size - 1).max(0) as f64);
+    let _ = opts;
+    AxisSamples { coords, valid }
+}
+
+/// Normalises clamped pixel coordinates for `grid_sample(align_corners = false)`.
+pub(crate) fn normalise(c: &Tensor, size: i64) -> Tensor {
+    (c * 2.0 + 1.0) / (size as f64) - 1.0
+}
+
+/// Builds the `[n, PH, PW, 2]` grid from per-axis normalised coordinates `[n, PH]`, `[n, PW]`.
+pub(crate) fn grid_from(xn: &Tensor, yn: &Tensor) -> Tensor {
+    let n = xn.size()[0];
+    let (ph, pw) = (yn.size()[1], xn.size()[1]);
+    let gx = xn.unsqueeze(1).expand([n, ph, pw], false);
+    let gy = yn.unsqueeze(2).expand([n, ph, pw], false);
+    Tensor::stack(&[gx, gy], 3)
+}
+
+/// RoIAlign of `rois` `[R, 5]` = `(batch_idx, x1, y1, x2, y2)` (input pixels) over `features`
+/// `[B, C, H, W]`: `[R, C, P, P]`.
+///
+/// `sampling_ratio = 0` is adaptive. Equals `torchvision.ops.roi_align` with the same arguments.
+pub fn roi_align(
+    features: &Tensor,
+    rois: &Tensor,
+    output_size: i64,
+    spatial_scale: f64,
+    sampling_ratio: i64,
+    aligned: bool,
+) -> Tensor {
+    let (c, h, w) = {
+        let s = features.size();
+        (s[1], s[2], s[3])
+    };
+    let p = output_size;
+    let dev = features.device();
+    let r = rois.size()[0];
+    let kind = features.kind();
+    if r == 0 {
+        return Tensor::zeros([0, c, p, p], (kind, dev));
+    }
+    let rois = rois.detach().to_kind(Kind::Float);
+    let offset = if aligned { 0.5 } else { 0.0 };
+    let x1 = rois.select(1, 1) * spatial_scale - offset;
+    let y1 = rois.select(1, 2) * spatial_scale - offset;
+    let x2 = rois.select(1, 3) * spatial_scale - offset;
+    let y2 = rois.select(1, 4) * spatial_scale - offset;
+    let (mut rw, mut rh) = (&x2 - &x1, &y2 - &y1);
+    if !aligned {
+        rw = rw.clamp_min(1.0);
+        rh = rh.clamp_min(1.0);
+    }
+    let bin_w = &rw / (p as f64);
+    let bin_h = &rh / (p as f64);
+    // One host copy: batch index and grid sizes of every RoI.
+    let (gh, gw) = if sampling_ratio > 0 {
+        (Tensor::full([r], sampling_ratio, (Kind::Float, dev)), Tensor::full([r], sampling_ratio, (Kind::Float, dev)))
+    } else {
+        (bin_h.ceil(), bin_w.ceil())
+    };
+    let meta = Tensor::stack(&[rois.select(1, 0), gh, gw], 1).to_kind(Kind::Int64).to_device(tch::Device::Cpu);
+    let meta = Vec::<i64>::try_from(meta.reshape([-1])).unwrap_or_default();
+    let mut groups: BTreeMap<(i64, i64, i64), Vec<i64>> = BTreeMap::new();
+    for (i, m) in meta.chunks(3).enumerate() {
+        groups.entry((m[0], m[1].max(0), m[2].max(0))).or_default().push(i as i64);
+    }
+    let mut idx_parts = Vec::new();
+    let mut out_parts = Vec::new();
+    for ((b, gy, gx), members) in groups {
+        let idx_all = Tensor::from_slice(&members).to_device(dev);
+        if gy == 0 || gx == 0 || b < 0 || b >= features.size()[0] {
+            out_parts.push(Tensor::zeros([members.len() as i64, c, p, p], (kind, dev)));
+            idx_parts.push(idx_all);
+            continue;
+        }
+        let per_roi = c * p * gy * p * gx;
+        let step = (MAX_SAMPLE_ELEMENTS / per_roi).max(1);
+        let feat = features.get(b).unsqueeze(0);
+        let n_all = members.len() as i64;
+        let mut s = 0;
+        while s < n_all {
+            let e = (s + step).min(n_all);
+            let idx = idx_all.slice(0, s, e, 1);
+            let n = e - s;
+            let ys = axis_samples(&y1.index_select(0, &idx), &bin_h.index_select(0, &idx), p, gy, h);
+            let xs = axis_samples(&x1.index_select(0, &idx), &bin_w.index_select(0, &idx), p, gx, w);
+            let grid = grid_from(&normalise(&xs.coords, w), &normalise(&ys.coords, h))
+                .reshape([1, n * p * gy, p * gx, 2])
+                .to_kind(kind);
+            // bilinear (0), border padding (1): clamped coordinates are sampled exactly.
+            let sampled = feat.grid_sampler_2d(&grid, 0, 1, false).view([c, n, p * gy, p * gx]).permute([1, 0, 2, 3]);
+            let valid = ys.valid.unsqueeze(2).logical_and(&xs.valid.unsqueeze(1)).unsqueeze(1).to_kind(kind);
+            let pooled = (sampled * valid).avg_pool2d([gy, gx], [gy, gx], [0, 0], false, true, None::<i64>);
+            out_parts.push(pooled);
+            idx_parts.push(idx);
+            s = e;
+        }
+    }
+    let idx = Tensor::cat(&idx_parts, 0);
+    let out = Tensor::cat(&out_parts, 0);
+    out.index_select(0, &idx.argsort(0, false))
+}
+
+/// Maps RoIs to pyramid levels: `floor(log2(sqrt(w * h) / finest_scale + 1e-6))` clamped to
+/// `[0, num_levels - 1]` (mmdet `SingleRoIExtractor.map_roi_levels`). `rois` is `[R, 5]`.
+pub fn map_roi_levels(rois: &Tensor, num_levels: i64, finest_scale: f64) -> Tensor {
+    let scale = ((rois.select(1, 3) - rois.select(1, 1)) * (rois.select(1, 4) - rois.select(1, 2))).sqrt();
+    (scale / finest_scale + 1e-6).log2().floor().clamp(0.0, (num_levels - 1) as f64).to_kind(Kind::Int64)
+}
+
+/// Multi-level RoI extractor: each RoI is pooled from the level chosen by [`map_roi_levels`].
+#[derive(Debug, Clone)]
+pub struct RoiExtractor {
+    cfg: RoiAlignConfig,
+}
+
+impl RoiExtractor {
+    /// An extractor for `cfg`.
+    pub fn new(cfg: &RoiAlignConfig) -> Self {
+        Self { cfg: cfg.clone() }
+    }
+
+    /// Output side P.
+    pub fn output_size(&self) -> i64 {
+        self.cfg.output_size
+    }
+
+    /// Pools `rois` `[R, 5]` from `feats` (levels high → low resolution; only the first
+    /// `featmap_strides.len()` are used): `[R, C, P, P]`.
+    pub fn forward(&self, feats: &[Tensor], rois: &Tensor) -> Tensor {
+        let nl = self.cfg.featmap_strides.len() as i64;
+        let p = self.cfg.output_size;
+        let c = feats[0].size()[1];
+        if rois.size()[0] == 0 {
+            return Tensor::zeros([0, c, p, p], (feats[0].kind(), feats[0].device()));
+        }
+        if nl == 1 {
+            return roi_align(
+                &feats[0],
+                rois,
+                p,
+                1.0 / f64::from(self.cfg.featmap_strides[0]),
+                self.cfg.sampling_ratio,
+                self.cfg.aligned,
+            );
+        }
+        let lvl = map_roi_levels(rois, nl, self.cfg.finest_scale);
+        let mut idx_parts = Vec::new();
+        let mut out_parts = Vec::new();
+        for l in 0..nl {
+            let idx = lvl.eq(l).nonzero().view([-1]);
+            if idx.size()[0] == 0 {
+                continue;
+            }
+            out_parts.push(roi_align(
+                &feats[l as usize],
+                &rois.index_select(0, &idx),
+                p,
+                1.0 / f64::from(self.cfg.featmap_strides[l as usize]),
+                self.cfg.sampling_ratio,
+                self.cfg.aligned,
+            ));
+            idx_parts.push(idx);
+        }
+        let idx = Tensor::cat(&idx_parts, 0);
+        Tensor::cat(&out_parts, 0).index_select(0, &idx.argsort(0, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// Naive scalar RoIAlign (torchvision's CPU kernel, written from its documented arithmetic).
+    fn naive(f: &[f32], h: usize, w: usize, roi: [f32; 4], p: usize, scale: f32, sr: i64, aligned: bool) -> Vec<f32> {
+        let off = if aligned { 0.5 } else { 0.0 };
+        let (x1, y1) = (roi[0] * scale - off, roi[1] * scale - off);
+        let (x2, y2) = (roi[2] * scale - off, roi[3] * scale - off);
+        let (mut rw, mut rh) = (x2 - x1, y2 - y1);
+        if !aligned {
+            rw = rw.max(1.0);
+            rh = rh.max(1.0);
+        }
+        let (bw, bh) = (rw / p as f32, rh / p as f32);
+        let gh = if sr > 0 { sr as usize } else { bh.ceil().max(0.0) as usize };
+        let gw = if sr > 0 { sr as usize } else { bw.ceil().max(0.0) as usize };
+        let bil = |mut y: f32, mut x: f32| -> f32 {
+            if y < -1.0 || y > h as f32 || x < -1.0 || x > w as f32 {
+                return 0.0;
+            }
+            y = y.max(0.0);
+            x = x.max(0.0);
+            let (mut yl, mut xl) = (y as usize, x as usize);
+            let (yh, xh);
+            if yl >= h - 1 {
+                yl = h - 1;
+                yh = h - 1;
+                y = yl as f32;
+            } else {
+                yh = yl + 1;
+            }
+            if xl >= w - 1 {
+                xl = w - 1;
+                xh = w - 1;
+                x = xl as f32;
+            } else {
+                xh = xl + 1;
+            }
+            let (ly, lx) = (y - yl as f32, x - xl as f32);
+            let (hy, hx) = (1.0 - ly, 1.0 - lx);
+            hy * hx * f[yl * w + xl] + hy * lx * f[yl * w + xh] + ly * hx * f[yh * w + xl] + ly * lx * f[yh * w + xh]
+        };
+        let mut out = vec![0.0; p * p];
+        for ph in 0..p {
+            for pw in 0..p {
+                let mut s = 0.0;
+                for iy in 0..gh {
+                    let y = y1 + ph as f32 * bh + (iy as f32 + 0.5) * bh / gh as f32;
+                    for ix in 0..gw {
+                        let x = x1 + pw as f32 * bw + (ix as f32 + 0.5) * bw / gw as f32;
+                        s += bil(y, x);
+                    }
+                }
+                out[ph * p + pw] = s / ((gh * gw).max(1) as f32);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_naive_kernel_on_edge_cases() {
+        tch::manual_seed(1);
+        let (h, w) = (9usize, 11usize);
+        let f = Tensor::randn([1, 1, h as i64, w as i64], (Kind::Float, Device::Cpu));
+        let fv = Vec::<f32>::try_from(f.reshape([-1])).unwrap();
+        let rois: Vec<[f32; 4]> = vec![
+            [2.0, 3.0, 14.0, 12.0],
+            [-5.0, -4.0, 6.0, 3.0],
+            [20.0, 1.0, 30.0, 9.0],
+            [30.0, 30.0, 40.0, 44.0],
+            [4.3, 4.1, 4.6, 4.2],
+            [7.0, 7.0, 7.0, 7.0],
+            [0.0, 0.0, 22.0, 18.0],
+        ];
+        let flat: Vec<f32> = rois.iter().flat_map(|r| [0.0, r[0], r[1], r[2], r[3]]).collect();
+        let rt = Tensor::from_slice(&flat).view([-1, 5]);
+        for (sr, aligned) in [(0, true), (0, false), (2, true), (2, false)] {
+            let got = roi_align(&f, &rt, 3, 0.5, sr, aligned);
+            for (i, roi) in rois.iter().enumerate() {
+                let g = Vec::<f32>::try_from(got.get(i as i64).reshape([-1])).unwrap();
+                let n = naive(&fv, h, w, *roi, 3, 0.5, sr, aligned);
+                for (a, b) in g.iter().zip(&n) {
+                    assert!((a - b).abs() < 1e-4, "sr {sr} aligned {aligned} roi {roi:?}: {g:?} vs {n:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn level_mapping_buckets() {
+        let r = Tensor::from_slice(&[0f32, 0., 0., 111., 111., 0., 0., 0., 112., 112., 0., 0., 0., 500., 500.]).view([-1, 5]);
+        assert_eq!(Vec::<i64>::try_from(map_roi_levels(&r, 4, 56.0)).unwrap(), vec![0, 1, 3]);
+    }
+}

@@ -1,0 +1,314 @@
+//! The Sartorius (and DSB2018) competition metric.
+//!
+//! Per image: for each IoU threshold t in 0.50, 0.55, …, 0.95, a truth and a prediction match when
+//! IoU > t (strict); precision(t) = TP / (TP + FP + FN); the image score is the mean over t. The
+//! data set score is the **mean of image scores** (never the pooled TP/FP/FN of several images:
+//! that is the seed's `iou_map` trap, SEED.md §6). Per cell type: the mean over that type's images.
+//!
+//! Counting follows the seed's `precision_at`: TP = truths with exactly one matching prediction,
+//! FN = truths with none, FP = predictions matching no truth + truths matched more than once. With
+//! pixel-disjoint predictions (as the competition requires) a truth can never be matched twice at
+//! t ≥ 0.5, so this is the plain one-to-one count. An image with neither truths nor predictions
+//! scores 1 (the seed would give 0; the case does not occur in the data).
+//!
+//! IoUs are computed on run-length encodings or cropped masks, never on full-image bitmaps.
+//!
+//! ```
+//! use cellseg_core::ImageSize;
+//! use cellseg_metrics::competition::{IouMatrix, image_score};
+//! use cellseg_rle::KaggleRle;
+//!
+//! let size = ImageSize::new(10, 10);
+//! let truth = [KaggleRle::parse("1 5 11 5", size)?, KaggleRle::parse("51 10", size)?];
+//! let pred = [KaggleRle::parse("1 5 11 4", size)?];
+//! let ious = IouMatrix::from_kaggle(&truth, &pred)?;
+//! let s = image_score(&ious);
+//! // IoU 0.9: matched at t < 0.9 (8 thresholds: 1/2 each), unmatched above.
+//! assert!((s.score - 8.0 * 0.5 / 10.0).abs() < 1e-12);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use cellseg_core::CroppedMask;
+use cellseg_rle::{CocoRle, KaggleRle};
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// Number of IoU thresholds.
+pub const N_THRESHOLDS: usize = 10;
+
+/// The thresholds 0.50, 0.55, …, 0.95, computed as `np.arange(0.5, 1.0, 0.05)` does
+/// (`0.5 + i * 0.05`).
+pub fn thresholds() -> [f64; N_THRESHOLDS] {
+    std::array::from_fn(|i| 0.5 + i as f64 * 0.05)
+}
+
+/// IoUs of `n_truth` truths (rows) against `n_pred` predictions (columns), row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IouMatrix {
+    n_truth: usize,
+    n_pred: usize,
+    data: Vec<f64>,
+}
+
+impl IouMatrix {
+    /// From a row-major `[n_truth][n_pred]` buffer.
+    ///
+    /// # Errors
+    /// [`Error::MatrixSize`] when `data.len() != n_truth * n_pred`.
+    pub fn new(n_truth: usize, n_pred: usize, data: Vec<f64>) -> Result<Self> {
+        if data.len() != n_truth * n_pred {
+            return Err(Error::MatrixSize { n_truth, n_pred, got: data.len() });
+        }
+        Ok(Self { n_truth, n_pred, data })
+    }
+
+    /// Number of truths (rows).
+    pub fn n_truth(&self) -> usize {
+        self.n_truth
+    }
+
+    /// Number of predictions (columns).
+    pub fn n_pred(&self) -> usize {
+        self.n_pred
+    }
+
+    /// IoU of truth `t` and prediction `p`.
+    pub fn get(&self, t: usize, p: usize) -> f64 {
+        self.data[t * self.n_pred + p]
+    }
+
+    /// The row-major buffer.
+    pub fn as_slice(&self) -> &[f64] {
+        &self.data
+    }
+
+    /// IoUs of Kaggle (row-major) RLEs, computed on the runs with a bounding-box pre-filter.
+    ///
+    /// # Errors
+    /// [`cellseg_rle::Error::SizeMismatch`] when masks of different image sizes meet.
+    pub fn from_kaggle(truth: &[KaggleRle], pred: &[KaggleRle]) -> Result<Self> {
+        let tb: Vec<_> = truth.iter().map(|m| (m.bbox(), m.area())).collect();
+        let pb: Vec<_> = pred.iter().map(|m| (m.bbox(), m.area())).collect();
+        let mut data = vec![0.0; truth.len() * pred.len()];
+        for (t, (tm, (tbox, tarea))) in truth.iter().zip(&tb).enumerate() {
+            let Some(tbox) = tbox else { continue };
+            for (p, (pm, (pbox, parea))) in pred.iter().zip(&pb).enumerate() {
+                let Some(pbox) = pbox else { continue };
+                if pbox.x1 >= tbox.x2 || tbox.x1 >= pbox.x2 || pbox.y1 >= tbox.y2 || tbox.y1 >= pbox.y2 {
+                    continue;
+                }
+                let inter = tm.intersection(pm)?;
+                if inter > 0 {
+                    data[t * pred.len() + p] = inter as f64 / (tarea + parea - inter) as f64;
+                }
+            }
+        }
+        Ok(Self { n_truth: truth.len(), n_pred: pred.len(), data })
+    }
+
+    /// IoUs of cropped masks (only overlapping rectangles are visited).
+    ///
+    /// # Errors
+    /// [`cellseg_rle::Error::SizeMismatch`] when masks of different image sizes meet.
+    pub fn from_cropped(truth: &[CroppedMask], pred: &[CroppedMask]) -> Result<Self> {
+        let mut data = vec![0.0; truth.len() * pred.len()];
+        let pa: Vec<usize> = pred.iter().map(CroppedMask::area).collect();
+        for (t, tm) in truth.iter().enumerate() {
+            let ta = tm.area();
+            for (p, pm) in pred.iter().enumerate() {
+                if tm.image_size() != pm.image_size() {
+                    return Err(cellseg_rle::Error::SizeMismatch {
+                        index: p,
+                        got: pm.image_size(),
+                        want: tm.image_size(),
+                    }
+                    .into());
+                }
+                let inter = tm.intersection(pm);
+                if inter > 0 {
+                    data[t * pred.len() + p] = inter as f64 / (ta + pa[p] - inter) as f64;
+                }
+            }
+        }
+        Ok(Self { n_truth: truth.len(), n_pred: pred.len(), data })
+    }
+
+    /// IoUs of COCO RLEs (pycocotools `iou` with `iscrowd = 0`), transposed to truth rows.
+    ///
+    /// # Errors
+    /// [`cellseg_rle::Error::SizeMismatch`].
+    pub fn from_coco(truth: &[CocoRle], pred: &[CocoRle]) -> Result<Self> {
+        let crowd = vec![false; pred.len()];
+        let data = cellseg_rle::coco::iou_matrix(truth, pred, &crowd)?;
+        Ok(Self { n_truth: truth.len(), n_pred: pred.len(), data })
+    }
+}
+
+/// The score of one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageScore {
+    /// Mean of `precisions`.
+    pub score: f64,
+    /// TP / (TP + FP + FN) at each threshold.
+    pub precisions: [f64; N_THRESHOLDS],
+    /// True positives at each threshold.
+    pub tp: [usize; N_THRESHOLDS],
+    /// False positives at each threshold.
+    pub fp: [usize; N_THRESHOLDS],
+    /// False negatives at each threshold.
+    pub fn_: [usize; N_THRESHOLDS],
+}
+
+/// Scores one image from its IoU matrix (see the module docs for the counting rules).
+pub fn image_score(ious: &IouMatrix) -> ImageScore {
+    let (nt, np) = (ious.n_truth, ious.n_pred);
+    let mut out = ImageScore {
+        score: 0.0,
+        precisions: [0.0; N_THRESHOLDS],
+        tp: [0; N_THRESHOLDS],
+        fp: [0; N_THRESHOLDS],
+        fn_: [0; N_THRESHOLDS],
+    };
+    // Only pairs above the lowest threshold can ever match: collect them once.
+    let lowest = thresholds()[0];
+    let pairs: Vec<(usize, usize, f64)> = ious
+        .data
+        .iter()
+        .enumerate()
+        .filter(|&(_, &v)| v > lowest)
+        .map(|(k, &v)| (k / np.max(1), k % np.max(1), v))
+        .collect();
+    let mut truth_hits = vec![0usize; nt];
+    let mut pred_hit = vec![false; np];
+    for (k, &t) in thresholds().iter().enumerate() {
+        truth_hits.fill(0);
+        pred_hit.fill(false);
+        for &(ti, pi, v) in &pairs {
+            if v > t {
+                truth_hits[ti] += 1;
+                pred_hit[pi] = true;
+            }
+        }
+        let tp = truth_hits.iter().filter(|&&h| h == 1).count();
+        let fn_ = truth_hits.iter().filter(|&&h| h == 0).count();
+        let fp = pred_hit.iter().filter(|&&h| !h).count() + truth_hits.iter().filter(|&&h| h > 1).count();
+        out.tp[k] = tp;
+        out.fp[k] = fp;
+        out.fn_[k] = fn_;
+        out.precisions[k] = if tp + fp + fn_ == 0 { 1.0 } else { tp as f64 / (tp + fp + fn_) as f64 };
+    }
+    out.score = out.precisions.iter().sum::<f64>() / N_THRESHOLDS as f64;
+    out
+}
+
+/// Mean of image scores (0 images give `None`).
+pub fn mean_score<'a>(scores: impl IntoIterator<Item = &'a ImageScore>) -> Option<f64> {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for s in scores {
+        sum += s.score;
+        n += 1;
+    }
+    (n > 0).then(|| sum / n as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellseg_core::{BitMask, ImageSize};
+    use proptest::prelude::*;
+
+    fn arb_masks(n: usize, size: ImageSize) -> impl Strategy<Value = Vec<KaggleRle>> {
+        proptest::collection::vec(
+            (0..size.height, 0..size.width, 1..6usize, 1..6usize),
+            0..n,
+        )
+        .prop_map(move |rects| {
+            rects
+                .into_iter()
+                .map(|(r, c, h, w)| {
+                    let mut m = BitMask::zeros(size);
+                    for y in r..(r + h).min(size.height) {
+                        for x in c..(c + w).min(size.width) {
+                            m.set(y, x, true);
+                        }
+                    }
+                    KaggleRle::from_mask(&m)
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn thresholds_match_numpy_arange() {
+        let t = thresholds();
+        assert_eq!(t[0], 0.5);
+        assert_eq!(t[9], 0.5 + 9.0 * 0.05);
+    }
+
+    #[test]
+    fn strict_threshold() {
+        let m = IouMatrix::new(1, 1, vec![0.5]).unwrap();
+        assert_eq!(image_score(&m).score, 0.0);
+        let m = IouMatrix::new(1, 1, vec![0.55]).unwrap();
+        assert_eq!(image_score(&m).tp[0], 1);
+        assert_eq!(image_score(&m).tp[1], 0);
+    }
+
+    #[test]
+    fn empty_predictions_score_zero() {
+        let m = IouMatrix::new(3, 0, vec![]).unwrap();
+        let s = image_score(&m);
+        assert_eq!(s.score, 0.0);
+        assert_eq!(s.fn_[0], 3);
+    }
+
+    proptest! {
+        #[test]
+        fn identical_inputs_score_one(ms in arb_masks(8, ImageSize::new(20, 24))) {
+            // Identical but possibly overlapping masks: a truth can match its twin and a
+            // duplicate, so score 1 is only promised for distinct masks.
+            let mut uniq: Vec<KaggleRle> = Vec::new();
+            for m in ms {
+                if m.area() > 0 && uniq.iter().all(|u| u.iou(&m).unwrap() <= 0.5) {
+                    uniq.push(m);
+                }
+            }
+            let s = image_score(&IouMatrix::from_kaggle(&uniq, &uniq).unwrap());
+            prop_assert_eq!(s.score, 1.0);
+        }
+
+        #[test]
+        fn disjoint_inputs_score_zero(a in arb_masks(6, ImageSize::new(20, 12)), b in arb_masks(6, ImageSize::new(20, 12))) {
+            // Shift b into the right half of a 20x24 image; a stays in the left half.
+            let size = ImageSize::new(20, 24);
+            let widen = |m: &KaggleRle, dx: usize| {
+                let src = m.to_mask();
+                let mut out = BitMask::zeros(size);
+                for y in 0..20 { for x in 0..12 { if src.get(y, x) { out.set(y, x + dx, true); } } }
+                KaggleRle::from_mask(&out)
+            };
+            let ta: Vec<_> = a.iter().map(|m| widen(m, 0)).filter(|m| m.area() > 0).collect();
+            let pb: Vec<_> = b.iter().map(|m| widen(m, 12)).filter(|m| m.area() > 0).collect();
+            prop_assume!(!ta.is_empty() || !pb.is_empty());
+            let s = image_score(&IouMatrix::from_kaggle(&ta, &pb).unwrap());
+            prop_assert_eq!(s.score, 0.0);
+        }
+
+        #[test]
+        fn score_in_unit_interval_and_order_invariant(a in arb_masks(6, ImageSize::new(16, 16)), b in arb_masks(6, ImageSize::new(16, 16))) {
+            let s = image_score(&IouMatrix::from_kaggle(&a, &b).unwrap()).score;
+            prop_assert!((0.0..=1.0).contains(&s));
+            let rev: Vec<_> = b.iter().rev().cloned().collect();
+            let s2 = image_score(&IouMatrix::from_kaggle(&a, &rev).unwrap()).score;
+            prop_assert_eq!(s, s2);
+            let m = IouMatrix::from_kaggle(&a, &b).unwrap();
+            let crop_a: Vec<_> = a.iter().map(KaggleRle::to_cropped).collect();
+            let crop_b: Vec<_> = b.iter().map(KaggleRle::to_cropped).collect();
+            let mc = IouMatrix::from_cropped(&crop_a, &crop_b).unwrap();
+            for (x, y) in m.as_slice().iter().zip(mc.as_slice()) {
+                prop_assert!((x - y).abs() < 1e-12);
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of cellseg-postproc: parity with the seed's Python post-processing.
+
+mod parity;

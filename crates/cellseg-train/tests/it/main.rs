@@ -1,0 +1,5 @@
+//! Integration tests of cellseg-train (one binary: libtorch is linked once).
+
+mod engine;
+mod optim_parity;
+mod toy;
