@@ -113,10 +113,26 @@ def soft_json(u8):
     return {"rect": [int(t), int(l), int(b - t), int(r - l)], "hex": u8[t:b, l:r].tobytes().hex()}
 
 
+def box_nms(boxes, thr):
+    """torchvision's greedy NMS (IoU > thr suppresses), single-class and per label."""
+    import torch
+    from torchvision.ops import boxes as tvb
+
+    b = torch.tensor(boxes[:, :4], dtype=torch.float32)
+    s = torch.tensor(boxes[:, 4], dtype=torch.float32)
+    labels = torch.tensor(boxes[:, 5].astype(np.int64))
+    return {
+        "threshold": thr,
+        "single": tvb.nms(b, s, thr).tolist(),
+        "batched": tvb._batched_nms_vanilla(b, s, labels, thr).tolist(),
+    }
+
+
 def image_case(name, cell, masks, rng, copies):
     soft, boxes = predictions(masks, cell, rng, copies)
     idx, out, voted = seed.process_image(boxes, soft, seed.SEED_CONFIG)
     return {
+        "box_nms": [box_nms(boxes, t) for t in (0.3, 0.5, 0.7)],
         "id": name,
         "height": H,
         "width": W,

@@ -146,11 +146,37 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let o = ConvOptions { stride: 2, padding: Padding::TfSame, ..Default::default() };
         let conv = Conv2d::new(&vs.root(), 1, 1, 3, o);
-        tch::no_grad(|| vs.variables()["weight"].shallow_clone().fill_(1.0));
+        let _ = tch::no_grad(|| vs.variables()["weight"].shallow_clone().fill_(1.0));
         let x = Tensor::arange(16, (FLOAT, Device::Cpu)).view([1, 1, 4, 4]);
         let y = conv.forward(&x).view([4]);
         // top-left output sums rows 0..3, cols 0..3 of the unpadded input.
         let first = x.narrow(2, 0, 3).narrow(3, 0, 3).sum(FLOAT).double_value(&[]);
         assert_eq!(y.double_value(&[0]), first);
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use tch::{Device, Kind};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// TF "same" gives ⌈i/s⌉ outputs and equals an explicit asymmetric pad + valid conv.
+        #[test]
+        fn tf_same_is_ceil_and_pads_bottom_right(h in 1i64..20, w in 1i64..20, k in prop::sample::select(vec![1i64, 3, 5]), s in 1i64..3) {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let o = ConvOptions { stride: s, padding: Padding::TfSame, ..Default::default() };
+            let conv = Conv2d::new(&vs.root(), 2, 3, k, o);
+            let x = Tensor::randn([1, 2, h, w], (Kind::Float, Device::Cpu));
+            let y = conv.forward(&x);
+            prop_assert_eq!(y.size(), vec![1, 3, (h + s - 1) / s, (w + s - 1) / s]);
+            let pad = |i: i64| (((i + s - 1) / s - 1) * s + k - i).max(0);
+            let (ph, pw) = (pad(h), pad(w));
+            let xp = x.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2]);
+            let want = xp.conv2d(&vs.variables()["weight"], None::<&Tensor>, [s], [0], [1], 1);
+            prop_assert!(y.allclose(&want, 1e-5, 1e-5, false));
+        }
     }
 }

@@ -316,3 +316,23 @@ mod tests {
         assert_eq!(m.out_shapes().iter().map(|s| s.stride).collect::<Vec<_>>(), [2, 4, 8, 16]);
     }
 }
+
+#[cfg(test)]
+mod freezing {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn frozen_stages_two_freezes_stem_and_blocks_0_to_2() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = BackboneConfig { frozen_stages: 2, ..Default::default() };
+        let _m = EfficientNet::new(&vs.root(), EfficientNetVariant::B3, &cfg);
+        for (name, t) in vs.variables() {
+            let stats = name.contains("running_") || name.ends_with("num_batches_tracked");
+            let frozen = name.starts_with("conv_stem")
+                || name.starts_with("bn1")
+                || ["blocks.0.", "blocks.1.", "blocks.2."].iter().any(|b| name.starts_with(b));
+            assert_eq!(t.requires_grad(), !frozen && !stats, "{name}");
+        }
+    }
+}

@@ -207,3 +207,42 @@ mod tests {
         assert!(y[0].allclose(&want, 1e-6, 1e-6, false));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use tch::{Device, Kind};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// For any input size, every output keeps its lateral's size and extra levels halve
+        /// (rounding up) the previous one.
+        #[test]
+        fn output_sizes_follow_the_inputs(h in 1i64..40, w in 1i64..40, levels in 1usize..5, extra in 0usize..3) {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let shapes: Vec<ShapeSpec> =
+                (0..levels).map(|i| ShapeSpec { channels: 3, stride: 4 << i }).collect();
+            let cfg = FpnConfig { out_channels: 4, num_outs: levels + extra };
+            let fpn = Fpn::new(&vs.root(), &cfg, &shapes).unwrap();
+            let mut sizes = vec![(h, w)];
+            for _ in 1..levels {
+                let (a, b) = *sizes.last().unwrap();
+                sizes.push(((a + 1) / 2, (b + 1) / 2));
+            }
+            let feats: Vec<Tensor> = sizes
+                .iter()
+                .map(|&(a, b)| Tensor::randn([1, 3, a, b], (Kind::Float, Device::Cpu)))
+                .collect();
+            let outs = fpn.forward(&feats);
+            prop_assert_eq!(outs.len(), levels + extra);
+            for _ in 0..extra {
+                let (a, b) = *sizes.last().unwrap();
+                sizes.push(((a + 1) / 2, (b + 1) / 2));
+            }
+            for (o, &(a, b)) in outs.iter().zip(&sizes) {
+                prop_assert_eq!(o.size(), vec![1, 4, a, b]);
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ use crate::norm::{BatchNorm2d, Norm};
 /// Depth and grouping of a ResNet / ResNeXt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResNetVariant {
-    /// 50 or 101 (anything else is built as 50 … no: see [`ResNetVariant::blocks`]).
+    /// 50, 101 or 152 (see [`ResNetVariant::blocks`]).
     pub depth: u32,
     /// Groups of the 3×3 convolutions (1 for ResNet, 32 or 64 for ResNeXt).
     pub groups: i64,
@@ -250,5 +250,25 @@ mod tests {
                 assert!(!t.requires_grad(), "{name} should be frozen");
             }
         }
+    }
+
+    #[test]
+    fn gradients_reach_trainable_stages_only() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = BackboneConfig { frozen_stages: 1, norm: Norm::BatchNorm, ..Default::default() };
+        let m = ResNet::new(&vs.root(), BackboneKind::Resnet50.resnet().unwrap(), &cfg);
+        let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let outs = m.forward(&x, true);
+        let loss =
+            outs.iter().map(|o| o.mean(Kind::Float)).fold(Tensor::from(0.0f32), |a, b| a + b);
+        loss.backward();
+        let vars = vs.variables();
+        assert!(vars["layer2.0.conv1.weight"].grad().defined());
+        assert!(vars["layer4.2.bn3.weight"].grad().defined());
+        assert!(!vars["conv1.weight"].grad().defined());
+        assert!(!vars["layer1.0.conv2.weight"].grad().defined());
+        // Training-mode batch norm updated the running statistics of trainable stages only.
+        assert_eq!(vars["layer2.0.bn1.num_batches_tracked"].int64_value(&[]), 1);
+        assert_eq!(vars["layer1.0.bn1.num_batches_tracked"].int64_value(&[]), 0);
     }
 }

@@ -269,22 +269,45 @@ impl AugmentConfig {
             Err(Error::InvalidConfig { key, value, reason })
         };
         if self.crop.enabled && (self.crop.height == 0 || self.crop.width == 0) {
-            return bad("crop.height/width", format!("{}x{}", self.crop.height, self.crop.width), "must be > 0");
+            return bad(
+                "crop.height/width",
+                format!("{}x{}", self.crop.height, self.crop.width),
+                "must be > 0",
+            );
         }
         if self.crop.enabled && self.crop.max_tries == 0 {
             return bad("crop.max_tries", "0".into(), "must be > 0");
         }
         if !(0.0..=1.0).contains(&self.brightness.max_delta) {
-            return bad("brightness.max_delta", self.brightness.max_delta.to_string(), "must be in [0, 1]");
+            return bad(
+                "brightness.max_delta",
+                self.brightness.max_delta.to_string(),
+                "must be in [0, 1]",
+            );
         }
         if !(0.0..1.0).contains(&self.contrast.max_delta) {
-            return bad("contrast.max_delta", self.contrast.max_delta.to_string(), "must be in [0, 1)");
+            return bad(
+                "contrast.max_delta",
+                self.contrast.max_delta.to_string(),
+                "must be in [0, 1)",
+            );
         }
         if !(self.gamma.min > 0.0 && self.gamma.min <= self.gamma.max) {
-            return bad("gamma.min/max", format!("{}..{}", self.gamma.min, self.gamma.max), "need 0 < min <= max");
+            return bad(
+                "gamma.min/max",
+                format!("{}..{}", self.gamma.min, self.gamma.max),
+                "need 0 < min <= max",
+            );
         }
-        if !(self.blur.min_sigma >= 0.0 && self.blur.min_sigma <= self.blur.max_sigma && self.blur.max_sigma <= 10.0) {
-            return bad("blur.min_sigma/max_sigma", format!("{}..{}", self.blur.min_sigma, self.blur.max_sigma), "need 0 <= min <= max <= 10");
+        if !(self.blur.min_sigma >= 0.0
+            && self.blur.min_sigma <= self.blur.max_sigma
+            && self.blur.max_sigma <= 10.0)
+        {
+            return bad(
+                "blur.min_sigma/max_sigma",
+                format!("{}..{}", self.blur.min_sigma, self.blur.max_sigma),
+                "need 0 <= min <= max <= 10",
+            );
         }
         if !(self.noise.max_sigma >= 0.0) {
             return bad("noise.max_sigma", self.noise.max_sigma.to_string(), "must be >= 0");
@@ -380,9 +403,8 @@ impl Augment {
             photometric::gaussian_noise(&mut s.image, sigma, rng);
         }
         if !c.crop.enabled {
-            let keep: Vec<usize> = (0..s.instances.len())
-                .filter(|&i| s.instances.boxes[i].is_nonempty())
-                .collect();
+            let keep: Vec<usize> =
+                (0..s.instances.len()).filter(|&i| s.instances.boxes[i].is_nonempty()).collect();
             if keep.len() < s.instances.len() {
                 tracing::debug!(
                     id = %s.id,

@@ -39,7 +39,11 @@ impl CsvFile {
                     Error::Csv {
                         path: path.into(),
                         line,
-                        message: format!("{} fields, the header has {}", fields.len(), header.len()),
+                        message: format!(
+                            "{} fields, the header has {}",
+                            fields.len(),
+                            header.len()
+                        ),
                     },
                 )),
                 Err(e) => bad.push((line, e)),

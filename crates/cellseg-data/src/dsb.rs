@@ -47,7 +47,8 @@ impl DsbDataset {
     /// [`Error::MissingImage`], [`Error::ImageDecode`]. Lenient mode skips the row / image.
     pub fn read(csv: &Path, image_dir: &Path, strictness: Strictness) -> Result<Self> {
         let file = CsvFile::read(csv)?;
-        let [c_id, c_rle, c_h, c_w] = file.columns(["ImageId", "EncodedPixels", "Height", "Width"], csv)?;
+        let [c_id, c_rle, c_h, c_w] =
+            file.columns(["ImageId", "EncodedPixels", "Height", "Width"], csv)?;
         let mut skipped = Vec::new();
         for (line, e) in file.bad {
             skip_or_fail(strictness, csv, format!("line {line}"), e, &mut skipped)?;
@@ -57,7 +58,11 @@ impl DsbDataset {
             let size = parse_usize(&f[c_h], "Height", csv, *line)
                 .and_then(|h| Ok(ImageSize::new(h, parse_usize(&f[c_w], "Width", csv, *line)?)));
             match size {
-                Ok(s) => by_id.entry(f[c_id].trim().to_string()).or_default().push((*line, s, f[c_rle].clone())),
+                Ok(s) => by_id.entry(f[c_id].trim().to_string()).or_default().push((
+                    *line,
+                    s,
+                    f[c_rle].clone(),
+                )),
                 Err(e) => skip_or_fail(strictness, csv, format!("line {}", line), e, &mut skipped)?,
             }
         }
@@ -66,7 +71,11 @@ impl DsbDataset {
             let (first_line, size, _) = rows[0];
             let path = image_dir.join(format!("{id}.png"));
             let check = if !path.is_file() {
-                Err(Error::MissingImage { image: path.clone(), annotations: csv.to_path_buf(), row: format!("line {}", first_line) })
+                Err(Error::MissingImage {
+                    image: path.clone(),
+                    annotations: csv.to_path_buf(),
+                    row: format!("line {}", first_line),
+                })
             } else {
                 read_image_size(&path).and_then(|got| {
                     if got == size {
@@ -104,7 +113,8 @@ impl DsbDataset {
                         got_w: size.width,
                     })
                 } else {
-                    cellseg_rle::dsb::decode_cropped(&rle, size).map_err(|e| rle_error(csv, format!("line {}", line), &id, size, e))
+                    cellseg_rle::dsb::decode_cropped(&rle, size)
+                        .map_err(|e| rle_error(csv, format!("line {}", line), &id, size, e))
                 };
                 match m {
                     Ok(m) => {
@@ -113,7 +123,9 @@ impl DsbDataset {
                         inst.masks.push(m);
                         lines.push(line);
                     }
-                    Err(e) => skip_or_fail(strictness, csv, format!("line {}", line), e, &mut skipped)?,
+                    Err(e) => {
+                        skip_or_fail(strictness, csv, format!("line {}", line), e, &mut skipped)?
+                    }
                 }
             }
             images.push(DsbImage { id, path, lines, instances: inst });
@@ -128,7 +140,11 @@ impl SampleSource for DsbDataset {
     }
     fn load(&self, index: usize) -> Result<Sample> {
         let im = &self.images[index];
-        Ok(Sample { id: im.id.clone(), image: read_image(&im.path)?, instances: im.instances.clone() })
+        Ok(Sample {
+            id: im.id.clone(),
+            image: read_image(&im.path)?,
+            instances: im.instances.clone(),
+        })
     }
 }
 
@@ -166,3 +182,6 @@ pub fn read_label_pair(image: &Path, labels: &Path) -> Result<(Sample, Vec<u16>)
     let id = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     Ok((Sample { id, image: img, instances: inst }, present))
 }
+
+#[cfg(test)]
+mod tests;

@@ -93,7 +93,9 @@ pub enum Error {
         got_w: usize,
     },
     /// An annotation lies (partly) outside its image.
-    #[error("{path} {row} (image {image_id}): annotation outside the {height}x{width} image: {detail}")]
+    #[error(
+        "{path} {row} (image {image_id}): annotation outside the {height}x{width} image: {detail}"
+    )]
     AnnotationOutside {
         /// The annotation file.
         path: PathBuf,

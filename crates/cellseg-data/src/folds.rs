@@ -58,7 +58,8 @@ pub fn read_fold_csv<S: AsRef<str>>(path: &Path, ids: &[S]) -> Result<Vec<usize>
         return Err(e);
     }
     let [id_col, fold_col] = csv.columns(["id", "fold"], path)?;
-    let wanted: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_ref(), i)).collect();
+    let wanted: HashMap<&str, usize> =
+        ids.iter().enumerate().map(|(i, s)| (s.as_ref(), i)).collect();
     let mut folds: Vec<Option<usize>> = vec![None; ids.len()];
     for (line, row) in &csv.rows {
         let id = row[id_col].trim();

@@ -21,7 +21,7 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq)]
 pub struct LivecellImage {
     /// COCO image id.
-    pub id: u64,
+    pub id: String,
     /// `file_name` of the JSON.
     pub file_name: String,
     /// Where the TIFF is.
@@ -38,7 +38,11 @@ impl LivecellImage {
     /// # Errors
     /// [`Error::Io`], [`Error::ImageDecode`].
     pub fn to_sample(&self) -> Result<Sample> {
-        Ok(Sample { id: self.file_name.clone(), image: self.load_image()?, instances: self.instances.clone() })
+        Ok(Sample {
+            id: self.file_name.clone(),
+            image: self.load_image()?,
+            instances: self.instances.clone(),
+        })
     }
 
     /// Decodes the TIFF.
@@ -87,7 +91,13 @@ impl LivecellDataset {
                 Ok((path, class)) => {
                     let mut instances = im.instances;
                     instances.labels.iter_mut().for_each(|l| *l = class.label());
-                    images.push(LivecellImage { id: im.id, file_name: im.file_name, path, class, instances });
+                    images.push(LivecellImage {
+                        id: im.id,
+                        file_name: im.file_name,
+                        path,
+                        class,
+                        instances,
+                    });
                 }
                 Err(e) => skip_or_fail(strictness, json, row, e, &mut skipped)?,
             }
@@ -96,7 +106,11 @@ impl LivecellDataset {
     }
 }
 
-fn resolve(im: &crate::coco::CocoImage, folder: &Path, json: &Path) -> Result<(PathBuf, LivecellClass)> {
+fn resolve(
+    im: &crate::coco::CocoImage,
+    folder: &Path,
+    json: &Path,
+) -> Result<(PathBuf, LivecellClass)> {
     let prefix = im.file_name.split('_').next().unwrap_or("");
     let class: LivecellClass = prefix.parse().map_err(|_| Error::UnknownCellType {
         path: json.to_path_buf(),
@@ -106,7 +120,11 @@ fn resolve(im: &crate::coco::CocoImage, folder: &Path, json: &Path) -> Result<(P
     let nested = folder.join(class.folder()).join(&im.file_name);
     let path = if nested.is_file() { nested } else { folder.join(&im.file_name) };
     if !path.is_file() {
-        return Err(Error::MissingImage { image: path, annotations: json.to_path_buf(), row: format!("image {}", im.id) });
+        return Err(Error::MissingImage {
+            image: path,
+            annotations: json.to_path_buf(),
+            row: format!("image {}", im.id),
+        });
     }
     let got: ImageSize = read_image_size(&path)?;
     if got != im.size {
@@ -132,3 +150,6 @@ impl SampleSource for LivecellDataset {
         self.images[index].to_sample()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -217,3 +217,6 @@ impl Drop for EpochIter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -99,7 +99,11 @@ impl SartoriusImage {
     /// # Errors
     /// As [`SartoriusImage::load_image`].
     pub fn to_sample(&self) -> Result<Sample> {
-        Ok(Sample { id: self.id.clone(), image: self.load_image()?, instances: self.instances.clone() })
+        Ok(Sample {
+            id: self.id.clone(),
+            image: self.load_image()?,
+            instances: self.instances.clone(),
+        })
     }
 }
 
@@ -203,7 +207,9 @@ impl SartoriusDataset {
                 }
                 Err(e) => {
                     let row = match &e {
-                        Error::MissingImage { row, .. } | Error::SizeMismatch { row, .. } => row.clone(),
+                        Error::MissingImage { row, .. } | Error::SizeMismatch { row, .. } => {
+                            row.clone()
+                        }
                         _ => format!("image {id}"),
                     };
                     skip_or_fail(strict, csv, row, e, &mut skipped)?;
@@ -226,7 +232,9 @@ impl SartoriusDataset {
         let groups: Vec<&str> = self
             .images
             .iter()
-            .map(|i| i.plate_well.as_deref().ok_or_else(|| Error::MissingGroup { id: i.id.clone() }))
+            .map(|i| {
+                i.plate_well.as_deref().ok_or_else(|| Error::MissingGroup { id: i.id.clone() })
+            })
             .collect::<Result<_>>()?;
         crate::folds::group_kfold(&groups, n_splits)
     }
@@ -334,7 +342,9 @@ fn build_image(
                 lines.push(r.line);
                 masks.push(m);
             }
-            Err(e) => row_errors.push((r.line, rle_error(csv, format!("line {}", r.line), id, size, e))),
+            Err(e) => {
+                row_errors.push((r.line, rle_error(csv, format!("line {}", r.line), id, size, e)))
+            }
         }
     }
     let masks: Vec<CroppedMask> = masks

@@ -63,7 +63,8 @@ pub fn samples(n: usize, size: ImageSize, seed: u64) -> Vec<Sample> {
         .into_par_iter()
         .map(|i| {
             let t = CellType::ALL[i % 3];
-            let (image, instances) = generate(t, size, seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+            let (image, instances) =
+                generate(t, size, seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
             Sample { id: format!("synthetic_{i:04}_{t}"), image, instances }
         })
         .collect()
@@ -96,7 +97,10 @@ pub fn generate_cells(cell_type: CellType, size: ImageSize, seed: u64) -> (Image
             CellType::Astro => 0.5,
             _ => 0.9,
         };
-        if centres.iter().any(|&(x, y, r)| ((x - cx).powi(2) + (y - cy).powi(2)).sqrt() < min_d * (r + radius)) {
+        if centres
+            .iter()
+            .any(|&(x, y, r)| ((x - cx).powi(2) + (y - cy).powi(2)).sqrt() < min_d * (r + radius))
+        {
             continue;
         }
         let poly: Vec<f64> = poly
@@ -362,7 +366,8 @@ pub fn generate_sartorius(dir: &Path, n_images: usize, seed: u64) -> Result<Synt
     }
     write_atomically(&dir.join("train.csv"), csv.as_bytes())?;
     for (k, id) in ids[n_images..].iter().enumerate() {
-        let (image, _) = generate_cells(CellType::ALL[k % 3], FRAME, seed.wrapping_add(10_000 + k as u64));
+        let (image, _) =
+            generate_cells(CellType::ALL[k % 3], FRAME, seed.wrapping_add(10_000 + k as u64));
         write_png(&image, &test.join(format!("{id}.png")))?;
     }
     Ok(SyntheticSummary { root: dir.to_path_buf(), images: n_images, instances })
@@ -392,14 +397,22 @@ pub fn generate_livecell(dir: &Path, n_images: usize, seed: u64) -> Result<Synth
     let n_test = if n_images >= 3 { (n_images * 15 / 100).max(1) } else { 0 };
     let n_val = n_test;
     let n_train = n_images - n_test - n_val;
-    let splits = [("train", 0..n_train), ("val", n_train..n_train + n_val), ("test", n_train + n_val..n_images)];
+    let splits = [
+        ("train", 0..n_train),
+        ("val", n_train..n_train + n_val),
+        ("test", n_train + n_val..n_images),
+    ];
     let generated: Vec<Result<(usize, CellType, String, Vec<Cell>)>> = (0..n_images)
         .into_par_iter()
         .map(|i| {
             let t = CellType::ALL[i % 3];
             let class = livecell_class(t);
             let (image, cells) = generate_cells(t, FRAME, seed.wrapping_add(1 + i as u64));
-            let folder = if i >= n_train + n_val { "livecell_test_images" } else { "livecell_train_val_images" };
+            let folder = if i >= n_train + n_val {
+                "livecell_test_images"
+            } else {
+                "livecell_train_val_images"
+            };
             let img_dir = dir.join("images").join(folder).join(class.folder());
             create_dir(&img_dir)?;
             let name = format!(
@@ -429,15 +442,20 @@ pub fn generate_livecell(dir: &Path, n_images: usize, seed: u64) -> Result<Synth
                 "file_name": name, "original_filename": name.replace(".tif", ".png"),
             }));
             for c in cells {
-                let (xs, ys): (Vec<f64>, Vec<f64>) = c.polygon.chunks_exact(2).map(|p| (p[0], p[1])).unzip();
+                let (xs, ys): (Vec<f64>, Vec<f64>) =
+                    c.polygon.chunks_exact(2).map(|p| (p[0], p[1])).unzip();
                 let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
                 let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let bbox = [min(&xs), min(&ys), round2(max(&xs) - min(&xs)), round2(max(&ys) - min(&ys))];
-                anns.push((ann_id, serde_json::json!({
-                    "id": ann_id, "image_id": image_id, "category_id": 1,
-                    "segmentation": [c.polygon], "area": c.mask.area() as f64,
-                    "bbox": bbox, "iscrowd": 0,
-                })));
+                let bbox =
+                    [min(&xs), min(&ys), round2(max(&xs) - min(&xs)), round2(max(&ys) - min(&ys))];
+                anns.push((
+                    ann_id,
+                    serde_json::json!({
+                        "id": ann_id, "image_id": image_id, "category_id": 1,
+                        "segmentation": [c.polygon], "area": c.mask.area() as f64,
+                        "bbox": bbox, "iscrowd": 0,
+                    }),
+                ));
                 ann_id += 1;
                 instances += 1;
             }
@@ -455,7 +473,8 @@ pub fn generate_livecell(dir: &Path, n_images: usize, seed: u64) -> Result<Synth
             "annotations": annotations,
         });
         let path = ann_dir.join(format!("livecell_coco_{split}.json"));
-        let text = serde_json::to_string(&doc).map_err(|e| Error::Json { path: path.clone(), message: e.to_string() })?;
+        let text = serde_json::to_string(&doc)
+            .map_err(|e| Error::Json { path: path.clone(), message: e.to_string() })?;
         write_atomically(&path, text.as_bytes())?;
     }
     Ok(SyntheticSummary { root: dir.to_path_buf(), images: n_images, instances })
@@ -477,7 +496,8 @@ mod tests {
             let (img, inst) = generate(t, FRAME, 7);
             assert_eq!(img.size(), FRAME);
             assert!(inst.labels.iter().all(|&l| l == t.label()));
-            let mean_area = inst.masks.iter().map(|m| m.area()).sum::<usize>() as f64 / inst.len() as f64;
+            let mean_area =
+                inst.masks.iter().map(|m| m.area()).sum::<usize>() as f64 / inst.len() as f64;
             let elong = inst
                 .boxes
                 .iter()
@@ -494,7 +514,13 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic() {
-        assert_eq!(generate(CellType::Cort, ImageSize::new(128, 160), 3), generate(CellType::Cort, ImageSize::new(128, 160), 3));
-        assert_ne!(generate(CellType::Cort, ImageSize::new(128, 160), 3).0, generate(CellType::Cort, ImageSize::new(128, 160), 4).0);
+        assert_eq!(
+            generate(CellType::Cort, ImageSize::new(128, 160), 3),
+            generate(CellType::Cort, ImageSize::new(128, 160), 3)
+        );
+        assert_ne!(
+            generate(CellType::Cort, ImageSize::new(128, 160), 3).0,
+            generate(CellType::Cort, ImageSize::new(128, 160), 4).0
+        );
     }
 }

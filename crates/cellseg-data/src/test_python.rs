@@ -71,11 +71,16 @@ pub(crate) fn reference(kind: &str, src: &std::path::Path, extra: &[&str]) -> se
 }
 
 /// Compares per-instance moments with the reference list of one image.
-pub(crate) fn assert_masks_match(what: &str, masks: &[cellseg_core::CroppedMask], want: &serde_json::Value) {
+pub(crate) fn assert_masks_match(
+    what: &str,
+    masks: &[cellseg_core::CroppedMask],
+    want: &serde_json::Value,
+) {
     let want = want.as_array().unwrap_or_else(|| panic!("{what}: no reference"));
     assert_eq!(masks.len(), want.len(), "{what}: instance count");
     for (k, (m, w)) in masks.iter().zip(want).enumerate() {
-        let w: Vec<u64> = w.as_array().expect("triple").iter().map(|v| v.as_u64().expect("u64")).collect();
+        let w: Vec<u64> =
+            w.as_array().expect("triple").iter().map(|v| v.as_u64().expect("u64")).collect();
         assert_eq!(moments(m).to_vec(), w, "{what}: instance {k}");
     }
 }

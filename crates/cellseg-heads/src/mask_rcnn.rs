@@ -261,3 +261,23 @@ impl MaskRcnn {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_config_file_parses_and_equals_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/maskrcnn.toml");
+        let cfg = MaskRcnnConfig::from_toml(&path).unwrap();
+        assert_eq!(cfg, MaskRcnnConfig::default());
+        assert_eq!(cfg.heads.rpn.anchors.strides, [2, 4, 8, 16, 32]);
+        assert_eq!(cfg.heads.test.max_per_img, 1000);
+    }
+
+    #[test]
+    fn misspelt_key_is_an_error_naming_it() {
+        let err = cellseg_core::config::parse_toml::<MaskRcnnConfig>("[heads]\nnum_clases = 3\n", "x.toml").unwrap_err();
+        assert!(err.to_string().contains("num_clases"), "{err}");
+    }
+}

@@ -58,8 +58,15 @@ fn inputs() -> Vec<(String, SoftDetections, Option<Vec<usize>>)> {
                     .soft
                     .iter()
                     .map(|s| {
-                        SoftMask::new(size, s.rect[0], s.rect[1], s.rect[2], s.rect[3], hex_bytes(&s.hex))
-                            .unwrap()
+                        SoftMask::new(
+                            size,
+                            s.rect[0],
+                            s.rect[1],
+                            s.rect[2],
+                            s.rect[3],
+                            hex_bytes(&s.hex),
+                        )
+                        .unwrap()
                     })
                     .collect();
                 let d = SoftDetections {
@@ -115,11 +122,16 @@ fn bench_pipeline(c: &mut Criterion) {
     for (name, input, expected) in inputs() {
         let out = pipe.run(&name, &input).unwrap();
         if let Some(expected) = expected {
-            assert_eq!(out.source_indices, expected, "{name}: the Rust pipeline disagrees with the seed");
+            assert_eq!(
+                out.source_indices, expected,
+                "{name}: the Rust pipeline disagrees with the seed"
+            );
         }
         group.throughput(Throughput::Elements(input.boxes.len() as u64));
         let id = BenchmarkId::new(name.clone(), format!("{}x520x704", input.boxes.len()));
-        group.bench_with_input(id, &input, |b, input| b.iter(|| pipe.run(&name, black_box(input)).unwrap()));
+        group.bench_with_input(id, &input, |b, input| {
+            b.iter(|| pipe.run(&name, black_box(input)).unwrap())
+        });
     }
     group.finish();
 }

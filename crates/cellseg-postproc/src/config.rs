@@ -150,9 +150,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let err = parse_toml::<PostprocConfig>("mask_treshold = [0.5, 0.5, 0.5]", "p.toml").unwrap_err();
+        let err =
+            parse_toml::<PostprocConfig>("mask_treshold = [0.5, 0.5, 0.5]", "p.toml").unwrap_err();
         assert!(err.to_string().contains("mask_treshold"), "{err}");
-        let cfg: PostprocConfig = parse_toml("confidence_threshold = [0.3, 1.4, 0.7]", "p.toml").unwrap();
+        let cfg: PostprocConfig =
+            parse_toml("confidence_threshold = [0.3, 1.4, 0.7]", "p.toml").unwrap();
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("confidence_threshold[1] (astro)") && err.contains("1.4"), "{err}");
         let cfg: PostprocConfig = parse_toml("small_masks = \"min_area\"", "p.toml").unwrap();

@@ -43,7 +43,8 @@ pub struct Contour {
 }
 
 /// `(dx, dy)` of chain code `s`.
-const DIRS: [(isize, isize); 8] = [(1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1)];
+const DIRS: [(isize, isize); 8] =
+    [(1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1)];
 
 const VISITED: i8 = 2;
 const RIGHT: i8 = -1;
@@ -56,7 +57,12 @@ const RIGHT: i8 = -1;
 ///
 /// # Panics
 /// When `mask.len() != height * width`.
-pub fn find_contours(mask: &[u8], height: usize, width: usize, approx: ChainApprox) -> Vec<Contour> {
+pub fn find_contours(
+    mask: &[u8],
+    height: usize,
+    width: usize,
+    approx: ChainApprox,
+) -> Vec<Contour> {
     assert_eq!(mask.len(), height * width, "mask buffer does not match {height}x{width}");
     let (ph, pw) = (height + 2, width + 2);
     let mut img = vec![0i8; ph * pw];

@@ -87,6 +87,20 @@ pub fn fill_holes(mask: &CroppedMask) -> CroppedMask {
 mod tests {
     use super::*;
     use cellseg_core::ImageSize;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fill_holes_is_an_idempotent_superset(bits in proptest::collection::vec(0u8..2, 64), top in 0usize..4, left in 0usize..4) {
+            let m = CroppedMask::new(ImageSize::new(12, 12), top, left, 8, 8, bits).unwrap();
+            let f = fill_holes(&m);
+            prop_assert_eq!(f.intersection(&m), m.area());
+            prop_assert_eq!(fill_holes(&f), f.clone());
+            // Corruption never leaves the mask's rectangle.
+            let c = corrupt(&m);
+            prop_assert_eq!(c.rect(), m.rect());
+        }
+    }
 
     fn mask(rows: &[&str]) -> CroppedMask {
         let (h, w) = (rows.len(), rows[0].len());

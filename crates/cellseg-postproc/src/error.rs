@@ -42,7 +42,9 @@ pub enum Error {
         right: usize,
     },
     /// A mask belongs to an image of another size.
-    #[error("{what}: mask {index} is for a {got_h}x{got_w} image but the image is {want_h}x{want_w}")]
+    #[error(
+        "{what}: mask {index} is for a {got_h}x{got_w} image but the image is {want_h}x{want_w}"
+    )]
     MaskSize {
         /// What was being processed.
         what: &'static str,
@@ -58,7 +60,9 @@ pub enum Error {
         want_w: usize,
     },
     /// A soft mask's rectangle does not fit its buffer or its image.
-    #[error("soft mask: rectangle {rect:?} (top, left, height, width) needs {expected} values inside a {image_h}x{image_w} image, got {got}")]
+    #[error(
+        "soft mask: rectangle {rect:?} (top, left, height, width) needs {expected} values inside a {image_h}x{image_w} image, got {got}"
+    )]
     SoftMaskShape {
         /// `(top, left, height, width)`.
         rect: [usize; 4],
@@ -72,7 +76,9 @@ pub enum Error {
         image_w: usize,
     },
     /// A box label is not a Sartorius cell type, so no per-type threshold applies.
-    #[error("image {image}: the majority box label {label} is not a cell type (0 shsy5y, 1 astro, 2 cort)")]
+    #[error(
+        "image {image}: the majority box label {label} is not a cell type (0 shsy5y, 1 astro, 2 cort)"
+    )]
     UnknownCellLabel {
         /// The image identifier.
         image: String,

@@ -53,7 +53,8 @@ impl LabelImage {
 
     /// The label at `(row, col)`, `None` outside the image.
     pub fn get(&self, row: usize, col: usize) -> Option<u32> {
-        (row < self.size.height && col < self.size.width).then(|| self.data[row * self.size.width + col])
+        (row < self.size.height && col < self.size.width)
+            .then(|| self.data[row * self.size.width + col])
     }
 
     /// The largest label (the number of instances painted when none was fully hidden).

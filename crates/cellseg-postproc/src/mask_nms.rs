@@ -11,7 +11,11 @@ use cellseg_core::{CroppedMask, ImageSize};
 use crate::{Error, Result, error::check_range, nms::order_by_score};
 
 /// Checks that every mask belongs to an image of `size`.
-pub(crate) fn check_sizes(what: &'static str, size: ImageSize, masks: &[CroppedMask]) -> Result<()> {
+pub(crate) fn check_sizes(
+    what: &'static str,
+    size: ImageSize,
+    masks: &[CroppedMask],
+) -> Result<()> {
     match masks.iter().position(|m| m.image_size() != size) {
         None => Ok(()),
         Some(index) => {
@@ -113,7 +117,12 @@ pub(crate) mod tests {
     #[test]
     fn empty_masks_are_dropped_and_overlaps_suppressed() {
         let s = ImageSize::new(20, 20);
-        let masks = vec![square(s, 0, 0, 4), square(s, 0, 1, 4), CroppedMask::empty(s), square(s, 10, 10, 3)];
+        let masks = vec![
+            square(s, 0, 0, 4),
+            square(s, 0, 1, 4),
+            CroppedMask::empty(s),
+            square(s, 10, 10, 3),
+        ];
         let keep = suppress(&masks, &[0.5, 0.6, 0.99, 0.1], 0.5).unwrap();
         assert_eq!(keep, vec![1, 3]);
     }
@@ -140,8 +149,9 @@ pub(crate) mod tests {
                     (0usize..20, 0usize..20, 1usize..8, 1usize..8, any::<u64>()).prop_map(
                         move |(r, c, h, w, bits)| {
                             let (h, w) = (h.min(24 - r), w.min(24 - c));
-                            let data: Vec<u8> =
-                                (0..h * w).map(|k| u8::from((bits >> (k % 64)) & 1 == 1 || k % 3 == 0)).collect();
+                            let data: Vec<u8> = (0..h * w)
+                                .map(|k| u8::from((bits >> (k % 64)) & 1 == 1 || k % 3 == 0))
+                                .collect();
                             CroppedMask::new(s, r, c, h, w, data).unwrap()
                         },
                     ),

@@ -77,7 +77,11 @@ pub struct CocoResult {
 
 /// The COCO results of one image; `category_id = label + category_offset` (1 for Sartorius
 /// categories `1 shsy5y, 2 astro, 3 cort`). Emptied masks are skipped (COCO has no use for them).
-pub fn coco_results(image: &Processed, image_id: CocoImageId, category_offset: usize) -> Vec<CocoResult> {
+pub fn coco_results(
+    image: &Processed,
+    image_id: CocoImageId,
+    category_offset: usize,
+) -> Vec<CocoResult> {
     let d = &image.detections;
     d.masks
         .iter()
@@ -105,7 +109,8 @@ pub fn coco_results(image: &Processed, image_id: CocoImageId, category_offset: u
 /// [`Error::Json`] or [`Error::Io`] naming the file.
 pub fn write_coco_results(path: impl AsRef<Path>, results: &[CocoResult]) -> Result<()> {
     let path = path.as_ref();
-    let bytes = serde_json::to_vec(results).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+    let bytes = serde_json::to_vec(results)
+        .map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
     write_atomic(path, &bytes)
 }
 
@@ -133,11 +138,13 @@ mod tests {
 
     fn processed() -> Processed {
         let s = ImageSize::new(3, 4);
-        let m = BitMask::from_vec(s, vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap().to_cropped();
+        let m =
+            BitMask::from_vec(s, vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap().to_cropped();
         Processed {
             image_id: "abc".into(),
             cell_type: None,
-            detections: Detections::new(s, vec![BoxXyxy::default()], vec![0.5], vec![1], vec![m]).unwrap(),
+            detections: Detections::new(s, vec![BoxXyxy::default()], vec![0.5], vec![1], vec![m])
+                .unwrap(),
             source_indices: vec![0],
         }
     }
@@ -158,7 +165,8 @@ mod tests {
         let json = dir.path().join("res.json");
         let res = coco_results(&processed(), CocoImageId::Str("abc".into()), 1);
         write_coco_results(&json, &res).unwrap();
-        let back: Vec<CocoResult> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let back: Vec<CocoResult> =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(back, res);
         assert_eq!(back[0].category_id, 2);
         assert_eq!(back[0].bbox, [1.0, 0.0, 2.0, 2.0]);

@@ -35,8 +35,11 @@ impl SoftDetections {
     /// [`Error::LengthMismatch`] or [`Error::MaskSize`].
     pub fn validate(&self) -> Result<()> {
         let n = self.boxes.len();
-        for (name, len) in [("scores", self.scores.len()), ("labels", self.labels.len()), ("masks", self.masks.len())]
-        {
+        for (name, len) in [
+            ("scores", self.scores.len()),
+            ("labels", self.labels.len()),
+            ("masks", self.masks.len()),
+        ] {
             if len != n {
                 return Err(Error::LengthMismatch {
                     what: "SoftDetections",
@@ -129,7 +132,12 @@ impl Pipeline {
     ///
     /// # Errors
     /// As [`Pipeline::run`], without the vote's error.
-    pub fn run_as(&self, image_id: &str, input: &SoftDetections, cell_type: CellType) -> Result<Processed> {
+    pub fn run_as(
+        &self,
+        image_id: &str,
+        input: &SoftDetections,
+        cell_type: CellType,
+    ) -> Result<Processed> {
         input.validate()?;
         let p = self.config.params(cell_type);
         let order = nms::order_by_score(&input.scores)?;
@@ -141,7 +149,17 @@ impl Pipeline {
         for &i in &confident {
             masks.push(input.masks[i].binarize(p.mask_threshold)?);
         }
-        Ok(self.finish(image_id, input.image_size, &input.boxes, &input.scores, &input.labels, confident, masks, cell_type, p))
+        Ok(self.finish(
+            image_id,
+            input.image_size,
+            &input.boxes,
+            &input.scores,
+            &input.labels,
+            confident,
+            masks,
+            cell_type,
+            p,
+        ))
     }
 
     /// Post-processes one image whose masks are already binary (the binarisation step is skipped).
@@ -173,7 +191,17 @@ impl Pipeline {
             .take_while(|&i| f64::from(input.scores[i]) >= p.confidence_threshold)
             .collect();
         let masks = confident.iter().map(|&i| input.masks[i].clone()).collect();
-        Ok(self.finish(image_id, input.image_size, &input.boxes, &input.scores, &input.labels, confident, masks, cell_type, p))
+        Ok(self.finish(
+            image_id,
+            input.image_size,
+            &input.boxes,
+            &input.scores,
+            &input.labels,
+            confident,
+            masks,
+            cell_type,
+            p,
+        ))
     }
 
     /// Post-processes many images, in parallel with the `rayon` feature; results keep input order.
@@ -246,7 +274,12 @@ impl Pipeline {
             masks,
         };
         tracing::debug!(image = image_id, kept = idx.len(), cell_type = %cell_type, "post-processed");
-        Processed { image_id: image_id.to_string(), cell_type: Some(cell_type), detections, source_indices: idx }
+        Processed {
+            image_id: image_id.to_string(),
+            cell_type: Some(cell_type),
+            detections,
+            source_indices: idx,
+        }
     }
 }
 
@@ -269,7 +302,13 @@ mod tests {
 
     fn input(labels: Vec<usize>, scores: Vec<f32>, masks: Vec<SoftMask>) -> SoftDetections {
         let size = masks.first().map_or(ImageSize::new(32, 32), SoftMask::image_size);
-        SoftDetections { image_size: size, boxes: vec![BoxXyxy::default(); labels.len()], scores, labels, masks }
+        SoftDetections {
+            image_size: size,
+            boxes: vec![BoxXyxy::default(); labels.len()],
+            scores,
+            labels,
+            masks,
+        }
     }
 
     #[test]
@@ -280,7 +319,12 @@ mod tests {
         let d = input(
             vec![0, 0, 0, 2],
             vec![0.9, 0.8, 0.2, 0.7],
-            vec![soft(s, 0, 0, 10, 200), soft(s, 0, 1, 10, 200), soft(s, 20, 20, 5, 200), soft(s, 5, 5, 10, 200)],
+            vec![
+                soft(s, 0, 0, 10, 200),
+                soft(s, 0, 1, 10, 200),
+                soft(s, 20, 20, 5, 200),
+                soft(s, 5, 5, 10, 200),
+            ],
         );
         let out = pipe.run("img", &d).unwrap();
         assert_eq!(out.cell_type, Some(CellType::Shsy5y));
@@ -293,9 +337,14 @@ mod tests {
     #[test]
     fn overlap_is_removed_in_confidence_order() {
         let s = ImageSize::new(32, 32);
-        let cfg = PostprocConfig { min_size: [0; 3], mask_nms_threshold: [0.5; 3], ..PostprocConfig::default() };
+        let cfg = PostprocConfig {
+            min_size: [0; 3],
+            mask_nms_threshold: [0.5; 3],
+            ..PostprocConfig::default()
+        };
         let pipe = Pipeline::new(cfg).unwrap();
-        let d = input(vec![0, 0], vec![0.5, 0.9], vec![soft(s, 0, 0, 10, 200), soft(s, 5, 5, 10, 200)]);
+        let d =
+            input(vec![0, 0], vec![0.5, 0.9], vec![soft(s, 0, 0, 10, 200), soft(s, 5, 5, 10, 200)]);
         let out = pipe.run("img", &d).unwrap();
         assert_eq!(out.source_indices, vec![1, 0]);
         assert_eq!(out.detections.masks[0].area(), 100);
@@ -311,14 +360,24 @@ mod tests {
         let mut other = input(vec![0], vec![0.9], vec![soft(ImageSize::new(8, 8), 0, 0, 2, 200)]);
         other.image_size = s;
         assert!(matches!(pipe.run("b", &other), Err(Error::MaskSize { index: 0, .. })));
-        let short = SoftDetections { scores: vec![], ..input(vec![0], vec![0.9], vec![soft(s, 0, 0, 2, 9)]) };
+        let short = SoftDetections {
+            scores: vec![],
+            ..input(vec![0], vec![0.9], vec![soft(s, 0, 0, 2, 9)])
+        };
         assert!(matches!(pipe.run("c", &short), Err(Error::LengthMismatch { .. })));
         let unknown = input(vec![7], vec![0.9], vec![soft(s, 0, 0, 2, 200)]);
         assert!(matches!(pipe.run("d", &unknown), Err(Error::UnknownCellLabel { label: 7, .. })));
-        let none = SoftDetections { image_size: s, boxes: vec![], scores: vec![], labels: vec![], masks: vec![] };
+        let none = SoftDetections {
+            image_size: s,
+            boxes: vec![],
+            scores: vec![],
+            labels: vec![],
+            masks: vec![],
+        };
         let out = pipe.run("e", &none).unwrap();
         assert!(out.cell_type.is_none() && out.detections.is_empty());
-        let bad = PostprocConfig { mask_threshold: [0.45, f64::NAN, 0.45], ..PostprocConfig::default() };
+        let bad =
+            PostprocConfig { mask_threshold: [0.45, f64::NAN, 0.45], ..PostprocConfig::default() };
         assert!(matches!(Pipeline::new(bad), Err(Error::Config { .. })));
     }
 }

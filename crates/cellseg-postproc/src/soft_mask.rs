@@ -95,14 +95,7 @@ impl SoftMask {
         let cut = threshold * 255.0;
         // Smallest byte that passes: bytes are integers, so `b > cut` ⇔ `b >= floor(cut) + 1`.
         let min_byte = cut.floor() as u32 + 1;
-        Ok(binarize_rect(
-            self.image_size,
-            self.top,
-            self.left,
-            self.width,
-            &self.data,
-            min_byte,
-        ))
+        Ok(binarize_rect(self.image_size, self.top, self.left, self.width, &self.data, min_byte))
     }
 }
 

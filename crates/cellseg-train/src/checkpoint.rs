@@ -401,7 +401,8 @@ impl CheckpointStore {
     /// ones `latest.json` and `best.json` name).
     fn prune(&self, keep_last: usize) -> Result<()> {
         let ckpts = self.checkpoints_dir();
-        let keep: Vec<PathBuf> = [self.latest_dir()?, self.best_dir()?].into_iter().flatten().collect();
+        let keep: Vec<PathBuf> =
+            [self.latest_dir()?, self.best_dir()?].into_iter().flatten().collect();
         let mut regular: Vec<(String, PathBuf)> = Vec::new();
         let entries = fs::read_dir(&ckpts).map_err(Error::io("listing", &ckpts))?;
         for entry in entries.flatten() {
@@ -430,7 +431,8 @@ impl CheckpointStore {
     /// [`Error::NoCheckpoint`] when there is none; [`Error::CheckpointState`] / [`Error::Io`] /
     /// [`Error::Safetensors`] naming the broken file.
     pub fn load_latest(&self) -> Result<LoadedCheckpoint> {
-        let dir = self.latest_dir()?.ok_or_else(|| Error::NoCheckpoint { path: self.run_dir.clone() })?;
+        let dir =
+            self.latest_dir()?.ok_or_else(|| Error::NoCheckpoint { path: self.run_dir.clone() })?;
         Self::load_dir(&dir)
     }
 
@@ -486,7 +488,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::new(dir.path());
         for step in 1..=4 {
-            store.save(&weights(step as f32), &[], &state(step), (step == 2).then_some(0.5), 2).unwrap();
+            store
+                .save(&weights(step as f32), &[], &state(step), (step == 2).then_some(0.5), 2)
+                .unwrap();
         }
         let loaded = store.load_latest().unwrap();
         assert_eq!(loaded.state.step, 4);
@@ -517,8 +521,7 @@ mod tests {
         let entries: Vec<_> = fs::read_dir(dir.path().join("checkpoints")).unwrap().collect();
         assert_eq!(entries.len(), 1, "no half-written folder is left behind");
         let vs = nn::VarStore::new(Device::Cpu);
-        let _ = vs.root().zeros("a.weight", &[2, 3]);
-        // (VarStore paths use '.', so "a.weight" is a single name here.)
+        let _ = vs.root().sub("a").zeros("weight", &[2, 3]);
         load_weights(&vs, &store.latest_dir().unwrap().unwrap().join(MODEL_FILE)).unwrap();
         assert_eq!(vs.variables()["a.weight"].double_value(&[0, 0]), 1.0);
     }
@@ -557,6 +560,9 @@ mod tests {
             other => panic!("{other}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains("neck.b") && msg.contains("head.extra") && msg.contains("[4, 4]"), "{msg}");
+        assert!(
+            msg.contains("neck.b") && msg.contains("head.extra") && msg.contains("[4, 4]"),
+            "{msg}"
+        );
     }
 }

@@ -295,7 +295,8 @@ impl TrainConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the first offending key.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, message: String| Err(Error::InvalidConfig { key: key.into(), message });
+        let bad =
+            |key: &str, message: String| Err(Error::InvalidConfig { key: key.into(), message });
         if self.version != 1 {
             return bad("version", format!("is {}, this build reads version 1", self.version));
         }
@@ -322,7 +323,10 @@ impl TrainConfig {
         }
         for (i, b) in o.adamw.betas.iter().enumerate() {
             if !(0.0..1.0).contains(b) {
-                return bad("optimizer.adamw.betas", format!("beta{} must lie in [0, 1), got {b}", i + 1));
+                return bad(
+                    "optimizer.adamw.betas",
+                    format!("beta{} must lie in [0, 1), got {b}", i + 1),
+                );
             }
         }
         if !(o.adamw.eps.is_finite() && o.adamw.eps > 0.0) {

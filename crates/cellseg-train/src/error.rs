@@ -79,7 +79,9 @@ pub enum Error {
     #[error(
         "checkpoint {path} does not match the model: missing keys [{}]; unexpected keys [{}]; \
          wrong shapes [{}]",
-        list(missing), list(unexpected), list_shapes(wrong_shape)
+        list(missing),
+        list(unexpected),
+        list_shapes(wrong_shape)
     )]
     CheckpointMismatch {
         /// The checkpoint file.
@@ -106,7 +108,9 @@ pub enum Error {
         path: PathBuf,
     },
     /// A fresh run was started in a folder that already holds a run.
-    #[error("{path} already holds a training run (`latest.json`); resume it or choose another run_dir")]
+    #[error(
+        "{path} already holds a training run (`latest.json`); resume it or choose another run_dir"
+    )]
     RunExists {
         /// The run folder.
         path: PathBuf,
@@ -182,7 +186,10 @@ pub enum Error {
 
 impl Error {
     /// An [`Error::Io`] for `path`.
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Error::Io { action, path, source }
     }

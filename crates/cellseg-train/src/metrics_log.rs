@@ -69,7 +69,9 @@ impl MetricsLog {
                     Ok(r) if r.step() <= keep_until => records.push(r),
                     Ok(_) => {}
                     // A line cut by a crash mid-write can only be the last one.
-                    Err(e) => tracing::warn!(path = %path.display(), line = i + 1, error = %e, "dropping unreadable metrics line"),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), line = i + 1, error = %e, "dropping unreadable metrics line")
+                    }
                 }
             }
         }
@@ -79,7 +81,8 @@ impl MetricsLog {
             text.push(b'\n');
         }
         write_atomic(path, &text)?;
-        let file = fs::OpenOptions::new().append(true).open(path).map_err(Error::io("opening", path))?;
+        let file =
+            fs::OpenOptions::new().append(true).open(path).map_err(Error::io("opening", path))?;
         Ok(Self { path: path.to_path_buf(), file, records })
     }
 

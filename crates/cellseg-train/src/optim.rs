@@ -147,9 +147,8 @@ impl Optimizer {
         let mut wrong_shape = Vec::new();
         let mut bufs: Vec<(usize, bool, Tensor)> = Vec::new();
         for (key, t) in tensors {
-            let parsed = key
-                .split_once('/')
-                .and_then(|(b, p)| index.get(p).map(|&i| (b == n1, b == n2, i)));
+            let parsed =
+                key.split_once('/').and_then(|(b, p)| index.get(p).map(|&i| (b == n1, b == n2, i)));
             match parsed {
                 Some((first, second, i)) if first || second => {
                     let expected = self.slots[i].var.size();
@@ -166,8 +165,12 @@ impl Optimizer {
                 _ => unexpected.push(key),
             }
         }
-        let missing: Vec<String> =
-            self.slots.iter().filter(|s| !steps.contains_key(&s.name)).map(|s| s.name.clone()).collect();
+        let missing: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|s| !steps.contains_key(&s.name))
+            .map(|s| s.name.clone())
+            .collect();
         let unknown_steps: Vec<String> =
             steps.keys().filter(|k| !index.contains_key(*k)).cloned().collect();
         unexpected.extend(unknown_steps);
@@ -198,7 +201,10 @@ impl Optimizer {
             if s.step > 0 && !complete {
                 return Err(Error::CheckpointState {
                     path: path.to_path_buf(),
-                    message: format!("parameter {} made {} steps but has no moments", s.name, s.step),
+                    message: format!(
+                        "parameter {} made {} steps but has no moments",
+                        s.name, s.step
+                    ),
                 });
             }
         }
@@ -232,8 +238,11 @@ fn adamw_update(slot: &mut Slot, grad: &Tensor, lr: f64, cfg: &OptimizerConfig) 
 fn sgd_update(slot: &mut Slot, grad: &Tensor, lr: f64, cfg: &OptimizerConfig) {
     let s = &cfg.sgd;
     let var = &mut slot.var;
-    let mut d_p =
-        if slot.weight_decay != 0.0 { grad + &*var * slot.weight_decay } else { grad.shallow_clone() };
+    let mut d_p = if slot.weight_decay != 0.0 {
+        grad + &*var * slot.weight_decay
+    } else {
+        grad.shallow_clone()
+    };
     if s.momentum != 0.0 {
         let buf = match slot.buf1.take() {
             None => d_p.detach().copy(),
@@ -255,7 +264,8 @@ fn sgd_update(slot: &mut Slot, grad: &Tensor, lr: f64, cfg: &OptimizerConfig) {
 /// not finite (the caller skips the step).
 pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: Option<f64>) -> f64 {
     let _guard = tch::no_grad_guard();
-    let norms: Vec<Tensor> = grads.iter().flatten().map(|g| g.norm().to_kind(Kind::Float)).collect();
+    let norms: Vec<Tensor> =
+        grads.iter().flatten().map(|g| g.norm().to_kind(Kind::Float)).collect();
     if norms.is_empty() {
         return 0.0;
     }
@@ -284,10 +294,11 @@ mod tests {
     #[test]
     fn no_decay_groups_follow_the_seed_names() {
         let c = cfg(OptimizerKind::Adamw);
-        let params = ["backbone.conv1.weight", "backbone.bn1.weight", "fc.bias", "neck.norm.weight"]
-            .iter()
-            .map(|n| (n.to_string(), Tensor::zeros([2], (Kind::Float, Device::Cpu))))
-            .collect();
+        let params =
+            ["backbone.conv1.weight", "backbone.bn1.weight", "fc.bias", "neck.norm.weight"]
+                .iter()
+                .map(|n| (n.to_string(), Tensor::zeros([2], (Kind::Float, Device::Cpu))))
+                .collect();
         let opt = Optimizer::new(&c, params);
         let wd: Vec<f64> = opt.groups().iter().map(|g| g.1).collect();
         assert_eq!(wd, vec![0.01, 0.0, 0.0, 0.0]);
@@ -303,7 +314,8 @@ mod tests {
     fn parameters_without_gradient_are_untouched() {
         let p = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let before = p.copy();
-        let mut opt = Optimizer::new(&cfg(OptimizerKind::Adamw), vec![("w".into(), p.shallow_clone())]);
+        let mut opt =
+            Optimizer::new(&cfg(OptimizerKind::Adamw), vec![("w".into(), p.shallow_clone())]);
         opt.step(&[None], 0.1);
         assert!(p.equal(&before));
         assert_eq!(opt.state().1["w"], 0);
@@ -333,7 +345,8 @@ mod tests {
         let mut b = Optimizer::new(&c, vec![("w".into(), q.shallow_clone())]);
         b.load_state(t, &steps, std::path::Path::new("x")).unwrap();
         assert_eq!(b.state().1["w"], 1);
-        let bad = vec![("exp_avg/other".to_string(), Tensor::zeros([1], (Kind::Float, Device::Cpu)))];
+        let bad =
+            vec![("exp_avg/other".to_string(), Tensor::zeros([1], (Kind::Float, Device::Cpu)))];
         let err = b.load_state(bad, &steps, std::path::Path::new("x")).unwrap_err().to_string();
         assert!(err.contains("exp_avg/other"), "{err}");
     }

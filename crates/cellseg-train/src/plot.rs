@@ -238,7 +238,12 @@ pub fn write_curves(records: &[Record], path: &Path) -> Result<()> {
     }
     let window = (loss.len() / 50).clamp(1, 200);
     let loss_series = vec![
-        Series { name: "LOSS".into(), color: RGBColor(170, 200, 230), points: loss.clone(), width: 1 },
+        Series {
+            name: "LOSS".into(),
+            color: RGBColor(170, 200, 230),
+            points: loss.clone(),
+            width: 1,
+        },
         Series {
             name: format!("MEAN OF {window}"),
             color: PALETTE[0],
@@ -249,7 +254,12 @@ pub fn write_curves(records: &[Record], path: &Path) -> Result<()> {
     let mut eval_series =
         vec![Series { name: "OVERALL".into(), color: BLACK, points: scores, width: 2 }];
     for (i, (name, points)) in per_type.into_iter().enumerate() {
-        eval_series.push(Series { name, color: PALETTE[(i + 1) % PALETTE.len()], points, width: 1 });
+        eval_series.push(Series {
+            name,
+            color: PALETTE[(i + 1) % PALETTE.len()],
+            points,
+            width: 1,
+        });
     }
     let plot_err = |e: String| Error::Plot { path: path.to_path_buf(), message: e };
     let mut buf = vec![0u8; (WIDTH * HEIGHT * 3) as usize];

@@ -60,7 +60,11 @@ pub trait TrainData {
     ///
     /// # Errors
     /// Any error of the data source (a missing image, …).
-    fn batch(&mut self, indices: &[usize], seed: u64) -> std::result::Result<Self::Batch, HookError>;
+    fn batch(
+        &mut self,
+        indices: &[usize],
+        seed: u64,
+    ) -> std::result::Result<Self::Batch, HookError>;
 }
 
 /// Validation during training (the competition metric, overall and per cell type).
@@ -192,13 +196,8 @@ impl Trainer {
         let steps_per_epoch = (n / cfg.batch_size) as u64 / accum;
         let micro_per_epoch = steps_per_epoch * accum;
         let total_steps = steps_per_epoch * u64::from(cfg.epochs);
-        let horizon = LrSchedule::horizon(
-            cfg.schedule.horizon,
-            n,
-            cfg.epochs,
-            per_step,
-            steps_per_epoch,
-        );
+        let horizon =
+            LrSchedule::horizon(cfg.schedule.horizon, n, cfg.epochs, per_step, steps_per_epoch);
         let schedule = LrSchedule::new(&cfg.schedule, cfg.optimizer.lr, horizon);
 
         let mut pos = Position {
@@ -256,8 +255,13 @@ impl Trainer {
             trainable_scalars,
         };
         tracing::info!(
-            total_steps, steps_per_epoch, horizon, warmup = schedule.warmup_steps,
-            params = trainable_scalars, samples = n, "training"
+            total_steps,
+            steps_per_epoch,
+            horizon,
+            warmup = schedule.warmup_steps,
+            params = trainable_scalars,
+            samples = n,
+            "training"
         );
         observer.on_start(&plan);
 
@@ -292,7 +296,8 @@ impl Trainer {
                     total_steps,
                     started,
                 };
-                let outcome = ctx.run_step(model, data, &param_tensors, &mut optimizer, &mut pos)?;
+                let outcome =
+                    ctx.run_step(model, data, &param_tensors, &mut optimizer, &mut pos)?;
                 match outcome {
                     StepOutcome::Done(stats) => {
                         report.last_loss = Some(stats.loss);
@@ -347,8 +352,9 @@ impl Trainer {
             let mut best_score = None;
             if let Some(v) = validator.as_deref_mut().filter(|_| cfg.eval.due(done, cfg.epochs)) {
                 let _span = tracing::info_span!("validation").entered();
-                let eval =
-                    v.validate(model).map_err(|source| Error::Validation { epoch: done, source })?;
+                let eval = v
+                    .validate(model)
+                    .map_err(|source| Error::Validation { epoch: done, source })?;
                 let is_best = eval.score.is_finite()
                     && pos.best.as_ref().is_none_or(|b| eval.score > b.score);
                 if is_best {
@@ -405,7 +411,8 @@ impl Trainer {
             config: self.cfg.clone(),
         };
         let weights = named_variables(model.var_store());
-        let dir = store.save(&weights, &moments, &state, best_score, self.cfg.checkpoint.keep_last)?;
+        let dir =
+            store.save(&weights, &moments, &state, best_score, self.cfg.checkpoint.keep_last)?;
         observer.on_checkpoint(&dir, pos.step);
         Ok(dir)
     }
@@ -430,13 +437,18 @@ fn check_resumable(cfg: &TrainConfig, state: &TrainState, path: &std::path::Path
     if let Some((key, _)) = fixed.iter().find(|(_, same)| !same) {
         return Err(Error::CheckpointState {
             path: path.to_path_buf(),
-            message: format!("the checkpoint was written with another `{key}`; resume needs the same"),
+            message: format!(
+                "the checkpoint was written with another `{key}`; resume needs the same"
+            ),
         });
     }
     if state.rng_algorithm != ALGORITHM {
         return Err(Error::CheckpointState {
             path: path.to_path_buf(),
-            message: format!("data order `{}` is not this build's `{ALGORITHM}`", state.rng_algorithm),
+            message: format!(
+                "data order `{}` is not this build's `{ALGORITHM}`",
+                state.rng_algorithm
+            ),
         });
     }
     let mut a = saved.clone();

@@ -71,11 +71,7 @@ pub fn crop_sample(sample: &Sample, win: CropWindow, recompute_boxes: bool) -> S
         inst.labels.push(sample.instances.labels[i]);
         inst.masks.push(m);
     }
-    Sample {
-        id: sample.id.clone(),
-        image: crop_image(&sample.image, win),
-        instances: inst,
-    }
+    Sample { id: sample.id.clone(), image: crop_image(&sample.image, win), instances: inst }
 }
 
 fn crop_image(image: &Image, win: CropWindow) -> Image {

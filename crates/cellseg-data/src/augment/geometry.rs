@@ -168,8 +168,7 @@ fn rot90_mask_once(m: &CroppedMask) -> CroppedMask {
 /// All instances rotated by `k` quarter turns counter-clockwise.
 pub fn rot90_instances(inst: &Instances, k: u8) -> Instances {
     let size = inst.image_size;
-    let new_size =
-        if k % 2 == 1 { ImageSize::new(size.width, size.height) } else { size };
+    let new_size = if k % 2 == 1 { ImageSize::new(size.width, size.height) } else { size };
     Instances {
         image_size: new_size,
         boxes: inst.boxes.iter().map(|b| rot90_box(b, size, k)).collect(),

@@ -52,9 +52,10 @@ fn default_config_matches_documented_defaults_and_the_toml() {
 
 #[test]
 fn unknown_keys_and_bad_values_are_named() {
-    let err = cellseg_core::config::parse_toml::<AugmentConfig>("[flip]\nhorizonal = 0.5", "a.toml")
-        .unwrap_err()
-        .to_string();
+    let err =
+        cellseg_core::config::parse_toml::<AugmentConfig>("[flip]\nhorizonal = 0.5", "a.toml")
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("horizonal") && err.contains("a.toml"), "{err}");
     let mut c = AugmentConfig::default();
     c.flip.horizontal = 0.9;
@@ -84,7 +85,8 @@ fn crop_keeps_box_and_mask_consistent_with_the_source() {
     let out = crop::crop_sample(&s, win, false);
     let kept = crop::crop_boxes(&s.instances.boxes, win);
     assert_eq!(kept.len(), out.instances.len());
-    for ((i, b), (ob, om)) in kept.iter().zip(out.instances.boxes.iter().zip(&out.instances.masks)) {
+    for ((i, b), (ob, om)) in kept.iter().zip(out.instances.boxes.iter().zip(&out.instances.masks))
+    {
         assert_eq!(b, ob);
         let src = s.instances.masks[*i].to_full();
         let dst = om.to_full();
@@ -154,11 +156,22 @@ fn flips_are_applied_for_real_with_the_intended_rates() {
         }
     }
     assert_eq!(h + v + none, 400);
-    assert!((70..130).contains(&h) && (70..130).contains(&v) && (150..250).contains(&none), "{h} {v} {none}");
+    assert!(
+        (70..130).contains(&h) && (70..130).contains(&v) && (150..250).contains(&none),
+        "{h} {v} {none}"
+    );
 }
 
 fn arb_sample() -> impl Strategy<Value = Sample> {
-    (20usize..80, 20usize..80, proptest::collection::vec((0usize..80, 0usize..80, 1usize..30, 1usize..30, 0usize..3), 1..12), any::<u64>())
+    (
+        20usize..80,
+        20usize..80,
+        proptest::collection::vec(
+            (0usize..80, 0usize..80, 1usize..30, 1usize..30, 0usize..3),
+            1..12,
+        ),
+        any::<u64>(),
+    )
         .prop_map(|(h, w, rects, seed)| {
             let size = ImageSize::new(h, w);
             let mut inst = Instances::empty(size);

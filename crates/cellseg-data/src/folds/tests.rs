@@ -36,7 +36,8 @@ fn group_kfold_equals_scikit_learn() {
     std::fs::write(&input, serde_json::to_string(&cases).unwrap()).unwrap();
     let output = dir.path().join("folds.json");
     run_tool("data_group_kfold.py", &[input.to_str().unwrap(), output.to_str().unwrap()]);
-    let want: Vec<Vec<usize>> = serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
+    let want: Vec<Vec<usize>> =
+        serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
     for (groups, want) in cases.iter().zip(want) {
         assert_eq!(group_kfold(groups, 5).unwrap(), want);
     }

@@ -17,7 +17,9 @@ fn plate_and_well_come_from_sample_id() {
 #[test]
 fn real_train_csv_matches_numpy_decode_raw_and_filled() {
     let Some((csv, images)) = realdata_paths() else { return };
-    for (opts, extra) in [(SartoriusOptions::validation(), vec![]), (SartoriusOptions::default(), vec!["--fill"])] {
+    for (opts, extra) in
+        [(SartoriusOptions::validation(), vec![]), (SartoriusOptions::default(), vec!["--fill"])]
+    {
         let ds = SartoriusDataset::read_csv(&csv, &images, &opts).unwrap();
         assert_eq!(ds.ids(), ["0030fd0e6378", "2d8810967b36", "f17f964687b3", "ffc2ead3e8cc"]);
         assert_eq!(ds.images.iter().map(|i| i.instances.len()).sum::<usize>(), 623);
@@ -40,7 +42,10 @@ fn real_train_csv_matches_numpy_decode_raw_and_filled() {
 fn real_unlabeled_images_are_listed_and_decode() {
     let Some(root) = realdata() else { return };
     let test = read_test_images(&root.join("sartorius/unlabeled/test")).unwrap();
-    assert_eq!(test.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(), ["7ae19de7bc2a", "d48ec7815252", "d8bfd1dafdc4"]);
+    assert_eq!(
+        test.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+        ["7ae19de7bc2a", "d48ec7815252", "d8bfd1dafdc4"]
+    );
     for dir in ["test", "train_semi_supervised", "unidentified"] {
         for (_, p) in read_test_images(&root.join("sartorius/unlabeled").join(dir)).unwrap() {
             assert_eq!(read_image(&p).unwrap().size(), ImageSize::new(520, 704), "{}", p.display());
@@ -88,7 +93,8 @@ fn corrected_masks_clip_every_instance_to_the_red_channel() {
             rgb[(r * size.width + c) * 3] = 255;
         }
     }
-    crate::raster::write_png(&Image::new(size, 3, rgb).unwrap(), &fix.join(format!("{id}.png"))).unwrap();
+    crate::raster::write_png(&Image::new(size, 3, rgb).unwrap(), &fix.join(format!("{id}.png")))
+        .unwrap();
     let opts = SartoriusOptions { corrected_masks: Some(fix), ..SartoriusOptions::default() };
     let clipped = SartoriusDataset::read(dir.path(), &opts).unwrap();
     assert_eq!(clipped.images[0], plain.images[0], "image without a corrected mask is unchanged");
@@ -114,7 +120,8 @@ fn corrected_masks_clip_every_instance_to_the_red_channel() {
 fn tiny_layout(rows: &str, png: Option<&[u8]>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("train")).unwrap();
-    let header = "id,annotation,width,height,cell_type,plate_time,sample_date,sample_id,elapsed_timedelta\n";
+    let header =
+        "id,annotation,width,height,cell_type,plate_time,sample_date,sample_id,elapsed_timedelta\n";
     std::fs::write(dir.path().join("train.csv"), format!("{header}{rows}")).unwrap();
     let p = dir.path().join("train/aaaaaaaaaaaa.png");
     match png {
@@ -131,12 +138,17 @@ const ROW: &str = "aaaaaaaaaaaa,12 3 22 3,10,8,cort,,,cort[x]_A1-1_V_Ph_1,\n";
 #[test]
 fn bad_rows_name_the_file_and_line_or_are_skipped_with_a_reason() {
     let strict = SartoriusOptions::default();
-    let lenient = SartoriusOptions { strictness: Strictness::Lenient, ..SartoriusOptions::default() };
+    let lenient =
+        SartoriusOptions { strictness: Strictness::Lenient, ..SartoriusOptions::default() };
     let cases: [(&str, &str, &str); 5] = [
         ("bad RLE", "aaaaaaaaaaaa,12 x 22 3,10,8,cort,,,s_A1-1,\n", "line 3"),
         ("wrong width", "aaaaaaaaaaaa,12 3,11,8,cort,,,cort[x]_A1-1_V_Ph_1,\n", "line 3"),
         ("outside", "aaaaaaaaaaaa,75 10,10,8,cort,,,cort[x]_A1-1_V_Ph_1,\n", "line 3"),
-        ("non-integer height", "aaaaaaaaaaaa,12 3,10,eight,cort,,,cort[x]_A1-1_V_Ph_1,\n", "line 3"),
+        (
+            "non-integer height",
+            "aaaaaaaaaaaa,12 3,10,eight,cort,,,cort[x]_A1-1_V_Ph_1,\n",
+            "line 3",
+        ),
         ("short row", "aaaaaaaaaaaa,12 3,10\n", "line 3"),
     ];
     for (what, bad, line) in cases {
@@ -146,7 +158,8 @@ fn bad_rows_name_the_file_and_line_or_are_skipped_with_a_reason() {
         if what == "outside" {
             assert!(err.contains("outside"), "{err}");
         }
-        let ds = SartoriusDataset::read(dir.path(), &lenient).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let ds =
+            SartoriusDataset::read(dir.path(), &lenient).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(ds.skipped.len(), 1, "{what}");
         assert_eq!(ds.skipped[0].row, "line 3", "{what}");
         assert_eq!(ds.images.len(), 1, "{what}: the good row stays");
@@ -157,19 +170,26 @@ fn bad_rows_name_the_file_and_line_or_are_skipped_with_a_reason() {
 #[test]
 fn missing_and_corrupt_images_and_size_mismatch_are_errors_naming_the_file() {
     let strict = SartoriusOptions::default();
-    let lenient = SartoriusOptions { strictness: Strictness::Lenient, ..SartoriusOptions::default() };
+    let lenient =
+        SartoriusOptions { strictness: Strictness::Lenient, ..SartoriusOptions::default() };
     // missing
     let dir = tiny_layout(ROW, None);
     std::fs::remove_file(dir.path().join("train/aaaaaaaaaaaa.png")).unwrap();
     let err = SartoriusDataset::read(dir.path(), &strict).unwrap_err();
     assert!(matches!(err, Error::MissingImage { .. }), "{err}");
-    assert!(err.to_string().contains("aaaaaaaaaaaa.png") && err.to_string().contains("line 2"), "{err}");
+    assert!(
+        err.to_string().contains("aaaaaaaaaaaa.png") && err.to_string().contains("line 2"),
+        "{err}"
+    );
     let ds = SartoriusDataset::read(dir.path(), &lenient).unwrap();
     assert!(ds.images.is_empty() && ds.skipped.len() == 1);
     // corrupt
     let dir = tiny_layout(ROW, Some(b"\x89PNG\r\n\x1a\ngarbage"));
     let err = SartoriusDataset::read(dir.path(), &strict).unwrap_err();
-    assert!(matches!(err, Error::ImageDecode { .. }) && err.to_string().contains("aaaaaaaaaaaa.png"), "{err}");
+    assert!(
+        matches!(err, Error::ImageDecode { .. }) && err.to_string().contains("aaaaaaaaaaaa.png"),
+        "{err}"
+    );
     assert_eq!(SartoriusDataset::read(dir.path(), &lenient).unwrap().skipped.len(), 1);
     // image size differs from the CSV
     let dir = tiny_layout(&ROW.replace(",10,8,", ",12,8,").replace("22 3", "25 3"), None);
@@ -200,9 +220,16 @@ fn missing_and_corrupt_images_and_size_mismatch_are_errors_naming_the_file() {
 fn anomalies_are_removed_by_option() {
     let rows = ROW.to_string() + &ROW.replace("aaaaaaaaaaaa", "03b27b381a5f");
     let dir = tiny_layout(&rows, None);
-    crate::raster::write_png(&Image::filled(ImageSize::new(8, 10), 1, 9), &dir.path().join("train/03b27b381a5f.png")).unwrap();
+    crate::raster::write_png(
+        &Image::filled(ImageSize::new(8, 10), 1, 9),
+        &dir.path().join("train/03b27b381a5f.png"),
+    )
+    .unwrap();
     let ds = SartoriusDataset::read(dir.path(), &SartoriusOptions::default()).unwrap();
     assert_eq!(ds.ids(), ["aaaaaaaaaaaa"]);
     let keep = SartoriusOptions { remove_anomalies: false, ..SartoriusOptions::default() };
-    assert_eq!(SartoriusDataset::read(dir.path(), &keep).unwrap().ids(), ["03b27b381a5f", "aaaaaaaaaaaa"]);
+    assert_eq!(
+        SartoriusDataset::read(dir.path(), &keep).unwrap().ids(),
+        ["03b27b381a5f", "aaaaaaaaaaaa"]
+    );
 }

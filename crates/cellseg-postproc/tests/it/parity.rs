@@ -1,6 +1,6 @@
 //! Equality with independent references run in the same test, on real masks: OpenCV (contours and
 //! the astro corruption), scipy (`binary_fill_holes`) and the seed's post-processing re-written with
-//! numpy + pycocotools + torch (`tools/postproc_seed.py`), on Sartorius and LIVECell ground truth
+//! numpy + pycocotools + torch (`tools/postproc_seed.py`), torchvision's box NMS, on Sartorius and LIVECell ground truth
 //! turned into predictions by `tools/postproc_reference.py`.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::process::Command;
 use cellseg_core::{BoxXyxy, CellType, CroppedMask, ImageSize};
 use cellseg_postproc::contours::{ChainApprox, find_contours};
 use cellseg_postproc::corrupt::{corrupt, fill_holes};
-use cellseg_postproc::{Pipeline, PostprocConfig, SoftDetections, SoftMask};
+use cellseg_postproc::{Pipeline, PostprocConfig, SoftDetections, SoftMask, nms};
 use cellseg_rle::kaggle;
 use serde::Deserialize;
 
@@ -29,6 +29,14 @@ struct ImageCase {
     labels: Vec<usize>,
     soft: Vec<Soft>,
     expected: Expected,
+    box_nms: Vec<BoxNms>,
+}
+
+#[derive(Deserialize)]
+struct BoxNms {
+    threshold: f64,
+    single: Vec<usize>,
+    batched: Vec<usize>,
 }
 
 #[derive(Deserialize)]
@@ -103,7 +111,9 @@ fn postproc_equals_opencv_scipy_and_the_seed_on_real_masks() {
         let (top, left, h, w) = mask.rect();
         let ours: Vec<Vec<i32>> = find_contours(mask.as_slice(), h, w, ChainApprox::Simple)
             .into_iter()
-            .map(|c| c.points.iter().flat_map(|p| [p[0] + left as i32, p[1] + top as i32]).collect())
+            .map(|c| {
+                c.points.iter().flat_map(|p| [p[0] + left as i32, p[1] + top as i32]).collect()
+            })
             .collect();
         if sorted_contours(ours) != sorted_contours(s.contours.clone()) {
             bad.push(format!("shape {k}: contours differ from cv2.findContours"));
@@ -119,9 +129,21 @@ fn postproc_equals_opencv_scipy_and_the_seed_on_real_masks() {
             bad.push(format!("shape {k}: fill_holes differs from binary_fill_holes"));
         }
     }
-    assert!(bad.is_empty(), "{} of {} shapes differ:\n{}", bad.len(), reference.shapes.len(), bad[..bad.len().min(20)].join("\n"));
-    eprintln!("{} shapes equal; corruption changed {corrupted}, hole filling added {holes} pixels", reference.shapes.len());
-    assert!(reference.shapes.len() > 900 && holes > 0 && corrupted > 100, "too few shapes, changes or holes");
+    assert!(
+        bad.is_empty(),
+        "{} of {} shapes differ:\n{}",
+        bad.len(),
+        reference.shapes.len(),
+        bad[..bad.len().min(20)].join("\n")
+    );
+    eprintln!(
+        "{} shapes equal; corruption changed {corrupted}, hole filling added {holes} pixels",
+        reference.shapes.len()
+    );
+    assert!(
+        reference.shapes.len() > 900 && holes > 0 && corrupted > 100,
+        "too few shapes, changes or holes"
+    );
 
     // 2. The whole pipeline with the seed's thresholds.
     let pipe = Pipeline::new(PostprocConfig::default()).unwrap();
@@ -133,7 +155,10 @@ fn postproc_equals_opencv_scipy_and_the_seed_on_real_masks() {
         let masks = im
             .soft
             .iter()
-            .map(|s| SoftMask::new(size, s.rect[0], s.rect[1], s.rect[2], s.rect[3], hex_bytes(&s.hex)).unwrap())
+            .map(|s| {
+                SoftMask::new(size, s.rect[0], s.rect[1], s.rect[2], s.rect[3], hex_bytes(&s.hex))
+                    .unwrap()
+            })
             .collect();
         let input = SoftDetections {
             image_size: size,
@@ -142,16 +167,41 @@ fn postproc_equals_opencv_scipy_and_the_seed_on_real_masks() {
             labels: im.labels.clone(),
             masks,
         };
+        for case in &im.box_nms {
+            let single = nms::nms(&input.boxes, &input.scores, case.threshold).unwrap();
+            assert_eq!(
+                single, case.single,
+                "{}: box NMS at {} differs from torchvision",
+                im.id, case.threshold
+            );
+            let batched =
+                nms::batched_nms(&input.boxes, &input.scores, &input.labels, case.threshold)
+                    .unwrap();
+            assert_eq!(
+                batched, case.batched,
+                "{}: class-aware NMS at {} differs",
+                im.id, case.threshold
+            );
+        }
         let out = pipe.run(&im.id, &input).unwrap();
         assert_eq!(out.cell_type.map(CellType::label), im.expected.cell, "{}: cell type", im.id);
         assert_eq!(out.source_indices, im.expected.indices, "{}: kept detections", im.id);
         let rles: Vec<String> = out.detections.masks.iter().map(kaggle::encode_cropped).collect();
         for (k, (a, b)) in rles.iter().zip(&im.expected.rles).enumerate() {
-            assert!(a == b, "{}: instance {k} (input {}) differs after post-processing", im.id, out.source_indices[k]);
+            assert!(
+                a == b,
+                "{}: instance {k} (input {}) differs after post-processing",
+                im.id,
+                out.source_indices[k]
+            );
         }
         kept += rles.len();
         types.extend(out.cell_type);
     }
     assert!(kept > 500, "only {kept} instances kept");
-    assert!(types.contains(&CellType::Astro) && types.contains(&CellType::Cort) && types.contains(&CellType::Shsy5y));
+    assert!(
+        types.contains(&CellType::Astro)
+            && types.contains(&CellType::Cort)
+            && types.contains(&CellType::Shsy5y)
+    );
 }

@@ -8,7 +8,7 @@ use cellseg_train::{
     metrics_log::Record,
 };
 
-use crate::toy::{Collect, Toy, ToyData, ToyValidator};
+use crate::toy::{Collect, Toy, ToyData, ToyValidator, torch_rng_lock};
 
 fn config(run_dir: &Path) -> TrainConfig {
     let mut cfg = TrainConfig {
@@ -43,7 +43,13 @@ fn straight_vs_resumed(cfg: TrainConfig, stop: u64) {
     let mut obs_a = Collect::default();
     let ra = Trainer::new(straight_cfg)
         .unwrap()
-        .fit(&mut a, &mut ToyData::new(34), Some(&mut ToyValidator::new()), &mut obs_a, Start::Fresh)
+        .fit(
+            &mut a,
+            &mut ToyData::new(34),
+            Some(&mut ToyValidator::new()),
+            &mut obs_a,
+            Start::Fresh,
+        )
         .unwrap();
 
     let mut split_cfg = cfg.clone();
@@ -52,7 +58,13 @@ fn straight_vs_resumed(cfg: TrainConfig, stop: u64) {
     let mut b = Toy::new(1);
     let mut obs_b = Collect { stop_at: Some(stop), ..Collect::default() };
     let rb = trainer
-        .fit(&mut b, &mut ToyData::new(34), Some(&mut ToyValidator::new()), &mut obs_b, Start::Fresh)
+        .fit(
+            &mut b,
+            &mut ToyData::new(34),
+            Some(&mut ToyValidator::new()),
+            &mut obs_b,
+            Start::Fresh,
+        )
         .unwrap();
     assert!(rb.stopped_early);
     assert_eq!(rb.steps, stop);
@@ -61,12 +73,19 @@ fn straight_vs_resumed(cfg: TrainConfig, stop: u64) {
     tch::manual_seed(12345);
     let mut obs_c = Collect::default();
     let rc = trainer
-        .fit(&mut c, &mut ToyData::new(34), Some(&mut ToyValidator::new()), &mut obs_c, Start::Resume)
+        .fit(
+            &mut c,
+            &mut ToyData::new(34),
+            Some(&mut ToyValidator::new()),
+            &mut obs_c,
+            Start::Resume,
+        )
         .unwrap();
     assert_eq!(rc.steps, ra.steps);
     assert_same_weights(&a, &c);
     // The resumed half logs exactly the steps the straight run made after `stop`.
-    let tail: Vec<(u64, f64)> = obs_a.steps.iter().filter(|s| s.step > stop).map(|s| (s.step, s.loss)).collect();
+    let tail: Vec<(u64, f64)> =
+        obs_a.steps.iter().filter(|s| s.step > stop).map(|s| (s.step, s.loss)).collect();
     let resumed: Vec<(u64, f64)> = obs_c.steps.iter().map(|s| (s.step, s.loss)).collect();
     assert_eq!(tail, resumed);
     assert_eq!(ra.best, rc.best);
@@ -84,13 +103,17 @@ fn straight_vs_resumed(cfg: TrainConfig, stop: u64) {
 
 #[test]
 fn resume_mid_epoch_gives_bit_identical_weights_adamw() {
+    let _lock = torch_rng_lock();
     // 34 samples, bs 4: 8 steps per epoch, 24 in all; stop in the middle of epoch 2.
     let cfg = config(Path::new("unused"));
-    straight_vs_resumed(cfg, 12);
+    straight_vs_resumed(cfg.clone(), 12);
+    // Stopped exactly at the end of epoch 1, before its validation and checkpoint.
+    straight_vs_resumed(cfg, 8);
 }
 
 #[test]
 fn resume_gives_bit_identical_weights_sgd_accumulation_cosine() {
+    let _lock = torch_rng_lock();
     let mut cfg = config(Path::new("unused"));
     cfg.optimizer.kind = OptimizerKind::Sgd;
     cfg.optimizer.sgd.nesterov = true;
@@ -103,6 +126,7 @@ fn resume_gives_bit_identical_weights_sgd_accumulation_cosine() {
 
 #[test]
 fn training_reduces_the_loss_and_keeps_the_best_checkpoint() {
+    let _lock = torch_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("run"));
     cfg.epochs = 6;
@@ -121,7 +145,8 @@ fn training_reduces_the_loss_and_keeps_the_best_checkpoint() {
     // The seed's schedule: first step at lr 0, peak after warm-up.
     assert_eq!(obs.steps[0].lr, 0.0);
     let best = report.best.clone().unwrap();
-    let best_eval = obs.evals.iter().max_by(|a, b| a.report.score.total_cmp(&b.report.score)).unwrap();
+    let best_eval =
+        obs.evals.iter().max_by(|a, b| a.report.score.total_cmp(&b.report.score)).unwrap();
     assert_eq!(best.score, best_eval.report.score);
     assert!(obs.evals.iter().filter(|e| e.is_best).count() >= 1);
     assert_eq!(obs.evals[0].report.per_type.len(), 2);
@@ -145,6 +170,7 @@ fn training_reduces_the_loss_and_keeps_the_best_checkpoint() {
 
 #[test]
 fn non_finite_losses_are_skipped_reported_and_limited() {
+    let _lock = torch_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("run"));
     cfg.max_nonfinite_steps = 100;
@@ -184,6 +210,7 @@ fn non_finite_losses_are_skipped_reported_and_limited() {
 
 #[test]
 fn resume_with_another_architecture_lists_the_mismatched_keys() {
+    let _lock = torch_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("run"));
     cfg.epochs = 1;
@@ -194,24 +221,35 @@ fn resume_with_another_architecture_lists_the_mismatched_keys() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::CheckpointMismatch { .. }), "{msg}");
-    assert!(msg.contains("extra.weight") && msg.contains("fc1.weight") && msg.contains("model.safetensors"), "{msg}");
+    assert!(
+        msg.contains("extra.weight")
+            && msg.contains("fc1.weight")
+            && msg.contains("model.safetensors"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn fresh_run_refuses_an_existing_run_and_resume_needs_one() {
+    let _lock = torch_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("run"));
     cfg.epochs = 1;
     let trainer = Trainer::new(cfg).unwrap();
-    let err = trainer.fit(&mut Toy::new(1), &mut ToyData::new(16), None, &mut (), Start::Resume).unwrap_err();
+    let err = trainer
+        .fit(&mut Toy::new(1), &mut ToyData::new(16), None, &mut (), Start::Resume)
+        .unwrap_err();
     assert!(matches!(err, Error::NoCheckpoint { .. }), "{err}");
     trainer.fit(&mut Toy::new(1), &mut ToyData::new(16), None, &mut (), Start::Fresh).unwrap();
-    let err = trainer.fit(&mut Toy::new(1), &mut ToyData::new(16), None, &mut (), Start::Fresh).unwrap_err();
+    let err = trainer
+        .fit(&mut Toy::new(1), &mut ToyData::new(16), None, &mut (), Start::Fresh)
+        .unwrap_err();
     assert!(matches!(err, Error::RunExists { .. }), "{err}");
 }
 
 #[test]
 fn unwritable_run_dir_is_a_clear_error() {
+    let _lock = torch_rng_lock();
     // Tests run as root, so permissions do not block writes: put the run folder under a file.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a_file");
@@ -227,6 +265,7 @@ fn unwritable_run_dir_is_a_clear_error() {
 
 #[test]
 fn too_little_data_and_bad_values_are_errors() {
+    let _lock = torch_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig { batch_size: 8, grad_accumulation: 4, ..config(dir.path()) };
     let err = Trainer::new(cfg)
@@ -241,15 +280,22 @@ fn too_little_data_and_bad_values_are_errors() {
 
 #[test]
 fn mixed_precision_on_cpu_is_a_no_op() {
+    let _lock = torch_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("amp"));
     cfg.epochs = 1;
     cfg.mixed_precision = true;
     let mut a = Toy::new(1);
-    Trainer::new(cfg.clone()).unwrap().fit(&mut a, &mut ToyData::new(16), None, &mut (), Start::Fresh).unwrap();
+    Trainer::new(cfg.clone())
+        .unwrap()
+        .fit(&mut a, &mut ToyData::new(16), None, &mut (), Start::Fresh)
+        .unwrap();
     cfg.mixed_precision = false;
     cfg.run_dir = dir.path().join("fp32");
     let mut b = Toy::new(1);
-    Trainer::new(cfg).unwrap().fit(&mut b, &mut ToyData::new(16), None, &mut (), Start::Fresh).unwrap();
+    Trainer::new(cfg)
+        .unwrap()
+        .fit(&mut b, &mut ToyData::new(16), None, &mut (), Start::Fresh)
+        .unwrap();
     assert_same_weights(&a, &b);
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use cellseg_train::{
     LrSchedule, Optimizer, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleHorizon,
@@ -10,30 +11,42 @@ use cellseg_train::{
 };
 use tch::Tensor;
 
-const NAMES: [&str; 5] = ["layer1.weight", "layer1.bias", "bn1.weight", "head.weight", "head.norm.bias"];
+const NAMES: [&str; 5] =
+    ["layer1.weight", "layer1.bias", "bn1.weight", "head.weight", "head.norm.bias"];
 const STEPS: usize = 6;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Runs the reference script into a temp dir and reads its tensors.
-fn reference() -> (tempfile::TempDir, BTreeMap<String, Tensor>) {
-    let python = repo().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `make test` (tools/setup_venv.sh) to create the virtualenv",
-        python.display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(&python)
-        .arg(repo().join("tools/train_optim_reference.py"))
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "reference script failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let tensors = Tensor::read_safetensors(dir.path().join("optim_reference.safetensors")).unwrap();
-    (dir, tensors.into_iter().collect())
+/// Runs the reference script once per test process (importing torch is the slow part) and reads
+/// its tensors.
+fn reference() -> BTreeMap<String, Tensor> {
+    static REFERENCE: OnceLock<Mutex<BTreeMap<String, Tensor>>> = OnceLock::new();
+    let cell = REFERENCE.get_or_init(|| {
+        let python = repo().join(".venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: run `make test` (tools/setup_venv.sh) to create the virtualenv",
+            python.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(&python)
+            .arg(repo().join("tools/train_optim_reference.py"))
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "reference script failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.path().join("optim_reference.safetensors");
+        Mutex::new(Tensor::read_safetensors(path).unwrap().into_iter().collect())
+    });
+    // Tensors are not Sync; the tests only read copies made under the lock.
+    let guard = cell.lock().unwrap_or_else(|e| e.into_inner());
+    guard.iter().map(|(k, v)| (k.clone(), v.copy())).collect()
 }
 
 struct Case {
@@ -107,9 +120,10 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn optim_matches_torch() {
-    let (_dir, r) = reference();
+    let r = &reference();
     for case in &CASES {
-        let mut cfg = OptimizerConfig { kind: case.kind, lr: case.lr, ..OptimizerConfig::default() };
+        let mut cfg =
+            OptimizerConfig { kind: case.kind, lr: case.lr, ..OptimizerConfig::default() };
         if case.name == "adamw_seed_wd0" {
             // The seed's behaviour: weight_decay configured but never applied (SEED.md §9.12).
             cfg.weight_decay = 0.01;
@@ -135,12 +149,24 @@ fn optim_matches_torch() {
         let want_lr = Vec::<f64>::try_from(&r[&format!("lr/{}", case.name)]).unwrap();
         let want_norm = Vec::<f64>::try_from(&r[&format!("norm/{}", case.name)]).unwrap();
         for step in 0..STEPS {
-            let mut grads: Vec<Option<Tensor>> =
-                NAMES.iter().map(|n| r.get(&format!("grad/{step}/{n}")).map(|g| g.copy())).collect();
+            let mut grads: Vec<Option<Tensor>> = NAMES
+                .iter()
+                .map(|n| r.get(&format!("grad/{step}/{n}")).map(|g| g.copy()))
+                .collect();
             let norm = clip_grad_norm(&mut grads, cfg.clip_grad_norm);
-            assert!((norm - want_norm[step]).abs() <= 1e-5 * want_norm[step], "{} step {step}: norm {norm} vs {}", case.name, want_norm[step]);
+            assert!(
+                (norm - want_norm[step]).abs() <= 1e-5 * want_norm[step],
+                "{} step {step}: norm {norm} vs {}",
+                case.name,
+                want_norm[step]
+            );
             let lr = schedule.lr(step as u64);
-            assert!((lr - want_lr[step]).abs() <= 1e-15, "{} step {step}: lr {lr} vs {}", case.name, want_lr[step]);
+            assert!(
+                (lr - want_lr[step]).abs() <= 1e-15,
+                "{} step {step}: lr {lr} vs {}",
+                case.name,
+                want_lr[step]
+            );
             opt.step(&grads, lr);
         }
         for (n, v) in NAMES.iter().zip(&vars) {
@@ -149,14 +175,18 @@ fn optim_matches_torch() {
             let moved = (want - init).abs().max().double_value(&[]);
             assert!(moved > 1e-4, "{} {n}: the reference did not move ({moved})", case.name);
             let d = max_rel_diff(v, want);
-            assert!(d < 2e-6, "{} {n}: max relative difference {d}\nours {v}\ntorch {want}", case.name);
+            assert!(
+                d < 2e-6,
+                "{} {n}: max relative difference {d}\nours {v}\ntorch {want}",
+                case.name
+            );
         }
     }
 }
 
 #[test]
 fn schedules_match_transformers_formulas_stepped_per_batch() {
-    let (_dir, r) = reference();
+    let r = &reference();
     for (kind, key) in [
         (ScheduleKind::Linear, "linear"),
         (ScheduleKind::Cosine, "cosine"),

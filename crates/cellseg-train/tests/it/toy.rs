@@ -9,6 +9,13 @@ use cellseg_train::{
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
+/// The torch RNG is process-global and tests run on parallel threads: every test that seeds it
+/// (model construction, training) holds this lock.
+pub fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Two-layer perceptron with dropout (so the torch RNG matters) and a frozen (non-trainable)
 /// buffer, producing three named losses.
 pub struct Toy {
@@ -89,8 +96,9 @@ impl ToyData {
         };
         let xs: Vec<f32> = (0..n * 4).map(|_| next()).collect();
         let x = Tensor::from_slice(&xs).view([n as i64, 4]);
-        let w = Tensor::from_slice(&[0.5f32, -1.0, 0.3, 2.0, 0.1, 0.0, -0.7, 0.4, 1.0, 1.0, -1.0, 0.2])
-            .view([4, 3]);
+        let w =
+            Tensor::from_slice(&[0.5f32, -1.0, 0.3, 2.0, 0.1, 0.0, -0.7, 0.4, 1.0, 1.0, -1.0, 0.2])
+                .view([4, 3]);
         let y = x.matmul(&w);
         Self { x, y, poison: None }
     }
@@ -142,7 +150,8 @@ impl Validator<Toy> for ToyValidator {
         let _g = tch::no_grad_guard();
         let out = model.forward(&self.data.x, false);
         let err = (out - &self.data.y).square().mean_dim([1i64].as_slice(), false, Kind::Float);
-        let mut report = EvalReport { score: -err.mean(None).double_value(&[]), ..Default::default() };
+        let mut report =
+            EvalReport { score: -err.mean(None).double_value(&[]), ..Default::default() };
         report.per_type.insert("a".into(), -err.narrow(0, 0, 8).mean(None).double_value(&[]));
         report.per_type.insert("b".into(), -err.narrow(0, 8, 8).mean(None).double_value(&[]));
         Ok(report)
