@@ -39,15 +39,21 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     if let (Some(truth), Some(pred)) = (&args.truth, &args.pred) {
         let rep = report::competition_from_files(truth, pred).context("competition metric")?;
         let out = if args.json { serde_json::to_string_pretty(&rep)? } else { rep.table() };
         println!("{out}");
     } else if let (Some(gt), Some(dt)) = (&args.coco_truth, &args.coco_pred) {
-        let params = CocoEvalParams { max_dets: args.max_dets.clone(), ..CocoEvalParams::new(args.iou_type) };
+        let params = CocoEvalParams {
+            max_dets: args.max_dets.clone(),
+            ..CocoEvalParams::new(args.iou_type)
+        };
         let rep = report::coco_from_files(gt, dt, &params).context("COCO evaluation")?;
-        let out = if args.json { serde_json::to_string_pretty(&rep)? } else { rep.eval.summary_table() };
+        let out =
+            if args.json { serde_json::to_string_pretty(&rep)? } else { rep.eval.summary_table() };
         println!("{out}");
     } else {
         bail!("give --truth and --pred, or --coco-truth and --coco-pred");

@@ -16,7 +16,7 @@ profile=()
 echo "# device: $( [[ " $* " == *" --cuda "* ]] && echo cuda || echo "cpu ($(nproc) cores)" ); args: $*"
 rust=$(cargo bench -q -p cellseg-backbones --bench backbones "${profile[@]}" -- "$@")
 py=$(.venv/bin/python tools/backbones_bench.py "$@" 2>/dev/null)
-printf '%-20s %12s %12s %8s\n' backbone rust_ms pytorch_ms ratio
+printf '%-20s %14s %14s %8s %14s %14s %8s\n' backbone rust_median_ms torch_median_ms ratio rust_min_ms torch_min_ms ratio
 join -t $'\t' <(echo "$rust" | sort) <(echo "$py" | sort) |
-  awk -F'\t' '{ printf "%-20s %12.1f %12.1f %8.2f\n", $1, $2, $4, $2 / $4 }'
-echo "# ratio = rust / pytorch median forward time (backbone + FPN); < 1 means cellseg is faster"
+  awk -F'\t' '{ printf "%-20s %14.1f %14.1f %8.2f %14.1f %14.1f %8.2f\n", $1, $2, $4, $2 / $4, $3, $5, $3 / $5 }'
+echo "# ratio = rust / pytorch forward time (backbone + FPN, batch 1, eval, no grad); < 1 means cellseg is faster"

@@ -8,6 +8,8 @@ test computes the same numbers from its own decode and compares them.
   data_reference.py sartorius CSV OUT [--fill]      numpy row-major decode (seed rle_decode),
                                                     optional scipy binary_fill_holes; per id, sorted
   data_reference.py coco JSON OUT [--max-images N]  pycocotools COCO.annToMask per annotation
+  data_reference.py coco-list LIST OUT [--max-images N]  the same for each JSON path listed in LIST
+                                                    (one per line); OUT is {path: {image: [...]}}
   data_reference.py dsb CSV OUT                     numpy column-major decode (Fortran order)
   data_reference.py labels TIF OUT                  tifffile label image, one mask per non-zero id
 OUT is JSON: {image_key: [[area, s1, s2], ...]} in the annotation order of the source file.
@@ -100,6 +102,9 @@ def main() -> None:
     elif kind == "coco":
         n = int(rest[rest.index("--max-images") + 1]) if "--max-images" in rest else 1 << 30
         out = coco(src, n)
+    elif kind == "coco-list":
+        n = int(rest[rest.index("--max-images") + 1]) if "--max-images" in rest else 1 << 30
+        out = {p: coco(p, n) for p in open(src).read().splitlines() if p}
     elif kind == "labels":
         out = labels(src)
     else:

@@ -151,7 +151,9 @@ def image_case(name, cell, masks, rng, copies):
 def shape_case(mask):
     mask = mask.astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    every, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     return {
+        "contours_none": [c.reshape(-1).tolist() for c in every],
         "height": int(mask.shape[0]),
         "width": int(mask.shape[1]),
         "mask": seed.kaggle_rle(mask),

@@ -105,7 +105,7 @@ impl SqueezeExcite {
 
     fn forward(&self, x: &Tensor) -> Tensor {
         let s = x.mean_dim([2, 3].as_slice(), true, Kind::Float);
-        let s = self.conv_expand.forward(&self.conv_reduce.forward(&s).silu());
+        let s = self.conv_expand.forward(&self.conv_reduce.forward(&s).silu_());
         x * s.sigmoid()
     }
 }
@@ -161,17 +161,19 @@ impl MbBlock {
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let y = match &self.conv_pw {
-            Some((conv, bn)) => bn.forward(&conv.forward(x), train).silu(),
+            // In-place SiLU on fresh batch-norm outputs, as timm's `SiLU(inplace=True)`.
+            Some((conv, bn)) => bn.forward(&conv.forward(x), train).silu_(),
             None => x.shallow_clone(),
         };
-        let y = self.bn_dw.forward(&self.conv_dw.forward(&y), train).silu();
+        let y = self.bn_dw.forward(&self.conv_dw.forward(&y), train).silu_();
         let y = self.se.forward(&y);
         let y = self.bn_proj.forward(&self.conv_proj.forward(&y), train);
         if !self.skip {
             return y;
         }
-        let y = if train && self.drop_path > 0.0 { drop_path(&y, self.drop_path) } else { y };
-        y + x
+        let mut y = if train && self.drop_path > 0.0 { drop_path(&y, self.drop_path) } else { y };
+        y += x;
+        y
     }
 }
 
@@ -266,7 +268,7 @@ impl Backbone for EfficientNet {
     }
 
     fn forward(&self, images: &Tensor, train: bool) -> Vec<Tensor> {
-        let mut x = self.bn1.forward(&self.conv_stem.forward(images), train).silu();
+        let mut x = self.bn1.forward(&self.conv_stem.forward(images), train).silu_();
         let mut outs = Vec::with_capacity(4);
         for (s, stage) in self.blocks.iter().enumerate() {
             for block in stage {

@@ -102,14 +102,16 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = self.bn1.forward(&self.conv1.forward(x), train).relu();
-        let y = self.bn2.forward(&self.conv2.forward(&y), train).relu();
-        let y = self.bn3.forward(&self.conv3.forward(&y), train);
+        // In-place activations and residual add, as torchvision (`ReLU(inplace=True)`, `+=`).
+        let y = self.bn1.forward(&self.conv1.forward(x), train).relu_();
+        let y = self.bn2.forward(&self.conv2.forward(&y), train).relu_();
+        let mut y = self.bn3.forward(&self.conv3.forward(&y), train);
         let shortcut = match &self.downsample {
             Some(d) => d.bn.forward(&d.conv.forward(x), train),
             None => x.shallow_clone(),
         };
-        (y + shortcut).relu()
+        y += shortcut;
+        y.relu_()
     }
 }
 
@@ -191,7 +193,7 @@ impl Backbone for ResNet {
     }
 
     fn forward(&self, images: &Tensor, train: bool) -> Vec<Tensor> {
-        let x = self.bn1.forward(&self.conv1.forward(images), train).relu();
+        let x = self.bn1.forward(&self.conv1.forward(images), train).relu_();
         let mut x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         let mut outs = Vec::with_capacity(4);
         for layer in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {

@@ -309,7 +309,7 @@ impl AugmentConfig {
                 "need 0 <= min <= max <= 10",
             );
         }
-        if !(self.noise.max_sigma >= 0.0) {
+        if self.noise.max_sigma.is_nan() || self.noise.max_sigma < 0.0 {
             return bad("noise.max_sigma", self.noise.max_sigma.to_string(), "must be >= 0");
         }
         Ok(())

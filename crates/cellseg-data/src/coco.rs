@@ -17,6 +17,9 @@ use crate::{Error, Result};
 /// put border vertices at `-0.5` or `W + 0.5`); anything further out is an error.
 pub const POLYGON_TOLERANCE: f64 = 1.0;
 
+/// `(image id, file name, size, [(annotation id, category, decoded mask)])`.
+type DecodedImage = (String, String, ImageSize, Vec<(String, usize, Result<CroppedMask>)>);
+
 /// One image of a COCO file with its annotations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CocoImage {
@@ -148,24 +151,22 @@ impl CocoFile {
                 }
             }
         }
-        let decoded: Vec<(String, String, ImageSize, Vec<(String, usize, Result<CroppedMask>)>)> =
-            images
-                .into_par_iter()
-                .map(|(id, file_name, size, anns)| {
-                    let out = anns
-                        .into_iter()
-                        .map(|(ann_id, a)| {
-                            let cat =
-                                get_u64(a, "category_id", &format!("annotation {ann_id}"), path);
-                            let mask =
-                                cat.and_then(|_| decode_segmentation(a, &ann_id, &id, size, path));
-                            let cat = get_u64(a, "category_id", "", path).unwrap_or(0) as usize;
-                            (ann_id, cat, mask)
-                        })
-                        .collect();
-                    (id, file_name, size, out)
-                })
-                .collect();
+        let decoded: Vec<DecodedImage> = images
+            .into_par_iter()
+            .map(|(id, file_name, size, anns)| {
+                let out = anns
+                    .into_iter()
+                    .map(|(ann_id, a)| {
+                        let cat = get_u64(a, "category_id", &format!("annotation {ann_id}"), path);
+                        let mask =
+                            cat.and_then(|_| decode_segmentation(a, &ann_id, &id, size, path));
+                        let cat = get_u64(a, "category_id", "", path).unwrap_or(0) as usize;
+                        (ann_id, cat, mask)
+                    })
+                    .collect();
+                (id, file_name, size, out)
+            })
+            .collect();
         let mut out_images = Vec::with_capacity(decoded.len());
         for (id, file_name, size, anns) in decoded {
             let mut inst = Instances::empty(size);
@@ -257,11 +258,11 @@ fn decode_segmentation(
                     path: path.to_path_buf(),
                     row,
                     image_id: image_id.to_string(),
-                    ann_h: h,
-                    ann_w: w,
+                    ann_h: h as u32,
+                    ann_w: w as u32,
                     what: format!("image {image_id} in images[]"),
-                    got_h: size.height,
-                    got_w: size.width,
+                    got_h: size.height as u32,
+                    got_w: size.width as u32,
                 });
             }
             let r = match o.get("counts") {

@@ -85,11 +85,11 @@ impl DsbDataset {
                             path: csv.to_path_buf(),
                             row: format!("line {}", first_line),
                             image_id: id.clone(),
-                            ann_h: size.height,
-                            ann_w: size.width,
+                            ann_h: size.height as u32,
+                            ann_w: size.width as u32,
                             what: format!("image {}", path.display()),
-                            got_h: got.height,
-                            got_w: got.width,
+                            got_h: got.height as u32,
+                            got_w: got.width as u32,
                         })
                     }
                 })
@@ -106,11 +106,11 @@ impl DsbDataset {
                         path: csv.to_path_buf(),
                         row: format!("line {}", line),
                         image_id: id.clone(),
-                        ann_h: s.height,
-                        ann_w: s.width,
+                        ann_h: s.height as u32,
+                        ann_w: s.width as u32,
                         what: format!("line {first_line} of the same image"),
-                        got_h: size.height,
-                        got_w: size.width,
+                        got_h: size.height as u32,
+                        got_w: size.width as u32,
                     })
                 } else {
                     cellseg_rle::dsb::decode_cropped(&rle, size)
@@ -161,11 +161,11 @@ pub fn read_label_pair(image: &Path, labels: &Path) -> Result<(Sample, Vec<u16>)
             path: labels.to_path_buf(),
             row: "whole image".into(),
             image_id: image.display().to_string(),
-            ann_h: size.height,
-            ann_w: size.width,
+            ann_h: size.height as u32,
+            ann_w: size.width as u32,
             what: format!("image {}", image.display()),
-            got_h: img.size().height,
-            got_w: img.size().width,
+            got_h: img.size().height as u32,
+            got_w: img.size().width as u32,
         });
     }
     let mut present: Vec<u16> = ids.iter().copied().filter(|&v| v != 0).collect();

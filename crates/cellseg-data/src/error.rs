@@ -68,7 +68,7 @@ pub enum Error {
         image_id: String,
         /// What the RLE decoder reported.
         #[source]
-        source: cellseg_rle::Error,
+        source: Box<cellseg_rle::Error>,
     },
     /// The width / height stated by an annotation file differs from the image (or from other rows).
     #[error(
@@ -82,15 +82,15 @@ pub enum Error {
         /// The image id.
         image_id: String,
         /// Height stated by the annotation.
-        ann_h: usize,
+        ann_h: u32,
         /// Width stated by the annotation.
-        ann_w: usize,
+        ann_w: u32,
         /// What the annotation was compared with (the image file, an earlier row).
         what: String,
         /// Height found.
-        got_h: usize,
+        got_h: u32,
         /// Width found.
-        got_w: usize,
+        got_w: u32,
     },
     /// An annotation lies (partly) outside its image.
     #[error(

@@ -132,11 +132,11 @@ fn resolve(
             path: json.to_path_buf(),
             row: format!("image {}", im.id),
             image_id: im.id.to_string(),
-            ann_h: im.size.height,
-            ann_w: im.size.width,
+            ann_h: im.size.height as u32,
+            ann_w: im.size.width as u32,
             what: format!("image {}", path.display()),
-            got_h: got.height,
-            got_w: got.width,
+            got_h: got.height as u32,
+            got_w: got.width as u32,
         });
     }
     Ok((path, class))

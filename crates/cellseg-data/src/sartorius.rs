@@ -189,7 +189,7 @@ impl SartoriusDataset {
                 }
             }
         }
-        let results: Vec<(String, Result<(SartoriusImage, Vec<(usize, Error)>)>)> = by_id
+        let results: Vec<(String, Result<BuiltImage>)> = by_id
             .into_par_iter()
             .map(|(id, rows)| {
                 let r = build_image(&id, rows, csv, image_dir, options);
@@ -258,6 +258,9 @@ impl SampleSource for SartoriusDataset {
     }
 }
 
+/// An image and the errors of its bad rows (line, error).
+type BuiltImage = (SartoriusImage, Vec<(usize, Error)>);
+
 /// Builds one image; row-level errors come back separately (so a lenient read skips the row only).
 fn build_image(
     id: &str,
@@ -265,7 +268,7 @@ fn build_image(
     csv: &Path,
     image_dir: &Path,
     options: &SartoriusOptions,
-) -> Result<(SartoriusImage, Vec<(usize, Error)>)> {
+) -> Result<BuiltImage> {
     let first = &rows[0];
     let size = first.size;
     let path = image_dir.join(format!("{id}.png"));
@@ -288,11 +291,11 @@ fn build_image(
                 path: csv.to_path_buf(),
                 row: format!("line {}", first.line),
                 image_id: id.to_string(),
-                ann_h: size.height,
-                ann_w: size.width,
+                ann_h: size.height as u32,
+                ann_w: size.width as u32,
                 what: format!("image {}", path.display()),
-                got_h: got.height,
-                got_w: got.width,
+                got_h: got.height as u32,
+                got_w: got.width as u32,
             });
         }
     }
@@ -314,11 +317,11 @@ fn build_image(
                     path: csv.to_path_buf(),
                     row: format!("line {}", r.line),
                     image_id: id.to_string(),
-                    ann_h: r.size.height,
-                    ann_w: r.size.width,
+                    ann_h: r.size.height as u32,
+                    ann_w: r.size.width as u32,
                     what: format!("line {} of the same image", first.line),
-                    got_h: size.height,
-                    got_w: size.width,
+                    got_h: size.height as u32,
+                    got_w: size.width as u32,
                 },
             ));
             continue;
@@ -400,7 +403,12 @@ pub(crate) fn rle_error(
             detail: e.to_string(),
         }
     } else {
-        Error::Rle { path: path.to_path_buf(), row, image_id: image_id.to_string(), source: e }
+        Error::Rle {
+            path: path.to_path_buf(),
+            row,
+            image_id: image_id.to_string(),
+            source: Box::new(e),
+        }
     }
 }
 

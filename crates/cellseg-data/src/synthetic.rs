@@ -210,7 +210,7 @@ fn render<R: Rng + ?Sized>(size: ImageSize, cells: &[Cell], rng: &mut R) -> Imag
     let (fx, fy, ph) = (
         rng.random_range(1.0f32..3.0),
         rng.random_range(1.0f32..3.0),
-        rng.random_range(0.0f32..6.28),
+        rng.random_range(0.0f32..std::f32::consts::TAU),
     );
     let mut v = vec![0f32; size.pixels()];
     for r in 0..h {
@@ -220,7 +220,7 @@ fn render<R: Rng + ?Sized>(size: ImageSize, cells: &[Cell], rng: &mut R) -> Imag
             v[r * w + c] = 128.0
                 + gx * (xr - 0.5)
                 + gy * (yr - 0.5)
-                + 4.0 * (fx * 6.28 * xr + fy * 6.28 * yr + ph).sin();
+                + 4.0 * (std::f32::consts::TAU * (fx * xr + fy * yr) + ph).sin();
         }
     }
     // label map of cells (for halos); later cells on top
@@ -290,6 +290,9 @@ impl NormalPairs {
         r * t.cos()
     }
 }
+
+/// `(index, cell type, file name, cells)` of one generated LIVECell image.
+type GeneratedImage = (usize, CellType, String, Vec<Cell>);
 
 /// What a generator wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -402,7 +405,7 @@ pub fn generate_livecell(dir: &Path, n_images: usize, seed: u64) -> Result<Synth
         ("val", n_train..n_train + n_val),
         ("test", n_train + n_val..n_images),
     ];
-    let generated: Vec<Result<(usize, CellType, String, Vec<Cell>)>> = (0..n_images)
+    let generated: Vec<Result<GeneratedImage>> = (0..n_images)
         .into_par_iter()
         .map(|i| {
             let t = CellType::ALL[i % 3];

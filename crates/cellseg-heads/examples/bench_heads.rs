@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use cellseg_core::{BitMask, ImageSize, Instances};
 use cellseg_heads::{MaskRcnn, MaskRcnnConfig};
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 
 fn env(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -55,7 +55,11 @@ fn main() -> anyhow::Result<()> {
     let batch = env("BATCH", 8);
     let iters = env("ITERS", 3);
     let warmup = env("WARMUP", 1);
-    let device = if std::env::var("DEVICE").as_deref() == Ok("cuda") { Device::Cuda(0) } else { Device::Cpu };
+    let device = if std::env::var("DEVICE").as_deref() == Ok("cuda") {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    };
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let mut cfg = MaskRcnnConfig::default();
@@ -78,7 +82,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let train_ms = 1e3 * times.iter().sum::<f64>() / times.len().max(1) as f64;
-    println!("cellseg train step: batch {batch} 256x256 ~40 inst: {train_ms:.1} ms/iter, {:.2} img/s", batch as f64 / train_ms * 1e3);
+    println!(
+        "cellseg train step: batch {batch} 256x256 ~40 inst: {train_ms:.1} ms/iter, {:.2} img/s",
+        batch as f64 / train_ms * 1e3
+    );
 
     let img = Tensor::randn([1, 3, 544, 704], (Kind::Float, device)); // 520x704 padded to /32
     let full = ImageSize::new(520, 704);

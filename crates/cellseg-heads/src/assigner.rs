@@ -123,7 +123,8 @@ mod tests {
             let u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - i;
             i / u.max(1e-6)
         };
-        let ov: Vec<Vec<f32>> = gts.iter().map(|g| boxes.iter().map(|b| iou(g, b)).collect()).collect();
+        let ov: Vec<Vec<f32>> =
+            gts.iter().map(|g| boxes.iter().map(|b| iou(g, b)).collect()).collect();
         let mut out = vec![-1i64; boxes.len()];
         for j in 0..boxes.len() {
             let (mut m, mut a) = (-1f32, 0usize);
@@ -166,11 +167,19 @@ mod tests {
         let boxes = mk(n);
         let gts = mk(g);
         let to_arr = |x: &Tensor| -> Vec<[f32; 4]> {
-            Vec::<f32>::try_from(x.reshape([-1])).unwrap().chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect()
+            Vec::<f32>::try_from(x.reshape([-1]))
+                .unwrap()
+                .chunks(4)
+                .map(|c| [c[0], c[1], c[2], c[3]])
+                .collect()
         };
         for chunk_elements in [1usize, 1000, 1 << 22] {
             let cfg = AssignerConfig { chunk_elements, ..AssignerConfig::default() };
-            let r = MaxIouAssigner::new(&cfg).assign(&boxes, &gts, &Tensor::arange(g, (Kind::Int64, Device::Cpu)));
+            let r = MaxIouAssigner::new(&cfg).assign(
+                &boxes,
+                &gts,
+                &Tensor::arange(g, (Kind::Int64, Device::Cpu)),
+            );
             let got = Vec::<i64>::try_from(&r.gt_inds).unwrap();
             assert_eq!(got, naive(&to_arr(&boxes), &to_arr(&gts), &cfg), "chunk {chunk_elements}");
         }

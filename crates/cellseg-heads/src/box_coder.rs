@@ -45,16 +45,20 @@ impl BoxCoder {
     pub fn decode(&self, boxes: &Tensor, deltas: &Tensor, max_shape: Option<(i64, i64)>) -> Tensor {
         let n = deltas.size()[0];
         let k = deltas.size()[1] / 4;
-        let d = deltas.view([n, k, 4]) * self.vec4(self.cfg.stds, deltas) + self.vec4(self.cfg.means, deltas);
+        let d = deltas.view([n, k, 4]) * self.vec4(self.cfg.stds, deltas)
+            + self.vec4(self.cfg.means, deltas);
         let (px, py, pw, ph) = centres(boxes);
         let (px, py, pw, ph) = (px.unsqueeze(1), py.unsqueeze(1), pw.unsqueeze(1), ph.unsqueeze(1));
         let dx = d.select(2, 0);
         let dy = d.select(2, 1);
         let (dw, dh) = match self.cfg.clamp {
-            DeltaClamp::BothSides => {
-                (d.select(2, 2).clamp(-WH_CLAMP, WH_CLAMP), d.select(2, 3).clamp(-WH_CLAMP, WH_CLAMP))
+            DeltaClamp::BothSides => (
+                d.select(2, 2).clamp(-WH_CLAMP, WH_CLAMP),
+                d.select(2, 3).clamp(-WH_CLAMP, WH_CLAMP),
+            ),
+            DeltaClamp::MaxOnly => {
+                (d.select(2, 2).clamp_max(WH_CLAMP), d.select(2, 3).clamp_max(WH_CLAMP))
             }
-            DeltaClamp::MaxOnly => (d.select(2, 2).clamp_max(WH_CLAMP), d.select(2, 3).clamp_max(WH_CLAMP)),
         };
         let gw = &pw * dw.exp();
         let gh = &ph * dh.exp();
@@ -108,7 +112,8 @@ mod tests {
     #[test]
     fn clamp_and_clip() {
         let both = BoxCoder::new(&BoxCoderConfig::default());
-        let maxonly = BoxCoder::new(&BoxCoderConfig { clamp: DeltaClamp::MaxOnly, ..Default::default() });
+        let maxonly =
+            BoxCoder::new(&BoxCoderConfig { clamp: DeltaClamp::MaxOnly, ..Default::default() });
         let b = Tensor::from_slice(&[10f32, 10.0, 20.0, 20.0]).view([1, 4]);
         let d = Tensor::from_slice(&[0f32, 0.0, -10.0, 10.0]).view([1, 4]);
         let v = Vec::<f32>::try_from(both.decode(&b, &d, None).view([-1])).unwrap();

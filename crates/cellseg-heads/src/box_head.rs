@@ -7,7 +7,7 @@
 //! (`C+1` rows with background first, `4(C+1)` regression rows) and [`BoxHead::forward`] converts
 //! their outputs to the canonical layout.
 
-use tch::{nn, nn::Module, Tensor};
+use tch::{Tensor, nn, nn::Module};
 
 use crate::config::{BoxHeadConfig, ClassOrder};
 
@@ -43,9 +43,15 @@ impl BoxHead {
         let fc = cfg.fc_channels;
         let sp = p / "shared_fcs";
         let lin = |path: nn::Path, i: i64, o: i64, w: nn::Init| {
-            nn::linear(path, i, o, nn::LinearConfig { ws_init: w, bs_init: Some(nn::Init::Const(0.0)), bias: true })
+            nn::linear(
+                path,
+                i,
+                o,
+                nn::LinearConfig { ws_init: w, bs_init: Some(nn::Init::Const(0.0)), bias: true },
+            )
         };
-        let shared_fcs = vec![lin(&sp / 0, fin, fc, xavier(fin, fc)), lin(&sp / 1, fc, fc, xavier(fc, fc))];
+        let shared_fcs =
+            vec![lin(&sp / 0, fin, fc, xavier(fin, fc)), lin(&sp / 1, fc, fc, xavier(fc, fc))];
         let (nc, nr) = match cfg.class_order {
             ClassOrder::BackgroundLast => (num_classes + 1, 4 * num_classes),
             ClassOrder::BackgroundFirst => (num_classes + 1, 4 * (num_classes + 1)),

@@ -311,7 +311,13 @@ pub struct RcnnTestConfig {
 
 impl Default for RcnnTestConfig {
     fn default() -> Self {
-        Self { score_thr: 0.25, nms_iou: 0.3, max_per_img: 1000, mask_thr_binary: 0.5, min_bbox_size: -1.0 }
+        Self {
+            score_thr: 0.25,
+            nms_iou: 0.3,
+            max_per_img: 1000,
+            mask_thr_binary: 0.5,
+            min_bbox_size: -1.0,
+        }
     }
 }
 
@@ -360,19 +366,25 @@ impl HeadsConfig {
         if a.ratios.iter().chain(&a.scales).any(|&v| !(v > 0.0)) {
             return bad("rpn.anchors", "scales and ratios must be > 0".into());
         }
-        for (key, roi) in [("bbox_head.roi", &self.bbox_head.roi), ("mask_head.roi", &self.mask_head.roi)] {
+        for (key, roi) in
+            [("bbox_head.roi", &self.bbox_head.roi), ("mask_head.roi", &self.mask_head.roi)]
+        {
             if roi.output_size < 1 || roi.sampling_ratio < 0 || roi.featmap_strides.is_empty() {
                 return bad(key, format!("invalid RoIAlign settings {roi:?}"));
             }
         }
-        for (key, asg) in [("rpn.assigner", &self.rpn.assigner), ("bbox_head.assigner", &self.bbox_head.assigner)] {
+        for (key, asg) in
+            [("rpn.assigner", &self.rpn.assigner), ("bbox_head.assigner", &self.bbox_head.assigner)]
+        {
             for v in [asg.pos_iou_thr, asg.neg_iou_thr, asg.min_pos_iou] {
                 if !(0.0..=1.0).contains(&v) {
                     return bad(key, format!("IoU thresholds must lie in [0, 1], got {v}"));
                 }
             }
         }
-        for (key, s) in [("rpn.sampler", &self.rpn.sampler), ("bbox_head.sampler", &self.bbox_head.sampler)] {
+        for (key, s) in
+            [("rpn.sampler", &self.rpn.sampler), ("bbox_head.sampler", &self.bbox_head.sampler)]
+        {
             if s.num == 0 || !(0.0..=1.0).contains(&s.pos_fraction) {
                 return bad(key, format!("num must be > 0 and pos_fraction in [0, 1]: {s:?}"));
             }

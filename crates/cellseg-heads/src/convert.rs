@@ -3,9 +3,9 @@
 use cellseg_core::{BoxXyxy, Detections, ImageSize, Instances};
 use tch::{Device, Kind, Tensor};
 
+use crate::Result;
 use crate::paste::paste_masks;
 use crate::roi_heads::RawDetections;
-use crate::Result;
 
 /// GT boxes `[G, 4]` (float32) and labels `[G]` (int64) of `inst` on `device`.
 pub fn instances_to_tensors(inst: &Instances, device: Device) -> (Tensor, Tensor) {
@@ -19,7 +19,8 @@ pub fn instances_to_tensors(inst: &Instances, device: Device) -> (Tensor, Tensor
 
 /// Boxes `[N, 4]` as [`BoxXyxy`].
 pub fn tensor_to_boxes(t: &Tensor) -> Vec<BoxXyxy> {
-    let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).reshape([-1])).unwrap_or_default();
+    let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).reshape([-1]))
+        .unwrap_or_default();
     v.chunks(4).map(|c| BoxXyxy::new(c[0], c[1], c[2], c[3])).collect()
 }
 
@@ -28,9 +29,15 @@ pub fn tensor_to_boxes(t: &Tensor) -> Vec<BoxXyxy> {
 ///
 /// # Errors
 /// When the core types reject the arrays (lengths, mask sizes).
-pub fn to_detections(raw: &RawDetections, probs: Option<&Tensor>, size: ImageSize, mask_thr: f32) -> Result<Detections> {
+pub fn to_detections(
+    raw: &RawDetections,
+    probs: Option<&Tensor>,
+    size: ImageSize,
+    mask_thr: f32,
+) -> Result<Detections> {
     let boxes = tensor_to_boxes(&raw.boxes);
-    let scores = Vec::<f32>::try_from(raw.scores.to_kind(Kind::Float).to_device(Device::Cpu)).unwrap_or_default();
+    let scores = Vec::<f32>::try_from(raw.scores.to_kind(Kind::Float).to_device(Device::Cpu))
+        .unwrap_or_default();
     let labels: Vec<usize> = Vec::<i64>::try_from(raw.labels.to_device(Device::Cpu))
         .unwrap_or_default()
         .into_iter()

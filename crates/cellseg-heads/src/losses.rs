@@ -28,7 +28,8 @@ pub fn bce_sum(logits: &Tensor, targets: &Tensor, avg_factor: f64) -> Tensor {
     if logits.numel() == 0 {
         return logits.sum(logits.kind()) * 0.0;
     }
-    logits.binary_cross_entropy_with_logits::<Tensor>(targets, None, None, Reduction::Sum) / avg_factor.max(1.0)
+    logits.binary_cross_entropy_with_logits::<Tensor>(targets, None, None, Reduction::Sum)
+        / avg_factor.max(1.0)
 }
 
 /// Softmax cross-entropy of `logits` `[N, K]` against `labels` `[N]`, summed / `avg_factor`.
@@ -36,7 +37,8 @@ pub fn ce_sum(logits: &Tensor, labels: &Tensor, avg_factor: f64) -> Tensor {
     if logits.size()[0] == 0 {
         return logits.sum(logits.kind()) * 0.0;
     }
-    logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Sum, -100, 0.0) / avg_factor.max(1.0)
+    logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Sum, -100, 0.0)
+        / avg_factor.max(1.0)
 }
 
 #[cfg(test)]
@@ -55,7 +57,11 @@ mod tests {
         assert!((sl1 - 1.625).abs() < 1e-6);
         let e = Tensor::zeros([0, 4], (Kind::Float, Device::Cpu));
         assert_eq!(f64::try_from(box_loss(BoxLoss::L1, &e, &e, 0.0)).unwrap(), 0.0);
-        let ce = ce_sum(&Tensor::zeros([2, 4], (Kind::Float, Device::Cpu)), &Tensor::from_slice(&[0i64, 3]), 2.0);
+        let ce = ce_sum(
+            &Tensor::zeros([2, 4], (Kind::Float, Device::Cpu)),
+            &Tensor::from_slice(&[0i64, 3]),
+            2.0,
+        );
         assert!((f64::try_from(ce).unwrap() - 4f64.ln()).abs() < 1e-6);
     }
 }

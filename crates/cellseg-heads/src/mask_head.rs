@@ -6,7 +6,7 @@
 //! `.conv_logits.{weight,bias}`. With [`ClassOrder::BackgroundFirst`], `conv_logits` has C+1
 //! channels (torchvision) and channel 0 is dropped in [`MaskHead::forward`].
 
-use tch::{nn, nn::Module, Tensor};
+use tch::{Tensor, nn, nn::Module};
 
 use crate::config::{ClassOrder, MaskHeadConfig};
 
@@ -30,9 +30,20 @@ pub struct MaskHead {
 
 impl MaskHead {
     /// Builds the head under `p`.
-    pub fn new(p: &nn::Path, cfg: &MaskHeadConfig, in_channels: i64, num_classes: i64, order: ClassOrder) -> Self {
+    pub fn new(
+        p: &nn::Path,
+        cfg: &MaskHeadConfig,
+        in_channels: i64,
+        num_classes: i64,
+        order: ClassOrder,
+    ) -> Self {
         let cc = cfg.conv_channels;
-        let conv_cfg = |pad| nn::ConvConfig { padding: pad, ws_init: kaiming_out(), bs_init: nn::Init::Const(0.0), ..Default::default() };
+        let conv_cfg = |pad| nn::ConvConfig {
+            padding: pad,
+            ws_init: kaiming_out(),
+            bs_init: nn::Init::Const(0.0),
+            ..Default::default()
+        };
         let cp = p / "convs";
         let convs = (0..cfg.num_convs)
             .map(|i| {
@@ -46,7 +57,12 @@ impl MaskHead {
             up_in,
             cc,
             2,
-            nn::ConvTransposeConfig { stride: 2, ws_init: kaiming_out(), bs_init: nn::Init::Const(0.0), ..Default::default() },
+            nn::ConvTransposeConfig {
+                stride: 2,
+                ws_init: kaiming_out(),
+                bs_init: nn::Init::Const(0.0),
+                ..Default::default()
+            },
         );
         let out = match order {
             ClassOrder::BackgroundLast => num_classes,

@@ -10,12 +10,12 @@ use std::path::Path;
 use cellseg_backbones::{Backbone, BackboneConfig, Fpn, FpnConfig};
 use cellseg_core::{Detections, ImageSize, Instances};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Kind, Tensor};
+use tch::{Kind, Tensor, nn};
 
 use crate::box_head::BoxPredictions;
 use crate::config::HeadsConfig;
 use crate::convert::{instances_to_tensors, to_detections};
-use crate::roi_heads::{proposals_to_rois, RawDetections, RoiHead};
+use crate::roi_heads::{RawDetections, RoiHead, proposals_to_rois};
 use crate::rpn::{Proposals, RpnHead, RpnOutputs};
 use crate::{Error, Result};
 
@@ -80,7 +80,8 @@ impl Losses {
 
     /// `(name, value)` pairs as plain numbers, for logging.
     pub fn values(&self) -> Vec<(&'static str, f64)> {
-        let f = |t: &Tensor| f64::try_from(t.detach().to_device(tch::Device::Cpu)).unwrap_or(f64::NAN);
+        let f =
+            |t: &Tensor| f64::try_from(t.detach().to_device(tch::Device::Cpu)).unwrap_or(f64::NAN);
         vec![
             ("loss_rpn_cls", f(&self.rpn_cls)),
             ("loss_rpn_bbox", f(&self.rpn_reg)),
@@ -116,19 +117,33 @@ impl MaskRcnn {
     ///
     /// # Errors
     /// As [`MaskRcnn::new`].
-    pub fn with_backbone(p: &nn::Path, backbone: Box<dyn Backbone>, neck: &FpnConfig, heads: &HeadsConfig) -> Result<Self> {
+    pub fn with_backbone(
+        p: &nn::Path,
+        backbone: Box<dyn Backbone>,
+        neck: &FpnConfig,
+        heads: &HeadsConfig,
+    ) -> Result<Self> {
         heads.validate()?;
         let neck = Fpn::new(&(p / "neck"), neck, &backbone.out_shapes())?;
         let strides: Vec<u32> = neck.out_shapes().iter().map(|s| s.stride).collect();
         if strides != heads.rpn.anchors.strides {
             return Err(Error::Config {
                 key: "heads.rpn.anchors.strides".into(),
-                reason: format!("must equal the FPN strides {strides:?}, got {:?}", heads.rpn.anchors.strides),
+                reason: format!(
+                    "must equal the FPN strides {strides:?}, got {:?}",
+                    heads.rpn.anchors.strides
+                ),
             });
         }
-        for (key, r) in [("heads.bbox_head.roi.featmap_strides", &heads.bbox_head.roi), ("heads.mask_head.roi.featmap_strides", &heads.mask_head.roi)] {
+        for (key, r) in [
+            ("heads.bbox_head.roi.featmap_strides", &heads.bbox_head.roi),
+            ("heads.mask_head.roi.featmap_strides", &heads.mask_head.roi),
+        ] {
             if !strides.starts_with(&r.featmap_strides) {
-                return Err(Error::Config { key: key.into(), reason: format!("must be a prefix of the FPN strides {strides:?}") });
+                return Err(Error::Config {
+                    key: key.into(),
+                    reason: format!("must be a prefix of the FPN strides {strides:?}"),
+                });
             }
         }
         let c = neck.out_shapes()[0].channels;
@@ -197,19 +212,39 @@ impl MaskRcnn {
     pub fn losses(&self, images: &Tensor, targets: &[Instances]) -> Result<Losses> {
         let b = images.size()[0] as usize;
         if b != targets.len() {
-            return Err(Error::Mismatch { what: "images vs targets", left: b, right: targets.len() });
+            return Err(Error::Mismatch {
+                what: "images vs targets",
+                left: b,
+                right: targets.len(),
+            });
         }
         let dev = images.device();
+        let t0 = std::time::Instant::now();
         let feats = self.features_t(images, true);
         let out = self.rpn_head.forward(&feats);
+        let t1 = t0.elapsed();
         let gts: Vec<Tensor> = targets.iter().map(|t| instances_to_tensors(t, dev).0).collect();
         let rpn = self.rpn_head.losses(&out, &gts);
-        let sizes: Vec<(i64, i64)> = targets.iter().map(|t| (t.image_size.height as i64, t.image_size.width as i64)).collect();
+        let t2 = t0.elapsed();
+        let sizes: Vec<(i64, i64)> = targets
+            .iter()
+            .map(|t| (t.image_size.height as i64, t.image_size.width as i64))
+            .collect();
         let props = self.rpn_head.proposals(&out, &sizes, &self.cfg.rpn.train_proposals);
+        let t3 = t0.elapsed();
         let boxes: Vec<Tensor> = props.into_iter().map(|p| p.boxes.detach()).collect();
         let sampled = self.roi_head.sample(&boxes, targets, dev);
+        let t4 = t0.elapsed();
         let roi = self.roi_head.losses(&feats, &sampled);
-        Ok(Losses { rpn_cls: rpn.cls, rpn_reg: rpn.reg, box_cls: roi.cls, box_reg: roi.reg, mask: roi.mask })
+        let t5 = t0.elapsed();
+        tracing::debug!(?t1, ?t2, ?t3, ?t4, ?t5, "losses timing (cumulative)");
+        Ok(Losses {
+            rpn_cls: rpn.cls,
+            rpn_reg: rpn.reg,
+            box_cls: roi.cls,
+            box_reg: roi.reg,
+            mask: roi.mask,
+        })
     }
 
     /// Raw detections (boxes, scores, labels) of every image, before masks.
@@ -253,7 +288,11 @@ impl MaskRcnn {
         let hw: Vec<(i64, i64)> = sizes.iter().map(|s| (s.height as i64, s.width as i64)).collect();
         let dets = self.detect(&feats, &hw);
         let probs = self.mask_probs(&feats, &dets);
-        let thr = if self.cfg.test.mask_thr_binary < 0.0 { 0.5 } else { self.cfg.test.mask_thr_binary as f32 };
+        let thr = if self.cfg.test.mask_thr_binary < 0.0 {
+            0.5
+        } else {
+            self.cfg.test.mask_thr_binary as f32
+        };
         dets.iter()
             .zip(&probs)
             .zip(sizes)
@@ -277,7 +316,11 @@ mod tests {
 
     #[test]
     fn misspelt_key_is_an_error_naming_it() {
-        let err = cellseg_core::config::parse_toml::<MaskRcnnConfig>("[heads]\nnum_clases = 3\n", "x.toml").unwrap_err();
+        let err = cellseg_core::config::parse_toml::<MaskRcnnConfig>(
+            "[heads]\nnum_clases = 3\n",
+            "x.toml",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("num_clases"), "{err}");
     }
 }

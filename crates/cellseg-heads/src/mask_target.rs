@@ -33,10 +33,16 @@ pub fn mask_targets(
     let (h, w) = (size.height as i64, size.width as i64);
     let b = boxes.to_kind(Kind::Float).to_device(Device::Cpu);
     let bx = Tensor::stack(
-        &[b.select(1, 0).clamp(0.0, w as f64), b.select(1, 1).clamp(0.0, h as f64), b.select(1, 2).clamp(0.0, w as f64), b.select(1, 3).clamp(0.0, h as f64)],
+        &[
+            b.select(1, 0).clamp(0.0, w as f64),
+            b.select(1, 1).clamp(0.0, h as f64),
+            b.select(1, 2).clamp(0.0, w as f64),
+            b.select(1, 3).clamp(0.0, h as f64),
+        ],
         1,
     );
-    let gi = Vec::<i64>::try_from(gt_index.to_device(Device::Cpu).to_kind(Kind::Int64)).unwrap_or_default();
+    let gi = Vec::<i64>::try_from(gt_index.to_device(Device::Cpu).to_kind(Kind::Int64))
+        .unwrap_or_default();
     // Windows of the GTs in use.
     let mut used: BTreeMap<i64, usize> = BTreeMap::new();
     for &g in &gi {
@@ -68,7 +74,8 @@ pub fn mask_targets(
             }
         }
     }
-    let windows = Tensor::from_slice(&buf).view([used.len() as i64, 1, hm as i64, wm as i64]).to_device(dev);
+    let windows =
+        Tensor::from_slice(&buf).view([used.len() as i64, 1, hm as i64, wm as i64]).to_device(dev);
     let slots: Vec<i64> = gi.iter().map(|g| used[g] as i64).collect();
     let off = if aligned { 0.5 } else { 0.0 };
     let bxv = Vec::<f32>::try_from(bx.reshape([-1])).unwrap_or_default();
@@ -103,8 +110,10 @@ pub fn mask_targets(
         let xs = axis_samples(&s.select(1, 0), &s.select(1, 2), m, gx, w);
         let sl: Vec<i64> = members.iter().map(|&i| slots[i as usize]).collect();
         let sl = Tensor::from_slice(&sl).to_device(dev);
-        let top: Vec<f32> = members.iter().map(|&i| wins[slots[i as usize] as usize].0 as f32).collect();
-        let left: Vec<f32> = members.iter().map(|&i| wins[slots[i as usize] as usize].1 as f32).collect();
+        let top: Vec<f32> =
+            members.iter().map(|&i| wins[slots[i as usize] as usize].0 as f32).collect();
+        let left: Vec<f32> =
+            members.iter().map(|&i| wins[slots[i as usize] as usize].1 as f32).collect();
         let top = Tensor::from_slice(&top).to_device(dev).unsqueeze(1);
         let left = Tensor::from_slice(&left).to_device(dev).unsqueeze(1);
         let yn = ((&ys.coords - top) * 2.0 + 1.0) / (hm as f64) - 1.0;
@@ -112,8 +121,14 @@ pub fn mask_targets(
         let grid = grid_from(&xn, &yn);
         // bilinear, zero padding: outside the window the mask is 0.
         let sampled = windows.index_select(0, &sl).grid_sampler_2d(&grid, 0, 0, false);
-        let valid = ys.valid.unsqueeze(2).logical_and(&xs.valid.unsqueeze(1)).unsqueeze(1).to_kind(Kind::Float);
-        let pooled = (sampled * valid).avg_pool2d([gy, gx], [gy, gx], [0, 0], false, true, None::<i64>);
+        let valid = ys
+            .valid
+            .unsqueeze(2)
+            .logical_and(&xs.valid.unsqueeze(1))
+            .unsqueeze(1)
+            .to_kind(Kind::Float);
+        let pooled =
+            (sampled * valid).avg_pool2d([gy, gx], [gy, gx], [0, 0], false, true, None::<i64>);
         out_parts.push(pooled.squeeze_dim(1));
         idx_parts.push(idx);
     }
@@ -146,17 +161,34 @@ mod tests {
             }
         }
         let masks = vec![a.to_cropped(), b.to_cropped()];
-        let boxes = Tensor::from_slice(&[6f32, 4.5, 31.0, 21.0, 2.0, 2.0, 45.0, 38.0, 38.0, 29.0, 55.0, 44.0, 40.0, 31.0, 49.0, 39.0]).view([4, 4]);
+        let boxes = Tensor::from_slice(&[
+            6f32, 4.5, 31.0, 21.0, 2.0, 2.0, 45.0, 38.0, 38.0, 29.0, 55.0, 44.0, 40.0, 31.0, 49.0,
+            39.0,
+        ])
+        .view([4, 4]);
         let gi = Tensor::from_slice(&[0i64, 0, 1, 1]);
         let got = mask_targets(&boxes, &gi, &masks, size, 7, true, false);
         let full = |m: &BitMask| {
-            Tensor::from_slice(&m.as_slice().iter().map(|&v| v as f32).collect::<Vec<_>>()).view([1, 1, 40, 50])
+            Tensor::from_slice(&m.as_slice().iter().map(|&v| v as f32).collect::<Vec<_>>())
+                .view([1, 1, 40, 50])
         };
         for (i, g) in [0usize, 0, 1, 1].iter().enumerate() {
             let bv = Vec::<f32>::try_from(boxes.get(i as i64)).unwrap();
-            let cl = [bv[0].clamp(0.0, 50.0), bv[1].clamp(0.0, 40.0), bv[2].clamp(0.0, 50.0), bv[3].clamp(0.0, 40.0)];
+            let cl = [
+                bv[0].clamp(0.0, 50.0),
+                bv[1].clamp(0.0, 40.0),
+                bv[2].clamp(0.0, 50.0),
+                bv[3].clamp(0.0, 40.0),
+            ];
             let roi = Tensor::from_slice(&[0.0, cl[0], cl[1], cl[2], cl[3]]).view([1, 5]);
-            let want = crate::roi_align::roi_align(&full(if *g == 0 { &a } else { &b }), &roi, 7, 1.0, 0, true);
+            let want = crate::roi_align::roi_align(
+                &full(if *g == 0 { &a } else { &b }),
+                &roi,
+                7,
+                1.0,
+                0,
+                true,
+            );
             let err = f64::try_from((want.view([7, 7]) - got.get(i as i64)).abs().max()).unwrap();
             assert!(err < 1e-5, "roi {i}: {err}");
         }

@@ -69,8 +69,10 @@ pub fn batched_nms(boxes: &Tensor, scores: &Tensor, idxs: &Tensor, iou_thr: f64)
         let shifted = (&b - &lo) + (idxs.to_kind(Kind::Float) * span).unsqueeze(1);
         nms(&shifted, scores, iou_thr)
     } else {
-        let ids = Vec::<i64>::try_from(idxs.to_kind(Kind::Int64).unique_dim(0, true, false, false).0.to_device(Device::Cpu))
-            .unwrap_or_default();
+        let ids = Vec::<i64>::try_from(
+            idxs.to_kind(Kind::Int64).unique_dim(0, true, false, false).0.to_device(Device::Cpu),
+        )
+        .unwrap_or_default();
         let mut parts = Vec::new();
         for id in ids {
             let m = idxs.eq(id).nonzero().view([-1]);
@@ -113,8 +115,11 @@ mod tests {
         let wh = Tensor::rand([n, 2], (Kind::Float, Device::Cpu)) * 30.0 + 1.0;
         let b = Tensor::cat(&[&xy, &(&xy + wh)], 1);
         let s = Tensor::rand([n], (Kind::Float, Device::Cpu));
-        let bv: Vec<[f32; 4]> =
-            Vec::<f32>::try_from(b.reshape([-1])).unwrap().chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
+        let bv: Vec<[f32; 4]> = Vec::<f32>::try_from(b.reshape([-1]))
+            .unwrap()
+            .chunks(4)
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect();
         let sv = Vec::<f32>::try_from(&s).unwrap();
         for thr in [0.3, 0.5, 0.7] {
             let got = Vec::<i64>::try_from(nms(&b, &s, thr)).unwrap();

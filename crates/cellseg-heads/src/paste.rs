@@ -31,7 +31,8 @@ pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<(Rect,
     let n = probs.size()[0];
     let m = probs.size()[1];
     let dev = probs.device();
-    let bx = Vec::<f32>::try_from(boxes.to_kind(Kind::Float).to_device(Device::Cpu).reshape([-1])).unwrap_or_default();
+    let bx = Vec::<f32>::try_from(boxes.to_kind(Kind::Float).to_device(Device::Cpu).reshape([-1]))
+        .unwrap_or_default();
     let rects: Vec<Rect> = bx
         .chunks(4)
         .map(|b| {
@@ -58,7 +59,9 @@ pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<(Rect,
         }
         let k = (e - s) as i64;
         let opts = (Kind::Float, dev);
-        let sel = |j: usize| Tensor::from_slice(&bx[s * 4..e * 4]).view([k, 4]).select(1, j as i64).to_device(dev);
+        let sel = |j: usize| {
+            Tensor::from_slice(&bx[s * 4..e * 4]).view([k, 4]).select(1, j as i64).to_device(dev)
+        };
         let (x0, y0, x1, y1) = (sel(0), sel(1), sel(2), sel(3));
         let left: Vec<f32> = rects[s..e].iter().map(|r| r.1 as f32).collect();
         let top: Vec<f32> = rects[s..e].iter().map(|r| r.0 as f32).collect();
@@ -96,7 +99,12 @@ pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<(Rect,
 ///
 /// # Errors
 /// Only if a window falls outside the image, which the construction rules out.
-pub fn paste_masks(probs: &Tensor, boxes: &Tensor, size: ImageSize, threshold: f32) -> Result<Vec<CroppedMask>> {
+pub fn paste_masks(
+    probs: &Tensor,
+    boxes: &Tensor,
+    size: ImageSize,
+    threshold: f32,
+) -> Result<Vec<CroppedMask>> {
     paste_soft(probs, boxes, size)
         .into_iter()
         .map(|((t, l, h, w), v)| {
@@ -123,16 +131,22 @@ mod tests {
     fn windows_equal_full_image_paste() {
         tch::manual_seed(2);
         let probs = Tensor::rand([4, 28, 28], (Kind::Float, Device::Cpu));
-        let bx = [[3.2f32, 4.7, 20.1, 30.9], [-5.0, -3.0, 10.0, 8.0], [50.0, 40.0, 64.0, 48.0], [30.5, 2.0, 31.0, 60.0]];
+        let bx = [
+            [3.2f32, 4.7, 20.1, 30.9],
+            [-5.0, -3.0, 10.0, 8.0],
+            [50.0, 40.0, 64.0, 48.0],
+            [30.5, 2.0, 31.0, 60.0],
+        ];
         let boxes = Tensor::from_slice(bx.as_flattened()).view([4, 4]);
         let size = ImageSize::new(48, 64);
         let got = paste_soft(&probs, &boxes, size);
         for (i, ((t, l, hh, ww), v)) in got.iter().enumerate() {
             let full = full_paste(&probs.get(i as i64), bx[i], 48, 64);
             let inside = full.zeros_like();
-            let _ = inside.slice(0, *t as i64, (*t + *hh) as i64, 1).slice(1, *l as i64, (*l + *ww) as i64, 1).copy_(
-                &Tensor::from_slice(v).view([*hh as i64, *ww as i64]),
-            );
+            let _ = inside
+                .slice(0, *t as i64, (*t + *hh) as i64, 1)
+                .slice(1, *l as i64, (*l + *ww) as i64, 1)
+                .copy_(&Tensor::from_slice(v).view([*hh as i64, *ww as i64]));
             let err = f64::try_from((full - inside).abs().max()).unwrap();
             assert!(err < 1e-6, "mask {i}: {err}");
         }

@@ -95,11 +95,16 @@ pub fn roi_align(
     let bin_h = &rh / (p as f64);
     // One host copy: batch index and grid sizes of every RoI.
     let (gh, gw) = if sampling_ratio > 0 {
-        (Tensor::full([r], sampling_ratio, (Kind::Float, dev)), Tensor::full([r], sampling_ratio, (Kind::Float, dev)))
+        (
+            Tensor::full([r], sampling_ratio, (Kind::Float, dev)),
+            Tensor::full([r], sampling_ratio, (Kind::Float, dev)),
+        )
     } else {
         (bin_h.ceil(), bin_w.ceil())
     };
-    let meta = Tensor::stack(&[rois.select(1, 0), gh, gw], 1).to_kind(Kind::Int64).to_device(tch::Device::Cpu);
+    let meta = Tensor::stack(&[rois.select(1, 0), gh, gw], 1)
+        .to_kind(Kind::Int64)
+        .to_device(tch::Device::Cpu);
     let meta = Vec::<i64>::try_from(meta.reshape([-1])).unwrap_or_default();
     let mut groups: BTreeMap<(i64, i64, i64), Vec<i64>> = BTreeMap::new();
     for (i, m) in meta.chunks(3).enumerate() {
@@ -123,15 +128,26 @@ pub fn roi_align(
             let e = (s + step).min(n_all);
             let idx = idx_all.slice(0, s, e, 1);
             let n = e - s;
-            let ys = axis_samples(&y1.index_select(0, &idx), &bin_h.index_select(0, &idx), p, gy, h);
-            let xs = axis_samples(&x1.index_select(0, &idx), &bin_w.index_select(0, &idx), p, gx, w);
+            let ys =
+                axis_samples(&y1.index_select(0, &idx), &bin_h.index_select(0, &idx), p, gy, h);
+            let xs =
+                axis_samples(&x1.index_select(0, &idx), &bin_w.index_select(0, &idx), p, gx, w);
             let grid = grid_from(&normalise(&xs.coords, w), &normalise(&ys.coords, h))
                 .reshape([1, n * p * gy, p * gx, 2])
                 .to_kind(kind);
             // bilinear (0), border padding (1): clamped coordinates are sampled exactly.
-            let sampled = feat.grid_sampler_2d(&grid, 0, 1, false).view([c, n, p * gy, p * gx]).permute([1, 0, 2, 3]);
-            let valid = ys.valid.unsqueeze(2).logical_and(&xs.valid.unsqueeze(1)).unsqueeze(1).to_kind(kind);
-            let pooled = (sampled * valid).avg_pool2d([gy, gx], [gy, gx], [0, 0], false, true, None::<i64>);
+            let sampled = feat
+                .grid_sampler_2d(&grid, 0, 1, false)
+                .view([c, n, p * gy, p * gx])
+                .permute([1, 0, 2, 3]);
+            let valid = ys
+                .valid
+                .unsqueeze(2)
+                .logical_and(&xs.valid.unsqueeze(1))
+                .unsqueeze(1)
+                .to_kind(kind);
+            let pooled =
+                (sampled * valid).avg_pool2d([gy, gx], [gy, gx], [0, 0], false, true, None::<i64>);
             out_parts.push(pooled);
             idx_parts.push(idx);
             s = e;
@@ -145,8 +161,13 @@ pub fn roi_align(
 /// Maps RoIs to pyramid levels: `floor(log2(sqrt(w * h) / finest_scale + 1e-6))` clamped to
 /// `[0, num_levels - 1]` (mmdet `SingleRoIExtractor.map_roi_levels`). `rois` is `[R, 5]`.
 pub fn map_roi_levels(rois: &Tensor, num_levels: i64, finest_scale: f64) -> Tensor {
-    let scale = ((rois.select(1, 3) - rois.select(1, 1)) * (rois.select(1, 4) - rois.select(1, 2))).sqrt();
-    (scale / finest_scale + 1e-6).log2().floor().clamp(0.0, (num_levels - 1) as f64).to_kind(Kind::Int64)
+    let scale =
+        ((rois.select(1, 3) - rois.select(1, 1)) * (rois.select(1, 4) - rois.select(1, 2))).sqrt();
+    (scale / finest_scale + 1e-6)
+        .log2()
+        .floor()
+        .clamp(0.0, (num_levels - 1) as f64)
+        .to_kind(Kind::Int64)
 }
 
 /// Multi-level RoI extractor: each RoI is pooled from the level chosen by [`map_roi_levels`].
@@ -214,7 +235,16 @@ mod tests {
     use tch::Device;
 
     /// Naive scalar RoIAlign (torchvision's CPU kernel, written from its documented arithmetic).
-    fn naive(f: &[f32], h: usize, w: usize, roi: [f32; 4], p: usize, scale: f32, sr: i64, aligned: bool) -> Vec<f32> {
+    fn naive(
+        f: &[f32],
+        h: usize,
+        w: usize,
+        roi: [f32; 4],
+        p: usize,
+        scale: f32,
+        sr: i64,
+        aligned: bool,
+    ) -> Vec<f32> {
         let off = if aligned { 0.5 } else { 0.0 };
         let (x1, y1) = (roi[0] * scale - off, roi[1] * scale - off);
         let (x2, y2) = (roi[2] * scale - off, roi[3] * scale - off);
@@ -250,7 +280,10 @@ mod tests {
             }
             let (ly, lx) = (y - yl as f32, x - xl as f32);
             let (hy, hx) = (1.0 - ly, 1.0 - lx);
-            hy * hx * f[yl * w + xl] + hy * lx * f[yl * w + xh] + ly * hx * f[yh * w + xl] + ly * lx * f[yh * w + xh]
+            hy * hx * f[yl * w + xl]
+                + hy * lx * f[yl * w + xh]
+                + ly * hx * f[yh * w + xl]
+                + ly * lx * f[yh * w + xh]
         };
         let mut out = vec![0.0; p * p];
         for ph in 0..p {
@@ -292,7 +325,10 @@ mod tests {
                 let g = Vec::<f32>::try_from(got.get(i as i64).reshape([-1])).unwrap();
                 let n = naive(&fv, h, w, *roi, 3, 0.5, sr, aligned);
                 for (a, b) in g.iter().zip(&n) {
-                    assert!((a - b).abs() < 1e-4, "sr {sr} aligned {aligned} roi {roi:?}: {g:?} vs {n:?}");
+                    assert!(
+                        (a - b).abs() < 1e-4,
+                        "sr {sr} aligned {aligned} roi {roi:?}: {g:?} vs {n:?}"
+                    );
                 }
             }
         }
@@ -300,7 +336,10 @@ mod tests {
 
     #[test]
     fn level_mapping_buckets() {
-        let r = Tensor::from_slice(&[0f32, 0., 0., 111., 111., 0., 0., 0., 112., 112., 0., 0., 0., 500., 500.]).view([-1, 5]);
+        let r = Tensor::from_slice(&[
+            0f32, 0., 0., 111., 111., 0., 0., 0., 112., 112., 0., 0., 0., 500., 500.,
+        ])
+        .view([-1, 5]);
         assert_eq!(Vec::<i64>::try_from(map_roi_levels(&r, 4, 56.0)).unwrap(), vec![0, 1, 3]);
     }
 }

@@ -5,7 +5,7 @@
 //! `roi_head.bbox_head.*` ([`BoxHead`]), `roi_head.mask_head.*` ([`MaskHead`]).
 
 use cellseg_core::Instances;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor, nn};
 
 use crate::assigner::MaxIouAssigner;
 use crate::box_coder::BoxCoder;
@@ -81,7 +81,13 @@ impl RoiHead {
             bbox_roi_extractor: RoiExtractor::new(&bh.roi),
             mask_roi_extractor: RoiExtractor::new(&cfg.mask_head.roi),
             bbox_head: BoxHead::new(&(p / "bbox_head"), bh, in_channels, cfg.num_classes),
-            mask_head: MaskHead::new(&(p / "mask_head"), &cfg.mask_head, in_channels, cfg.num_classes, bh.class_order),
+            mask_head: MaskHead::new(
+                &(p / "mask_head"),
+                &cfg.mask_head,
+                in_channels,
+                cfg.num_classes,
+                bh.class_order,
+            ),
             coder: BoxCoder::new(&bh.coder),
             assigner: MaxIouAssigner::new(&bh.assigner),
             sampler: RandomSampler::new(&bh.sampler),
@@ -110,7 +116,12 @@ impl RoiHead {
     }
 
     /// Assigns and samples `proposals[b]` `[N_b, 4]` against `targets[b]` and builds all targets.
-    pub fn sample(&self, proposals: &[Tensor], targets: &[Instances], device: Device) -> SampledRois {
+    pub fn sample(
+        &self,
+        proposals: &[Tensor],
+        targets: &[Instances],
+        device: Device,
+    ) -> SampledRois {
         let _g = tch::no_grad_guard();
         let c = self.cfg.num_classes;
         let m = self.cfg.mask_head.mask_size;
@@ -129,7 +140,10 @@ impl RoiHead {
             let (boxes, gt_inds, lab) = if self.cfg.bbox_head.sampler.add_gt_as_proposals && g > 0 {
                 (
                     Tensor::cat(&[&gt_boxes, &props], 0),
-                    Tensor::cat(&[&Tensor::arange_start(1, g + 1, (Kind::Int64, device)), &res.gt_inds], 0),
+                    Tensor::cat(
+                        &[&Tensor::arange_start(1, g + 1, (Kind::Int64, device)), &res.gt_inds],
+                        0,
+                    ),
                     Tensor::cat(&[&gt_labels, &res.labels], 0),
                 )
             } else {
@@ -146,7 +160,10 @@ impl RoiHead {
             let pl = lab.index_select(0, &s.pos_inds);
             labels.push(Tensor::cat(&[&pl, &Tensor::full([nn_], c, (Kind::Int64, device))], 0));
             is_pos.push(Tensor::cat(
-                &[Tensor::ones([np], (Kind::Bool, device)), Tensor::zeros([nn_], (Kind::Bool, device))],
+                &[
+                    Tensor::ones([np], (Kind::Bool, device)),
+                    Tensor::zeros([nn_], (Kind::Bool, device)),
+                ],
                 0,
             ));
             if np > 0 {
@@ -169,7 +186,11 @@ impl RoiHead {
             rois: Tensor::cat(&rois, 0),
             labels: Tensor::cat(&labels, 0),
             is_pos: Tensor::cat(&is_pos, 0),
-            bbox_targets: if tg.is_empty() { Tensor::zeros([0, 4], f) } else { Tensor::cat(&tg, 0) },
+            bbox_targets: if tg.is_empty() {
+                Tensor::zeros([0, 4], f)
+            } else {
+                Tensor::cat(&tg, 0)
+            },
             pos_rois: Tensor::cat(&pos_rois, 0),
             pos_labels: Tensor::cat(&pos_labels, 0),
             mask_targets: Tensor::cat(&mtg, 0),
@@ -198,7 +219,12 @@ impl RoiHead {
             let m = logits.size()[2];
             let idx = sampled.pos_labels.view([-1, 1, 1, 1]).expand([-1, 1, m, m], false);
             let sel = logits.gather(1, &idx, false).squeeze_dim(1);
-            sel.binary_cross_entropy_with_logits::<Tensor>(&sampled.mask_targets, None, None, tch::Reduction::Mean)
+            sel.binary_cross_entropy_with_logits::<Tensor>(
+                &sampled.mask_targets,
+                None,
+                None,
+                tch::Reduction::Mean,
+            )
         } else {
             // Keep the mask head in the graph with a zero loss.
             let x = feats[0].sum(Kind::Float) * 0.0;
@@ -209,7 +235,12 @@ impl RoiHead {
 
     /// Test-time boxes (mmdet `get_bboxes` + `multiclass_nms`): softmax, class-specific decode
     /// clipped to the image, `score > score_thr`, per-class NMS, top `max_per_img`.
-    pub fn detect(&self, feats: &[Tensor], proposals: &[Tensor], image_sizes: &[(i64, i64)]) -> Vec<RawDetections> {
+    pub fn detect(
+        &self,
+        feats: &[Tensor],
+        proposals: &[Tensor],
+        image_sizes: &[(i64, i64)],
+    ) -> Vec<RawDetections> {
         let _g = tch::no_grad_guard();
         let dev = feats[0].device();
         let rois = proposals_to_rois(proposals, dev);
@@ -224,7 +255,10 @@ impl RoiHead {
             let reg = pred.reg.slice(0, start, start + n, 1);
             start += n;
             let scores = cls.softmax(-1, Kind::Float).slice(1, 0, c, 1); // drop background
-            let boxes = self.coder.decode(&props.to_device(dev), &reg, Some(image_sizes[b])).view([n, c, 4]);
+            let boxes = self
+                .coder
+                .decode(&props.to_device(dev), &reg, Some(image_sizes[b]))
+                .view([n, c, 4]);
             let labels = Tensor::arange(c, (Kind::Int64, dev)).view([1, c]).expand([n, c], false);
             let mut boxes = boxes.reshape([-1, 4]);
             let mut scores = scores.reshape([-1]);
@@ -258,7 +292,13 @@ pub fn proposals_to_rois(boxes: &[Tensor], device: Device) -> Tensor {
         .enumerate()
         .map(|(b, x)| {
             let n = x.size()[0];
-            Tensor::cat(&[Tensor::full([n, 1], b as i64, (Kind::Float, device)), x.to_kind(Kind::Float).to_device(device)], 1)
+            Tensor::cat(
+                &[
+                    Tensor::full([n, 1], b as i64, (Kind::Float, device)),
+                    x.to_kind(Kind::Float).to_device(device),
+                ],
+                1,
+            )
         })
         .collect();
     if parts.is_empty() {

@@ -4,7 +4,7 @@
 //! # Checkpoint keys
 //! `rpn_head.rpn_conv.{weight,bias}`, `rpn_head.rpn_cls.{weight,bias}`, `rpn_head.rpn_reg.{weight,bias}`.
 
-use tch::{nn, nn::Module, Kind, Tensor};
+use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::anchors::AnchorGenerator;
 use crate::assigner::MaxIouAssigner;
@@ -107,7 +107,12 @@ impl RpnHead {
     /// Proposals of every image (mmdet `_get_bboxes_single`): per level the top `nms_pre` scores,
     /// decode + clip to `image_sizes[b] = (h, w)`, drop boxes with `w, h <= min_bbox_size`, NMS per
     /// level, keep `max_per_img`. The result carries no gradient.
-    pub fn proposals(&self, out: &RpnOutputs, image_sizes: &[(i64, i64)], cfg: &ProposalConfig) -> Vec<Proposals> {
+    pub fn proposals(
+        &self,
+        out: &RpnOutputs,
+        image_sizes: &[(i64, i64)],
+        cfg: &ProposalConfig,
+    ) -> Vec<Proposals> {
         let _guard = tch::no_grad_guard();
         let anchors = self.level_anchors(out);
         let dev = out.cls[0].device();
@@ -138,14 +143,21 @@ impl RpnHead {
                 if cfg.min_bbox_size >= 0.0 {
                     let w = boxes.select(1, 2) - boxes.select(1, 0);
                     let h = boxes.select(1, 3) - boxes.select(1, 1);
-                    let keep = w.gt(cfg.min_bbox_size).logical_and(&h.gt(cfg.min_bbox_size)).nonzero().view([-1]);
+                    let keep = w
+                        .gt(cfg.min_bbox_size)
+                        .logical_and(&h.gt(cfg.min_bbox_size))
+                        .nonzero()
+                        .view([-1]);
                     boxes = boxes.index_select(0, &keep);
                     scores = scores.index_select(0, &keep);
                     ids = ids.index_select(0, &keep);
                 }
                 let keep = batched_nms(&boxes, &scores, &ids, cfg.nms_iou);
                 let keep = keep.slice(0, 0, (cfg.max_per_img as i64).min(keep.size()[0]), 1);
-                Proposals { boxes: boxes.index_select(0, &keep), scores: scores.index_select(0, &keep) }
+                Proposals {
+                    boxes: boxes.index_select(0, &keep),
+                    scores: scores.index_select(0, &keep),
+                }
             })
             .collect()
     }
@@ -156,8 +168,10 @@ impl RpnHead {
     pub fn losses(&self, out: &RpnOutputs, gt_boxes: &[Tensor]) -> RpnLosses {
         let anchors = Tensor::cat(&self.level_anchors(out), 0);
         let bsz = out.cls[0].size()[0];
-        let cls: Vec<Tensor> = out.cls.iter().map(|c| c.permute([0, 2, 3, 1]).reshape([bsz, -1])).collect();
-        let reg: Vec<Tensor> = out.reg.iter().map(|r| r.permute([0, 2, 3, 1]).reshape([bsz, -1, 4])).collect();
+        let cls: Vec<Tensor> =
+            out.cls.iter().map(|c| c.permute([0, 2, 3, 1]).reshape([bsz, -1])).collect();
+        let reg: Vec<Tensor> =
+            out.reg.iter().map(|r| r.permute([0, 2, 3, 1]).reshape([bsz, -1, 4])).collect();
         let cls = Tensor::cat(&cls, 1);
         let reg = Tensor::cat(&reg, 1);
         let mut cls_pred = Vec::new();
@@ -174,7 +188,8 @@ impl RpnHead {
                 let s = self.sampler.sample(&res.gt_inds);
                 let pos_gt = (res.gt_inds.index_select(0, &s.pos_inds) - 1).clamp_min(0);
                 let tgt = if s.pos_inds.size()[0] > 0 {
-                    self.coder.encode(&anchors.index_select(0, &s.pos_inds), &gt.index_select(0, &pos_gt))
+                    self.coder
+                        .encode(&anchors.index_select(0, &s.pos_inds), &gt.index_select(0, &pos_gt))
                 } else {
                     Tensor::zeros([0, 4], (Kind::Float, anchors.device()))
                 };
@@ -191,7 +206,12 @@ impl RpnHead {
             reg_tgt.push(tgt);
         }
         let cls_loss = bce_sum(&Tensor::cat(&cls_pred, 0), &Tensor::cat(&cls_tgt, 0), avg);
-        let reg_loss = box_loss(self.cfg.loss_bbox, &Tensor::cat(&reg_pred, 0), &Tensor::cat(&reg_tgt, 0), avg);
+        let reg_loss = box_loss(
+            self.cfg.loss_bbox,
+            &Tensor::cat(&reg_pred, 0),
+            &Tensor::cat(&reg_tgt, 0),
+            avg,
+        );
         RpnLosses { cls: cls_loss, reg: reg_loss }
     }
 }

@@ -59,8 +59,12 @@ mod tests {
     fn respects_budget_and_sorts() {
         tch::manual_seed(0);
         let g = Tensor::from_slice(&[1i64, 0, 0, 2, -1, 0, 3, 3, 0, 0]).to_device(Device::Cpu);
-        let s = RandomSampler::new(&SamplerConfig { num: 4, pos_fraction: 0.5, add_gt_as_proposals: false })
-            .sample(&g);
+        let s = RandomSampler::new(&SamplerConfig {
+            num: 4,
+            pos_fraction: 0.5,
+            add_gt_as_proposals: false,
+        })
+        .sample(&g);
         let p = Vec::<i64>::try_from(&s.pos_inds).unwrap();
         let q = Vec::<i64>::try_from(&s.neg_inds).unwrap();
         assert_eq!((p.len(), q.len()), (2, 2));

@@ -10,7 +10,7 @@ use cellseg_heads::config::{ClassOrder, DeltaClamp, HeadsConfig};
 use cellseg_heads::roi_align::roi_align;
 use cellseg_heads::roi_heads::proposals_to_rois;
 use cellseg_heads::{MaskRcnn, MaskRcnnConfig};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor, nn};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -19,8 +19,16 @@ fn repo() -> PathBuf {
 /// Runs the fixture script; panics with a hint when `.venv` is missing.
 fn fixture(args: &[&str]) {
     let py = repo().join(".venv/bin/python");
-    assert!(py.exists(), "{} is missing: run `make test` (it creates .venv with torch)", py.display());
-    let st = Command::new(&py).arg(repo().join("tools/heads_fixtures.py")).args(args).status().expect("run python");
+    assert!(
+        py.exists(),
+        "{} is missing: run `make test` (it creates .venv with torch)",
+        py.display()
+    );
+    let st = Command::new(&py)
+        .arg(repo().join("tools/heads_fixtures.py"))
+        .args(args)
+        .status()
+        .expect("run python");
     assert!(st.success(), "tools/heads_fixtures.py {args:?} failed");
 }
 
@@ -106,13 +114,22 @@ fn maskrcnn_matches_torchvision_stage_by_stage() {
     let vs = nn::VarStore::new(Device::Cpu);
     let cfg = MaskRcnnConfig {
         version: 1,
-        backbone: BackboneConfig { kind: BackboneKind::Resnet50, stem_stride: 2, norm: Norm::BatchNormEval, ..BackboneConfig::default() },
+        backbone: BackboneConfig {
+            kind: BackboneKind::Resnet50,
+            stem_stride: 2,
+            norm: Norm::BatchNormEval,
+            ..BackboneConfig::default()
+        },
         neck: FpnConfig::default(),
         heads: tv_heads(),
     };
     let model = MaskRcnn::new(&vs.root(), &cfg).unwrap();
-    let report = cellseg_backbones::checkpoint::load(&vs, dir.path().join("weights.safetensors"), &LoadPolicy::default())
-        .expect("strict load of the torchvision weights");
+    let report = cellseg_backbones::checkpoint::load(
+        &vs,
+        dir.path().join("weights.safetensors"),
+        &LoadPolicy::default(),
+    )
+    .expect("strict load of the torchvision weights");
     println!("loaded {} tensors", report.loaded);
     let _g = tch::no_grad_guard();
     let image = &t["image"];
@@ -143,7 +160,11 @@ fn maskrcnn_matches_torchvision_stage_by_stage() {
     let tvp = &t["proposals"];
     let ab = matched(tvp, None, &props[0].boxes, None, 1e-3);
     let ba = matched(&props[0].boxes, None, tvp, None, 1e-3);
-    println!("proposals: ours {} tv {}, matched {ab:.4} / {ba:.4}", props[0].boxes.size()[0], tvp.size()[0]);
+    println!(
+        "proposals: ours {} tv {}, matched {ab:.4} / {ba:.4}",
+        props[0].boxes.size()[0],
+        tvp.size()[0]
+    );
     assert!(ab > 0.995 && ba > 0.995, "proposal sets differ: {ab} {ba}");
 
     // 4. RoI features, class logits and deltas on torchvision's proposals.
@@ -177,7 +198,11 @@ fn maskrcnn_matches_torchvision_stage_by_stage() {
     let tv_labels = &t["det_labels"] - 1;
     let a = matched(db, Some(&tv_labels), &dets[0].boxes, Some(&dets[0].labels), 1e-2);
     let b = matched(&dets[0].boxes, Some(&dets[0].labels), db, Some(&tv_labels), 1e-2);
-    println!("detections: ours {} tv {}, matched {a:.3} / {b:.3}", dets[0].boxes.size()[0], db.size()[0]);
+    println!(
+        "detections: ours {} tv {}, matched {a:.3} / {b:.3}",
+        dets[0].boxes.size()[0],
+        db.size()[0]
+    );
     assert!(a >= 0.97 && b >= 0.97, "detections differ: {a} {b}");
     let preds = model.predict(image, &[ImageSize::new(h as usize, w as usize)]).unwrap();
     assert_eq!(preds[0].len(), dets[0].boxes.size()[0] as usize);

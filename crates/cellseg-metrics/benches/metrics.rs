@@ -1,1 +1,77 @@
-fn main() {}
+//! Metric benches: the competition metric over every image of the Sartorius COCO files, and
+//! COCOeval (segm) on a Sartorius and a LIVECell file.
+//!
+//! Run through `tools/bench_rle_metrics.sh`, which writes the inputs with `tools/metrics_bench.py`
+//! (into `$CELLSEG_BENCH_DIR`), times the Python baselines on them and prints the ratios.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+use cellseg_core::ImageSize;
+use cellseg_metrics::coco_dataset::CocoDataset;
+use cellseg_metrics::cocoeval::{self, CocoEvalParams, IouType};
+use cellseg_metrics::competition::{IouMatrix, image_score, mean_score};
+use cellseg_rle::CocoRle;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+type Image = (ImageSize, Vec<String>, Vec<String>);
+
+fn competition_inputs(dir: &Path) -> Option<Vec<Image>> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("competition.json")).ok()?).ok()?;
+    let strs = |x: &serde_json::Value| -> Vec<String> {
+        x.as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for im in v.as_object()?.values() {
+        let size = ImageSize::new(im["height"].as_u64()? as usize, im["width"].as_u64()? as usize);
+        out.push((size, strs(&im["truth"]), strs(&im["pred"])));
+    }
+    Some(out)
+}
+
+fn benches(c: &mut Criterion) {
+    let Some(dir) = std::env::var_os("CELLSEG_BENCH_DIR").map(PathBuf::from) else {
+        eprintln!("SKIP: CELLSEG_BENCH_DIR is not set; run tools/bench_rle_metrics.sh");
+        return;
+    };
+    let images = competition_inputs(&dir).expect("competition.json");
+    let mut g = c.benchmark_group("competition");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(images.len() as u64));
+    g.bench_function(BenchmarkId::new("all_images", images.len()), |b| {
+        b.iter(|| {
+            let scores: Vec<_> = images
+                .iter()
+                .map(|(size, t, p)| {
+                    let parse = |v: &[String]| -> Vec<CocoRle> {
+                        v.iter().map(|s| CocoRle::from_counts_str(s, *size).unwrap()).collect()
+                    };
+                    image_score(&IouMatrix::from_coco(&parse(t), &parse(p)).unwrap())
+                })
+                .collect();
+            black_box(mean_score(&scores))
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("cocoeval");
+    g.sample_size(10);
+    for name in ["p890040_val_cort_3", "livecell_val"] {
+        let d = dir.join(format!("cocoeval_{name}"));
+        let max_dets: Vec<usize> =
+            serde_json::from_slice(&std::fs::read(d.join("max_dets.json")).unwrap()).unwrap();
+        let gt = CocoDataset::load(&d.join("gt.json"), true).unwrap();
+        let dt = gt.load_results(&d.join("results.json"), true).unwrap();
+        let params = CocoEvalParams { max_dets, ..CocoEvalParams::new(IouType::Segm) };
+        g.bench_function(BenchmarkId::new("segm", name), |b| {
+            b.iter(|| cocoeval::evaluate(&gt, &dt, &params).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(metrics, benches);
+criterion_main!(metrics);

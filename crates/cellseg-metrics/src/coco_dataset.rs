@@ -83,7 +83,8 @@ fn field_err(path: &Path, key: String, message: impl Into<String>) -> Error {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     serde_json::from_slice(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })
 }
 
@@ -102,7 +103,8 @@ fn as_i64(path: &Path, v: &Value, key: &str) -> Result<i64> {
 }
 
 fn as_f64(path: &Path, v: &Value, key: &str) -> Result<f64> {
-    v.as_f64().ok_or_else(|| field_err(path, key.to_string(), format!("expected a number, got {v}")))
+    v.as_f64()
+        .ok_or_else(|| field_err(path, key.to_string(), format!("expected a number, got {v}")))
 }
 
 fn as_image_id(path: &Path, v: &Value, key: &str) -> Result<ImageId> {
@@ -134,7 +136,8 @@ fn as_bool_flag(path: &Path, v: Option<&Value>, key: &str) -> Result<bool> {
 /// Decodes a segmentation (polygons, uncompressed or compressed RLE) for an image of `size`,
 /// as `COCO.annToRLE`.
 fn segmentation(path: &Path, v: &Value, key: &str, image: &CocoImage) -> Result<CocoRle> {
-    let seg_err = |source| Error::CocoSegmentation { path: path.to_path_buf(), key: key.to_string(), source };
+    let seg_err =
+        |source| Error::CocoSegmentation { path: path.to_path_buf(), key: key.to_string(), source };
     let size = image.size;
     let rle = match v {
         Value::Array(polys) => {
@@ -152,11 +155,9 @@ fn segmentation(path: &Path, v: &Value, key: &str, image: &CocoImage) -> Result<
             CocoRle::from_polygons(&ps, size.height, size.width).map_err(seg_err)?
         }
         Value::Object(o) => {
-            let sz = o
-                .get("size")
-                .and_then(Value::as_array)
-                .filter(|a| a.len() == 2)
-                .ok_or_else(|| field_err(path, format!("{key}.size"), "expected [height, width]"))?;
+            let sz = o.get("size").and_then(Value::as_array).filter(|a| a.len() == 2).ok_or_else(
+                || field_err(path, format!("{key}.size"), "expected [height, width]"),
+            )?;
             let h = as_i64(path, &sz[0], &format!("{key}.size"))?;
             let w = as_i64(path, &sz[1], &format!("{key}.size"))?;
             if h < 0 || w < 0 {
@@ -181,7 +182,13 @@ fn segmentation(path: &Path, v: &Value, key: &str, image: &CocoImage) -> Result<
                     }
                     CocoRle::from_counts_i64(&c, rsize).map_err(seg_err)?
                 }
-                _ => return Err(field_err(path, format!("{key}.counts"), "expected a string or a list")),
+                _ => {
+                    return Err(field_err(
+                        path,
+                        format!("{key}.counts"),
+                        "expected a string or a list",
+                    ));
+                }
             }
         }
         _ => return Err(field_err(path, key.to_string(), "expected polygons or an RLE object")),
@@ -237,13 +244,18 @@ impl CocoDataset {
         let mut annotations = Vec::new();
         for (i, a) in arr("annotations")?.iter().enumerate() {
             let ctx = format!("annotations[{i}]");
-            let image_id = as_image_id(path, get(path, a, "image_id", &ctx)?, &format!("{ctx}.image_id"))?;
-            let image = index
-                .get(&image_id)
-                .map(|&k| &images[k])
-                .ok_or_else(|| field_err(path, format!("{ctx}.image_id"), format!("no image {image_id}")))?;
+            let image_id =
+                as_image_id(path, get(path, a, "image_id", &ctx)?, &format!("{ctx}.image_id"))?;
+            let image = index.get(&image_id).map(|&k| &images[k]).ok_or_else(|| {
+                field_err(path, format!("{ctx}.image_id"), format!("no image {image_id}"))
+            })?;
             let seg = if with_masks {
-                Some(segmentation(path, get(path, a, "segmentation", &ctx)?, &format!("{ctx}.segmentation"), image)?)
+                Some(segmentation(
+                    path,
+                    get(path, a, "segmentation", &ctx)?,
+                    &format!("{ctx}.segmentation"),
+                    image,
+                )?)
             } else {
                 None
             };
@@ -257,7 +269,11 @@ impl CocoDataset {
             annotations.push(CocoAnnotation {
                 id: as_i64(path, get(path, a, "id", &ctx)?, &format!("{ctx}.id"))?,
                 image_id,
-                category_id: as_i64(path, get(path, a, "category_id", &ctx)?, &format!("{ctx}.category_id"))?,
+                category_id: as_i64(
+                    path,
+                    get(path, a, "category_id", &ctx)?,
+                    &format!("{ctx}.category_id"),
+                )?,
                 bbox,
                 area: as_f64(path, get(path, a, "area", &ctx)?, &format!("{ctx}.area"))?,
                 iscrowd: as_bool_flag(path, a.get("iscrowd"), &format!("{ctx}.iscrowd"))?,
@@ -283,9 +299,17 @@ impl CocoDataset {
     ///
     /// # Errors
     /// As [`CocoDataset::load_results`].
-    pub fn results_from_value(&self, path: &Path, v: &Value, with_masks: bool) -> Result<Vec<CocoAnnotation>> {
-        let list = v.as_array().ok_or_else(|| field_err(path, "(root)".into(), "results must be a list"))?;
-        let index: HashMap<&ImageId, &CocoImage> = self.images.iter().map(|im| (&im.id, im)).collect();
+    pub fn results_from_value(
+        &self,
+        path: &Path,
+        v: &Value,
+        with_masks: bool,
+    ) -> Result<Vec<CocoAnnotation>> {
+        let list = v
+            .as_array()
+            .ok_or_else(|| field_err(path, "(root)".into(), "results must be a list"))?;
+        let index: HashMap<&ImageId, &CocoImage> =
+            self.images.iter().map(|im| (&im.id, im)).collect();
         let bbox_mode = list
             .first()
             .and_then(|a| a.get("bbox"))
@@ -293,11 +317,17 @@ impl CocoDataset {
         let mut out = Vec::with_capacity(list.len());
         for (i, a) in list.iter().enumerate() {
             let ctx = format!("[{i}]");
-            let image_id = as_image_id(path, get(path, a, "image_id", &ctx)?, &format!("{ctx}.image_id"))?;
+            let image_id =
+                as_image_id(path, get(path, a, "image_id", &ctx)?, &format!("{ctx}.image_id"))?;
             let image = index.get(&image_id).copied().ok_or_else(|| {
-                field_err(path, format!("{ctx}.image_id"), format!("image {image_id} is not in the ground truth {}", self.path.display()))
+                field_err(
+                    path,
+                    format!("{ctx}.image_id"),
+                    format!("image {image_id} is not in the ground truth {}", self.path.display()),
+                )
             })?;
-            let category_id = as_i64(path, get(path, a, "category_id", &ctx)?, &format!("{ctx}.category_id"))?;
+            let category_id =
+                as_i64(path, get(path, a, "category_id", &ctx)?, &format!("{ctx}.category_id"))?;
             let score = as_f64(path, get(path, a, "score", &ctx)?, &format!("{ctx}.score"))?;
             let (bbox, area, seg) = if bbox_mode {
                 let bb = as_bbox(path, get(path, a, "bbox", &ctx)?, &format!("{ctx}.bbox"))?;
@@ -308,13 +338,23 @@ impl CocoDataset {
                 } else {
                     let (x1, x2, y1, y2) = (bb[0], bb[0] + bb[2], bb[1], bb[1] + bb[3]);
                     let poly = vec![vec![x1, y1, x1, y2, x2, y2, x2, y1]];
-                    Some(CocoRle::from_polygons(&poly, image.size.height, image.size.width).map_err(|source| {
-                        Error::CocoSegmentation { path: path.to_path_buf(), key: format!("{ctx}.bbox"), source }
-                    })?)
+                    Some(
+                        CocoRle::from_polygons(&poly, image.size.height, image.size.width)
+                            .map_err(|source| Error::CocoSegmentation {
+                                path: path.to_path_buf(),
+                                key: format!("{ctx}.bbox"),
+                                source,
+                            })?,
+                    )
                 };
                 (bb, bb[2] * bb[3], seg)
             } else {
-                let s = segmentation(path, get(path, a, "segmentation", &ctx)?, &format!("{ctx}.segmentation"), image)?;
+                let s = segmentation(
+                    path,
+                    get(path, a, "segmentation", &ctx)?,
+                    &format!("{ctx}.segmentation"),
+                    image,
+                )?;
                 let bb = match a.get("bbox") {
                     Some(b) => as_bbox(path, b, &format!("{ctx}.bbox"))?,
                     None => s.to_bbox(),

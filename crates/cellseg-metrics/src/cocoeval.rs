@@ -39,7 +39,9 @@ impl std::str::FromStr for IouType {
         match s {
             "bbox" => Ok(Self::Bbox),
             "segm" => Ok(Self::Segm),
-            _ => Err(Error::Params { message: format!("iou type {s:?} is neither \"bbox\" nor \"segm\"") }),
+            _ => Err(Error::Params {
+                message: format!("iou type {s:?} is neither \"bbox\" nor \"segm\""),
+            }),
         }
     }
 }
@@ -173,12 +175,15 @@ impl CocoEvalResult {
         ];
         let mut s = String::new();
         for ((ap, thr, area, md), v) in lines.iter().zip(self.stats) {
-            let (title, ty) = if *ap { ("Average Precision", "(AP)") } else { ("Average Recall", "(AR)") };
+            let (title, ty) =
+                if *ap { ("Average Precision", "(AP)") } else { ("Average Recall", "(AR)") };
             let iou = match thr {
                 Some(t) => format!("{t:0.2}"),
                 None => format!("{:0.2}:{:0.2}", p.iou_thrs[0], p.iou_thrs[p.iou_thrs.len() - 1]),
             };
-            s.push_str(&format!(" {title:<18} {ty} @[ IoU={iou:<9} | area={area:>6} | maxDets={md:>3} ] = {v:0.3}\n"));
+            s.push_str(&format!(
+                " {title:<18} {ty} @[ IoU={iou:<9} | area={area:>6} | maxDets={md:>3} ] = {v:0.3}\n"
+            ));
         }
         s
     }
@@ -197,11 +202,17 @@ fn stable_desc_by_score(scores: &[f64]) -> Vec<usize> {
 /// # Errors
 /// [`Error::Params`] for fewer than 3 `max_dets` or empty thresholds; [`Error::CocoField`] when a
 /// mask is missing for segm evaluation; [`Error::Rle`] for masks of different sizes.
-pub fn evaluate(gt: &CocoDataset, dt: &[CocoAnnotation], params: &CocoEvalParams) -> Result<CocoEvalResult> {
+pub fn evaluate(
+    gt: &CocoDataset,
+    dt: &[CocoAnnotation],
+    params: &CocoEvalParams,
+) -> Result<CocoEvalResult> {
     let mut p = params.clone();
     p.max_dets.sort_unstable();
     if p.max_dets.len() < 3 {
-        return Err(Error::Params { message: format!("maxDets needs at least 3 values, got {:?}", p.max_dets) });
+        return Err(Error::Params {
+            message: format!("maxDets needs at least 3 values, got {:?}", p.max_dets),
+        });
     }
     if p.iou_thrs.is_empty() || p.rec_thrs.is_empty() || p.area_rngs.is_empty() {
         return Err(Error::Params { message: "empty iou_thrs, rec_thrs or area_rngs".into() });
@@ -217,7 +228,8 @@ pub fn evaluate(gt: &CocoDataset, dt: &[CocoAnnotation], params: &CocoEvalParams
     } else {
         vec![-1]
     };
-    let img_index: HashMap<&ImageId, usize> = img_ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+    let img_index: HashMap<&ImageId, usize> =
+        img_ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
     let cat_index: HashMap<i64, usize> = cat_ids.iter().enumerate().map(|(i, &c)| (c, i)).collect();
     let key = |a: &CocoAnnotation| -> Option<(usize, usize)> {
         let i = *img_index.get(&a.image_id)?;
@@ -237,8 +249,14 @@ pub fn evaluate(gt: &CocoDataset, dt: &[CocoAnnotation], params: &CocoEvalParams
             dts.entry(k).or_default().push(a);
         }
     }
-    let (n_t, n_r, n_k, n_a, n_m, n_i) =
-        (p.iou_thrs.len(), p.rec_thrs.len(), cat_ids.len(), p.area_rngs.len(), p.max_dets.len(), img_ids.len());
+    let (n_t, n_r, n_k, n_a, n_m, n_i) = (
+        p.iou_thrs.len(),
+        p.rec_thrs.len(),
+        cat_ids.len(),
+        p.area_rngs.len(),
+        p.max_dets.len(),
+        img_ids.len(),
+    );
     let max_det = p.max_dets[n_m - 1];
     // evalImgs[k][a][i]
     let mut eval_imgs: Vec<Option<EvalImg>> = vec![None; n_k * n_a * n_i];
@@ -278,18 +296,22 @@ pub fn evaluate(gt: &CocoDataset, dt: &[CocoAnnotation], params: &CocoEvalParams
                 }
             };
             for (ai, (_, rng)) in p.area_rngs.iter().enumerate() {
-                eval_imgs[(k * n_a + ai) * n_i + i] = Some(evaluate_img(&g, &d, &ious, *rng, &p.iou_thrs));
+                eval_imgs[(k * n_a + ai) * n_i + i] =
+                    Some(evaluate_img(&g, &d, &ious, *rng, &p.iou_thrs));
             }
         }
     }
     // accumulate
     let mut precision = vec![-1.0; n_t * n_r * n_k * n_a * n_m];
     let mut recall = vec![-1.0; n_t * n_k * n_a * n_m];
-    let pidx = |t: usize, r: usize, k: usize, a: usize, m: usize| (((t * n_r + r) * n_k + k) * n_a + a) * n_m + m;
+    let pidx = |t: usize, r: usize, k: usize, a: usize, m: usize| {
+        (((t * n_r + r) * n_k + k) * n_a + a) * n_m + m
+    };
     let ridx = |t: usize, k: usize, a: usize, m: usize| ((t * n_k + k) * n_a + a) * n_m + m;
     for k in 0..n_k {
         for a in 0..n_a {
-            let es: Vec<&EvalImg> = (0..n_i).filter_map(|i| eval_imgs[(k * n_a + a) * n_i + i].as_ref()).collect();
+            let es: Vec<&EvalImg> =
+                (0..n_i).filter_map(|i| eval_imgs[(k * n_a + a) * n_i + i].as_ref()).collect();
             if es.is_empty() {
                 continue;
             }
@@ -350,11 +372,19 @@ pub fn evaluate(gt: &CocoDataset, dt: &[CocoAnnotation], params: &CocoEvalParams
 
 /// `evaluateImg` for one image, category and area range. `d` is sorted and cut; `ious` is
 /// `[d][g]` with `g` in file order.
-fn evaluate_img(g: &[&CocoAnnotation], d: &[&CocoAnnotation], ious: &[f64], rng: [f64; 2], thrs: &[f64]) -> EvalImg {
+fn evaluate_img(
+    g: &[&CocoAnnotation],
+    d: &[&CocoAnnotation],
+    ious: &[f64],
+    rng: [f64; 2],
+    thrs: &[f64],
+) -> EvalImg {
     let ng = g.len();
-    let ignore: Vec<bool> = g.iter().map(|a| a.iscrowd || a.area < rng[0] || a.area > rng[1]).collect();
+    let ignore: Vec<bool> =
+        g.iter().map(|a| a.iscrowd || a.area < rng[0] || a.area > rng[1]).collect();
     // Stable sort of ground truths: not ignored first.
-    let gtind: Vec<usize> = (0..ng).filter(|&j| !ignore[j]).chain((0..ng).filter(|&j| ignore[j])).collect();
+    let gtind: Vec<usize> =
+        (0..ng).filter(|&j| !ignore[j]).chain((0..ng).filter(|&j| ignore[j])).collect();
     let gt_ignore: Vec<bool> = gtind.iter().map(|&j| ignore[j]).collect();
     let crowd: Vec<bool> = gtind.iter().map(|&j| g[j].iscrowd).collect();
     let nd = d.len();
@@ -403,7 +433,8 @@ fn evaluate_img(g: &[&CocoAnnotation], d: &[&CocoAnnotation], ious: &[f64], rng:
 }
 
 fn summarize(p: &CocoEvalParams, precision: &[f64], recall: &[f64], n_k: usize) -> [f64; 12] {
-    let (n_t, n_r, n_a, n_m) = (p.iou_thrs.len(), p.rec_thrs.len(), p.area_rngs.len(), p.max_dets.len());
+    let (n_t, n_r, n_a, n_m) =
+        (p.iou_thrs.len(), p.rec_thrs.len(), p.area_rngs.len(), p.max_dets.len());
     let one = |ap: bool, iou_thr: Option<f64>, area: &str, max_dets: usize| -> f64 {
         let ts: Vec<usize> = match iou_thr {
             Some(x) => (0..n_t).filter(|&t| p.iou_thrs[t] == x).collect(),

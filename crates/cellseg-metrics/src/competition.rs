@@ -95,7 +95,11 @@ impl IouMatrix {
             let Some(tbox) = tbox else { continue };
             for (p, (pm, (pbox, parea))) in pred.iter().zip(&pb).enumerate() {
                 let Some(pbox) = pbox else { continue };
-                if pbox.x1 >= tbox.x2 || tbox.x1 >= pbox.x2 || pbox.y1 >= tbox.y2 || tbox.y1 >= pbox.y2 {
+                if pbox.x1 >= tbox.x2
+                    || tbox.x1 >= pbox.x2
+                    || pbox.y1 >= tbox.y2
+                    || tbox.y1 >= pbox.y2
+                {
                     continue;
                 }
                 let inter = tm.intersection(pm)?;
@@ -192,11 +196,13 @@ pub fn image_score(ious: &IouMatrix) -> ImageScore {
         }
         let tp = truth_hits.iter().filter(|&&h| h == 1).count();
         let fn_ = truth_hits.iter().filter(|&&h| h == 0).count();
-        let fp = pred_hit.iter().filter(|&&h| !h).count() + truth_hits.iter().filter(|&&h| h > 1).count();
+        let fp = pred_hit.iter().filter(|&&h| !h).count()
+            + truth_hits.iter().filter(|&&h| h > 1).count();
         out.tp[k] = tp;
         out.fp[k] = fp;
         out.fn_[k] = fn_;
-        out.precisions[k] = if tp + fp + fn_ == 0 { 1.0 } else { tp as f64 / (tp + fp + fn_) as f64 };
+        out.precisions[k] =
+            if tp + fp + fn_ == 0 { 1.0 } else { tp as f64 / (tp + fp + fn_) as f64 };
     }
     out.score = out.precisions.iter().sum::<f64>() / N_THRESHOLDS as f64;
     out
@@ -219,24 +225,21 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_masks(n: usize, size: ImageSize) -> impl Strategy<Value = Vec<KaggleRle>> {
-        proptest::collection::vec(
-            (0..size.height, 0..size.width, 1..6usize, 1..6usize),
-            0..n,
-        )
-        .prop_map(move |rects| {
-            rects
-                .into_iter()
-                .map(|(r, c, h, w)| {
-                    let mut m = BitMask::zeros(size);
-                    for y in r..(r + h).min(size.height) {
-                        for x in c..(c + w).min(size.width) {
-                            m.set(y, x, true);
+        proptest::collection::vec((0..size.height, 0..size.width, 1..6usize, 1..6usize), 0..n)
+            .prop_map(move |rects| {
+                rects
+                    .into_iter()
+                    .map(|(r, c, h, w)| {
+                        let mut m = BitMask::zeros(size);
+                        for y in r..(r + h).min(size.height) {
+                            for x in c..(c + w).min(size.width) {
+                                m.set(y, x, true);
+                            }
                         }
-                    }
-                    KaggleRle::from_mask(&m)
-                })
-                .collect()
-        })
+                        KaggleRle::from_mask(&m)
+                    })
+                    .collect()
+            })
     }
 
     #[test]

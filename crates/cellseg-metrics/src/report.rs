@@ -9,9 +9,9 @@ use cellseg_core::ImageSize;
 use cellseg_rle::KaggleRle;
 use serde::Serialize;
 
-use crate::cocoeval::{self, CocoEvalParams, IouType};
 use crate::coco_dataset::CocoDataset;
-use crate::competition::{self, IouMatrix, ImageScore};
+use crate::cocoeval::{self, CocoEvalParams, IouType};
+use crate::competition::{self, ImageScore, IouMatrix};
 use crate::csv::{self, Record};
 use crate::{Error, Result};
 
@@ -82,21 +82,29 @@ pub fn load_truth_csv(path: &Path) -> Result<Vec<TruthImage>> {
         let h = parse_dim(path, rec, field(path, rec, ch, n)?, "height")?;
         let size = ImageSize::new(h, w);
         let k = *index.entry(id.to_string()).or_insert_with(|| {
-            images.push(TruthImage { id: id.to_string(), size, cell_type: String::new(), masks: Vec::new() });
+            images.push(TruthImage {
+                id: id.to_string(),
+                size,
+                cell_type: String::new(),
+                masks: Vec::new(),
+            });
             images.len() - 1
         });
         let img = &mut images[k];
         if img.size != size {
-            return Err(Error::ImageSizeConflict { path: path.to_path_buf(), row: rec.row, id: id.into(), got: size, want: img.size });
+            return Err(Error::ImageSizeConflict {
+                path: path.to_path_buf(),
+                row: rec.row,
+                id: id.into(),
+                got: size,
+                want: img.size,
+            });
         }
         if img.cell_type.is_empty() {
             img.cell_type = field(path, rec, ct, n)?.to_string();
         }
-        let rle = KaggleRle::parse(field(path, rec, ca, n)?, size).map_err(|source| Error::RowRle {
-            path: path.to_path_buf(),
-            row: rec.row,
-            id: id.into(),
-            source,
+        let rle = KaggleRle::parse(field(path, rec, ca, n)?, size).map_err(|source| {
+            Error::RowRle { path: path.to_path_buf(), row: rec.row, id: id.into(), source }
         })?;
         img.masks.push(rle);
     }
@@ -118,7 +126,8 @@ pub fn load_submission_csv(path: &Path, truth: &[TruthImage]) -> Result<Vec<Vec<
     };
     let n = header.fields.len();
     let (ci, cp) = (column(path, header, "id")?, column(path, header, "predicted")?);
-    let index: HashMap<&str, usize> = truth.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> =
+        truth.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
     let mut out: Vec<Vec<KaggleRle>> = vec![Vec::new(); truth.len()];
     let mut seen = vec![false; truth.len()];
     let mut unknown: Vec<String> = Vec::new();
@@ -146,11 +155,20 @@ pub fn load_submission_csv(path: &Path, truth: &[TruthImage]) -> Result<Vec<Vec<
         }
     }
     if !unknown.is_empty() {
-        return Err(Error::MissingIds { path: path.to_path_buf(), what: "not in the truth", ids: unknown });
+        return Err(Error::MissingIds {
+            path: path.to_path_buf(),
+            what: "not in the truth",
+            ids: unknown,
+        });
     }
-    let missing: Vec<String> = truth.iter().zip(&seen).filter(|(_, s)| !**s).map(|(t, _)| t.id.clone()).collect();
+    let missing: Vec<String> =
+        truth.iter().zip(&seen).filter(|(_, s)| !**s).map(|(t, _)| t.id.clone()).collect();
     if !missing.is_empty() {
-        return Err(Error::MissingIds { path: path.to_path_buf(), what: "missing from the prediction", ids: missing });
+        return Err(Error::MissingIds {
+            path: path.to_path_buf(),
+            what: "missing from the prediction",
+            ids: missing,
+        });
     }
     Ok(out)
 }
@@ -207,9 +225,16 @@ impl CompetitionReport {
 ///
 /// # Errors
 /// [`Error::MatrixSize`] when `preds.len() != truth.len()`; RLE size mismatches.
-pub fn evaluate_competition(truth: &[TruthImage], preds: &[Vec<KaggleRle>]) -> Result<CompetitionReport> {
+pub fn evaluate_competition(
+    truth: &[TruthImage],
+    preds: &[Vec<KaggleRle>],
+) -> Result<CompetitionReport> {
     if truth.len() != preds.len() {
-        return Err(Error::MatrixSize { n_truth: truth.len(), n_pred: preds.len(), got: preds.len() });
+        return Err(Error::MatrixSize {
+            n_truth: truth.len(),
+            n_pred: preds.len(),
+            got: preds.len(),
+        });
     }
     let mut images = Vec::with_capacity(truth.len());
     for (t, p) in truth.iter().zip(preds) {
@@ -269,7 +294,11 @@ pub struct CocoReport {
 ///
 /// # Errors
 /// As [`CocoDataset::load`], [`CocoDataset::load_results`] and [`cocoeval::evaluate`].
-pub fn coco_from_files(truth: &Path, results: &Path, params: &CocoEvalParams) -> Result<CocoReport> {
+pub fn coco_from_files(
+    truth: &Path,
+    results: &Path,
+    params: &CocoEvalParams,
+) -> Result<CocoReport> {
     let segm = params.iou_type == IouType::Segm;
     let gt = CocoDataset::load(truth, segm)?;
     let dt = gt.load_results(results, segm)?;

@@ -352,6 +352,36 @@ mod tests {
     }
 
     #[test]
+    fn batch_and_binary_runs_equal_single_runs() {
+        let s = ImageSize::new(32, 32);
+        let cfg = PostprocConfig {
+            min_size: [0; 3],
+            mask_nms_threshold: [0.5; 3],
+            ..PostprocConfig::default()
+        };
+        let pipe = Pipeline::new(cfg).unwrap();
+        let a = input(
+            vec![1, 1, 0],
+            vec![0.5, 0.9, 0.45],
+            vec![soft(s, 0, 0, 10, 200), soft(s, 5, 5, 10, 120), soft(s, 20, 20, 6, 90)],
+        );
+        let b =
+            input(vec![2, 2], vec![0.8, 0.75], vec![soft(s, 1, 1, 8, 255), soft(s, 3, 3, 9, 255)]);
+        let batch = pipe.run_batch(&[("a".into(), a.clone()), ("b".into(), b.clone())]);
+        assert_eq!(batch[0].as_ref().unwrap(), &pipe.run("a", &a).unwrap());
+        assert_eq!(batch[1].as_ref().unwrap(), &pipe.run("b", &b).unwrap());
+        let binary = Detections::new(
+            s,
+            a.boxes.clone(),
+            a.scores.clone(),
+            a.labels.clone(),
+            a.masks.iter().map(|m| m.binarize(0.45).unwrap()).collect(),
+        )
+        .unwrap();
+        assert_eq!(pipe.run_binary("a", &binary).unwrap(), pipe.run("a", &a).unwrap());
+    }
+
+    #[test]
     fn bad_input_gives_typed_errors() {
         let s = ImageSize::new(32, 32);
         let pipe = Pipeline::new(PostprocConfig::default()).unwrap();

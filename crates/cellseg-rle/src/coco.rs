@@ -252,7 +252,12 @@ impl CocoRle {
             ys = ys.min(y);
             ye = ye.max(y);
         }
-        [xs as f64, ys as f64, xe.wrapping_sub(xs).wrapping_add(1) as f64, ye.wrapping_sub(ys).wrapping_add(1) as f64]
+        [
+            xs as f64,
+            ys as f64,
+            xe.wrapping_sub(xs).wrapping_add(1) as f64,
+            ye.wrapping_sub(ys).wrapping_add(1) as f64,
+        ]
     }
 
     /// [`CocoRle::to_bbox`] as a [`BoxXyxy`].
@@ -557,7 +562,11 @@ fn rle_iou(dt: &CocoRle, gt: &CocoRle, crowd: bool) -> f64 {
 /// masks of different image sizes would be compared.
 pub fn iou_matrix(dt: &[CocoRle], gt: &[CocoRle], iscrowd: &[bool]) -> Result<Vec<f64>> {
     if iscrowd.len() != gt.len() {
-        return Err(Error::LengthMismatch { what: "iou_matrix gt/iscrowd", left: gt.len(), right: iscrowd.len() });
+        return Err(Error::LengthMismatch {
+            what: "iou_matrix gt/iscrowd",
+            left: gt.len(),
+            right: iscrowd.len(),
+        });
     }
     let db: Vec<[f64; 4]> = dt.iter().map(CocoRle::to_bbox).collect();
     let gb: Vec<[f64; 4]> = gt.iter().map(CocoRle::to_bbox).collect();
@@ -583,7 +592,11 @@ pub fn iou_matrix(dt: &[CocoRle], gt: &[CocoRle], iscrowd: &[bool]) -> Result<Ve
 /// [`Error::LengthMismatch`] when `iscrowd.len() != gt.len()`.
 pub fn bbox_iou_matrix(dt: &[[f64; 4]], gt: &[[f64; 4]], iscrowd: &[bool]) -> Result<Vec<f64>> {
     if iscrowd.len() != gt.len() {
-        return Err(Error::LengthMismatch { what: "bbox_iou_matrix gt/iscrowd", left: gt.len(), right: iscrowd.len() });
+        return Err(Error::LengthMismatch {
+            what: "bbox_iou_matrix gt/iscrowd",
+            left: gt.len(),
+            right: iscrowd.len(),
+        });
     }
     let mut out = Vec::with_capacity(dt.len() * gt.len());
     for d in dt {
@@ -616,11 +629,26 @@ mod tests {
     #[test]
     fn corrupt_strings_are_errors_with_positions() {
         let size = ImageSize::new(3, 3);
-        assert!(matches!(CocoRle::from_counts_str("0 1", size), Err(Error::CountsByte { position: 1, byte: b' ' })));
-        assert!(matches!(CocoRle::from_counts_str("0P", size), Err(Error::CountsTruncated { position: 1 })));
-        assert!(matches!(CocoRle::from_counts_str("PPPPPPPP0", size), Err(Error::CountsTooLong { position: 0 })));
-        assert!(matches!(CocoRle::from_counts_str("1", size), Err(Error::CountsSum { sum: 1, .. })));
-        assert!(matches!(CocoRle::from_counts_str("O", size), Err(Error::CountOutOfRange { index: 0, value: -1 })));
+        assert!(matches!(
+            CocoRle::from_counts_str("0 1", size),
+            Err(Error::CountsByte { position: 1, byte: b' ' })
+        ));
+        assert!(matches!(
+            CocoRle::from_counts_str("0P", size),
+            Err(Error::CountsTruncated { position: 1 })
+        ));
+        assert!(matches!(
+            CocoRle::from_counts_str("PPPPPPPP0", size),
+            Err(Error::CountsTooLong { position: 0 })
+        ));
+        assert!(matches!(
+            CocoRle::from_counts_str("1", size),
+            Err(Error::CountsSum { sum: 1, .. })
+        ));
+        assert!(matches!(
+            CocoRle::from_counts_str("O", size),
+            Err(Error::CountOutOfRange { index: 0, value: -1 })
+        ));
     }
 
     #[test]

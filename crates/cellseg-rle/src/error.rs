@@ -51,7 +51,9 @@ pub enum Error {
         width: usize,
     },
     /// A run starts before the previous one ended (unsorted or overlapping runs).
-    #[error("run {run} starts at pixel {start}, before the previous run ends at pixel {previous_end} (runs must be sorted and disjoint)")]
+    #[error(
+        "run {run} starts at pixel {start}, before the previous run ends at pixel {previous_end} (runs must be sorted and disjoint)"
+    )]
     UnsortedRuns {
         /// 0-based index of the run.
         run: usize,
@@ -99,7 +101,9 @@ pub enum Error {
         width: usize,
     },
     /// A polygon has fewer than 3 points or an odd number of coordinates.
-    #[error("polygon {polygon} has {coords} coordinates; it needs an even number, at least 6 (3 points)")]
+    #[error(
+        "polygon {polygon} has {coords} coordinates; it needs an even number, at least 6 (3 points)"
+    )]
     PolygonTooShort {
         /// 0-based index of the polygon.
         polygon: usize,

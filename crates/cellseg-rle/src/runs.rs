@@ -69,9 +69,11 @@ pub(crate) fn parse(s: &str, size: ImageSize) -> Result<Vec<Run>> {
     let total = size.pixels() as u64;
     let mut values = Vec::new();
     for (index, token) in s.split_ascii_whitespace().enumerate() {
-        let v: u64 = token.parse().ok().filter(|_| token.bytes().all(|b| b.is_ascii_digit())).ok_or_else(|| {
-            Error::Token { index, token: token.chars().take(32).collect() }
-        })?;
+        let v: u64 = token
+            .parse()
+            .ok()
+            .filter(|_| token.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| Error::Token { index, token: token.chars().take(32).collect() })?;
         values.push(v);
     }
     if values.len() % 2 == 1 {
@@ -89,12 +91,7 @@ pub(crate) fn parse(s: &str, size: ImageSize) -> Result<Vec<Run>> {
         }
         let end = (start - 1).saturating_add(len); // 0-based exclusive
         if end > total {
-            return Err(Error::RunOutOfBounds {
-                run,
-                end,
-                height: size.height,
-                width: size.width,
-            });
+            return Err(Error::RunOutOfBounds { run, end, height: size.height, width: size.width });
         }
         if run > 0 && start - 1 < previous_end {
             return Err(Error::UnsortedRuns { run, start, previous_end });
@@ -269,7 +266,11 @@ pub(crate) fn from_cropped(mask: &CroppedMask, order: Order) -> Vec<Run> {
 }
 
 /// Inclusive `(r0, c0, r1, c1)` pixel bounds of runs in `order`, `None` when empty.
-pub(crate) fn bounds(runs: &[Run], size: ImageSize, order: Order) -> Option<(usize, usize, usize, usize)> {
+pub(crate) fn bounds(
+    runs: &[Run],
+    size: ImageSize,
+    order: Order,
+) -> Option<(usize, usize, usize, usize)> {
     let (_, minor) = order.dims(size);
     let (mut o_min, mut o_max, mut i_min, mut i_max) = (usize::MAX, 0, usize::MAX, 0);
     for r in runs {

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 
 const WIDTH: u32 = 1200;
 const HEIGHT: u32 = 450;
-const SCALE: i32 = 2;
+const SCALE: i32 = 3;
 
 /// 3×5 glyphs, rows top to bottom, `#` = ink.
 fn glyph(c: char) -> Option<[&'static str; 5]> {
@@ -131,8 +131,8 @@ fn panel<DB: DrawingBackend>(
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let (w, h) = area.dim_in_pixel();
     let (w, h) = (w as i32, h as i32);
-    let (left, right, top, bottom) = (90, 20, 40, 40);
-    draw_text(area, title, (left, 12), &BLACK)?;
+    let (left, right, top, bottom) = (110, 20, 44, 44);
+    draw_text(area, title, (left, 14), &BLACK)?;
     let frame = [(left, top), (w - right, h - bottom)];
     area.draw(&Rectangle::new(frame, BLACK.stroke_width(1)))?;
     let all: Vec<(f64, f64)> =
@@ -184,16 +184,16 @@ fn panel<DB: DrawingBackend>(
     let ymax = fmt_value(y1);
     let ymin = fmt_value(y0);
     draw_text(area, &ymax, (left - 6 - text_width(&ymax), top), &BLACK)?;
-    draw_text(area, &ymin, (left - 6 - text_width(&ymin), h - bottom - 10), &BLACK)?;
+    draw_text(area, &ymin, (left - 6 - text_width(&ymin), h - bottom - 5 * SCALE), &BLACK)?;
     let xmin = format!("STEP {}", x0 as i64);
     let xmax = format!("{}", x1 as i64);
     draw_text(area, &xmin, (left, h - bottom + 8), &BLACK)?;
     draw_text(area, &xmax, (w - right - text_width(&xmax), h - bottom + 8), &BLACK)?;
     let mut lx = left + 10;
     for s in series {
-        area.draw(&Rectangle::new([(lx, top + 8), (lx + 12, top + 16)], s.color.filled()))?;
-        draw_text(area, &s.name, (lx + 16, top + 7), &BLACK)?;
-        lx += 16 + text_width(&s.name) + 14;
+        area.draw(&Rectangle::new([(lx, top + 8), (lx + 14, top + 8 + 5 * SCALE)], s.color.filled()))?;
+        draw_text(area, &s.name, (lx + 20, top + 8), &BLACK)?;
+        lx += 20 + text_width(&s.name) + 16;
     }
     Ok(())
 }

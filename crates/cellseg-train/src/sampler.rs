@@ -3,8 +3,8 @@
 //! replays exactly the draws of an uninterrupted one, across versions of `rand`.
 
 /// Stream tags, so the torch seed, the augmentation seed and the data order never coincide.
-pub(crate) const STREAM_ORDER: u64 = 0x6f72_6465_72;
-pub(crate) const STREAM_TORCH: u64 = 0x746f_7263_68;
+pub(crate) const STREAM_ORDER: u64 = 0x006f_7264_6572;
+pub(crate) const STREAM_TORCH: u64 = 0x0074_6f72_6368;
 pub(crate) const STREAM_DATA: u64 = 0x6461_7461;
 
 /// The name recorded in checkpoints for this generator (bump if the algorithm ever changes).

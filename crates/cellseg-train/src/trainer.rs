@@ -586,6 +586,6 @@ impl StepContext<'_> {
             elapsed_s: self.started.elapsed().as_secs_f64(),
         };
         tracing::debug!(step = stats.step, loss = stats.loss, lr, grad_norm, "step");
-        Ok(stats).map(StepOutcome::Done)
+        Ok(StepOutcome::Done(stats))
     }
 }

@@ -13,14 +13,21 @@ pub fn realdata() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} is absent (real data is only on developer and CI machines)", p.display());
+        eprintln!(
+            "SKIP: {} is absent (real data is only on developer and CI machines)",
+            p.display()
+        );
         None
     }
 }
 
 pub fn python() -> PathBuf {
     let py = repo().join(".venv/bin/python");
-    assert!(py.exists(), "{} is missing: run `make test` (it creates .venv with pycocotools)", py.display());
+    assert!(
+        py.exists(),
+        "{} is missing: run `make test` (it creates .venv with pycocotools)",
+        py.display()
+    );
     py
 }
 

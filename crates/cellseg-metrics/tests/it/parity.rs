@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use cellseg_metrics::cocoeval::{self, CocoEvalParams, IouType};
 use cellseg_metrics::coco_dataset::CocoDataset;
+use cellseg_metrics::cocoeval::{self, CocoEvalParams, IouType};
 use cellseg_metrics::report;
 
 use crate::fixtures::{read_json, realdata, run_tool};
@@ -43,20 +43,28 @@ fn cocoeval_matches_pycocotools_on_every_coco_file() {
     assert_eq!(dirs.len(), 10, "one reference per COCO file");
     for d in &dirs {
         let expected = read_json(&d.join("expected.json"));
-        let max_dets: Vec<usize> =
-            expected["max_dets"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let max_dets: Vec<usize> = expected["max_dets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let gt = CocoDataset::load(&d.join("gt.json"), true).unwrap();
         for run in expected["runs"].as_array().unwrap() {
             let iou_type: IouType = run["iou_type"].as_str().unwrap().parse().unwrap();
             let res = run["results"].as_str().unwrap();
             let dt = gt.load_results(&d.join(res), iou_type == IouType::Segm).unwrap();
-            let params = CocoEvalParams { max_dets: max_dets.clone(), ..CocoEvalParams::new(iou_type) };
+            let params =
+                CocoEvalParams { max_dets: max_dets.clone(), ..CocoEvalParams::new(iou_type) };
             let r = cocoeval::evaluate(&gt, &dt, &params).unwrap();
             let what = format!("{} {res} {iou_type:?}", d.file_name().unwrap().to_string_lossy());
             assert_close(&format!("{what} stats"), &r.stats, &f64s(&run["stats"]));
             assert_close(&format!("{what} precision"), &r.precision, &f64s(&run["precision"]));
             assert_close(&format!("{what} recall"), &r.recall, &f64s(&run["recall"]));
-            assert!(r.stats[0] > 0.0 && r.stats[0] < 1.0, "{what}: perturbed AP should be in (0, 1)");
+            assert!(
+                r.stats[0] > 0.0 && r.stats[0] < 1.0,
+                "{what}: perturbed AP should be in (0, 1)"
+            );
         }
     }
 }
@@ -65,13 +73,19 @@ fn cocoeval_matches_pycocotools_on_every_coco_file() {
 fn competition_metric_matches_independent_python() {
     let Some(dir) = references() else { return };
     let c: &Path = &dir.path().join("competition");
-    let rep = report::competition_from_files(&c.join("truth.csv"), &c.join("submission.csv")).unwrap();
+    let rep =
+        report::competition_from_files(&c.join("truth.csv"), &c.join("submission.csv")).unwrap();
     let expected = read_json(&c.join("expected.json"));
     let images = expected["images"].as_object().unwrap();
     assert_eq!(rep.images.len(), images.len());
     for im in &rep.images {
         let want = images[&im.id]["score"].as_f64().unwrap();
-        assert!((im.score.score - want).abs() < 1e-12, "image {}: {} vs {want}", im.id, im.score.score);
+        assert!(
+            (im.score.score - want).abs() < 1e-12,
+            "image {}: {} vs {want}",
+            im.id,
+            im.score.score
+        );
         assert_eq!(im.cell_type, images[&im.id]["cell_type"].as_str().unwrap());
     }
     assert!((rep.overall - expected["overall"].as_f64().unwrap()).abs() < 1e-12);

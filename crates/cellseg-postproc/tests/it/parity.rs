@@ -60,6 +60,7 @@ struct ShapeCase {
     corrupt: String,
     filled: String,
     contours: Vec<Vec<i32>>,
+    contours_none: Vec<Vec<i32>>,
 }
 
 fn repo() -> PathBuf {
@@ -109,14 +110,18 @@ fn postproc_equals_opencv_scipy_and_the_seed_on_real_masks() {
         let size = ImageSize::new(s.height, s.width);
         let mask: CroppedMask = kaggle::decode_cropped(&s.mask, size).unwrap();
         let (top, left, h, w) = mask.rect();
-        let ours: Vec<Vec<i32>> = find_contours(mask.as_slice(), h, w, ChainApprox::Simple)
-            .into_iter()
-            .map(|c| {
-                c.points.iter().flat_map(|p| [p[0] + left as i32, p[1] + top as i32]).collect()
-            })
-            .collect();
-        if sorted_contours(ours) != sorted_contours(s.contours.clone()) {
-            bad.push(format!("shape {k}: contours differ from cv2.findContours"));
+        for (approx, expected) in
+            [(ChainApprox::Simple, &s.contours), (ChainApprox::None, &s.contours_none)]
+        {
+            let ours: Vec<Vec<i32>> = find_contours(mask.as_slice(), h, w, approx)
+                .into_iter()
+                .map(|c| {
+                    c.points.iter().flat_map(|p| [p[0] + left as i32, p[1] + top as i32]).collect()
+                })
+                .collect();
+            if sorted_contours(ours) != sorted_contours(expected.clone()) {
+                bad.push(format!("shape {k}: {approx:?} contours differ from cv2.findContours"));
+            }
         }
         let c = corrupt(&mask);
         corrupted += usize::from(c != mask);

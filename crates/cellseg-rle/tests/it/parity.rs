@@ -48,7 +48,8 @@ fn decode_annotation(ann: &Value, size: ImageSize) -> CocoRle {
         }
         Value::Object(o) => {
             let sz = o["size"].as_array().unwrap();
-            let rsize = ImageSize::new(sz[0].as_u64().unwrap() as usize, sz[1].as_u64().unwrap() as usize);
+            let rsize =
+                ImageSize::new(sz[0].as_u64().unwrap() as usize, sz[1].as_u64().unwrap() as usize);
             match &o["counts"] {
                 Value::String(s) => CocoRle::from_counts_str(s, rsize).unwrap(),
                 Value::Array(a) => {
@@ -77,7 +78,10 @@ fn every_coco_file_matches_pycocotools() {
             .unwrap()
             .iter()
             .map(|im| {
-                let size = ImageSize::new(im["height"].as_u64().unwrap() as usize, im["width"].as_u64().unwrap() as usize);
+                let size = ImageSize::new(
+                    im["height"].as_u64().unwrap() as usize,
+                    im["width"].as_u64().unwrap() as usize,
+                );
                 (im["id"].to_string(), size)
             })
             .collect();
@@ -92,16 +96,25 @@ fn every_coco_file_matches_pycocotools() {
             let want = r["counts"].as_str().unwrap();
             assert_eq!(rle.to_counts_string(), want, "{name}: annotation {id}: counts string");
             assert_eq!(rle.area(), r["area"].as_u64().unwrap(), "{name}: annotation {id}: area");
-            let bbox: Vec<f64> = r["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let bbox: Vec<f64> =
+                r["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
             assert_eq!(rle.to_bbox().to_vec(), bbox, "{name}: annotation {id}: toBbox");
             // Decode and re-encode through both mask types: identical string.
             let parsed = CocoRle::from_counts_str(want, rle.size()).unwrap();
             assert_eq!(&parsed, rle, "{name}: annotation {id}: parse");
             let crop = rle.to_cropped();
             assert_eq!(crop.area() as u64, rle.area());
-            assert_eq!(CocoRle::from_cropped(&crop).to_counts_string(), want, "{name}: {id}: via CroppedMask");
+            assert_eq!(
+                CocoRle::from_cropped(&crop).to_counts_string(),
+                want,
+                "{name}: {id}: via CroppedMask"
+            );
             if checked % 50 == 0 {
-                assert_eq!(CocoRle::from_mask(&rle.to_mask()).to_counts_string(), want, "{name}: {id}: via BitMask");
+                assert_eq!(
+                    CocoRle::from_mask(&rle.to_mask()).to_counts_string(),
+                    want,
+                    "{name}: {id}: via BitMask"
+                );
                 // Conversions between the three orders.
                 let k = rle.to_kaggle();
                 assert_eq!(CocoRle::from_kaggle(&k), *rle);
@@ -112,21 +125,41 @@ fn every_coco_file_matches_pycocotools() {
             checked += 1;
         }
         for im in reference["ious"].as_array().unwrap() {
-            let ids: Vec<i64> = im["ann_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
-            let crowd: Vec<bool> = im["iscrowd"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() != 0).collect();
+            let ids: Vec<i64> =
+                im["ann_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+            let crowd: Vec<bool> = im["iscrowd"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap() != 0)
+                .collect();
             let ms: Vec<CocoRle> = ids.iter().map(|i| rles[i].clone()).collect();
             let got = coco::iou_matrix(&ms, &ms, &crowd).unwrap();
-            let want: Vec<f64> = im["iou"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let want: Vec<f64> =
+                im["iou"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
             assert_eq!(got.len(), want.len());
             for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!((g - w).abs() <= 1e-12, "{name}: image {}: iou[{k}] {g} vs {w}", im["image_id"]);
+                assert!(
+                    (g - w).abs() <= 1e-12,
+                    "{name}: image {}: iou[{k}] {g} vs {w}",
+                    im["image_id"]
+                );
             }
         }
         let merges = &reference["merges"];
-        let ids: Vec<i64> = merges["ann_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let ids: Vec<i64> =
+            merges["ann_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
         let ms: Vec<CocoRle> = ids.iter().map(|i| rles[i].clone()).collect();
-        assert_eq!(CocoRle::merge(&ms, false).unwrap().to_counts_string(), merges["union"].as_str().unwrap(), "{name}: union");
-        assert_eq!(CocoRle::merge(&ms[..2], true).unwrap().to_counts_string(), merges["intersection"].as_str().unwrap(), "{name}: intersection");
+        assert_eq!(
+            CocoRle::merge(&ms, false).unwrap().to_counts_string(),
+            merges["union"].as_str().unwrap(),
+            "{name}: union"
+        );
+        assert_eq!(
+            CocoRle::merge(&ms[..2], true).unwrap().to_counts_string(),
+            merges["intersection"].as_str().unwrap(),
+            "{name}: intersection"
+        );
     }
     eprintln!("checked {checked} annotations of {} COCO files against pycocotools", files.len());
     assert!(checked > 40_000);
@@ -135,7 +168,10 @@ fn every_coco_file_matches_pycocotools() {
 #[test]
 fn dsb_column_major_csv_matches_numpy() {
     let Some((dir, _)) = references() else { return };
-    let csv = std::fs::read_to_string(repo().join("tests/data/dsb2018_stage1_test/stage1_solution_subset.csv")).unwrap();
+    let csv = std::fs::read_to_string(
+        repo().join("tests/data/dsb2018_stage1_test/stage1_solution_subset.csv"),
+    )
+    .unwrap();
     let reference = read_json(&dir.path().join("dsb.json"));
     let reference = reference.as_array().unwrap();
     let mut n = 0;
@@ -168,7 +204,12 @@ fn sartorius_train_csv_matches_numpy_and_pycocotools() {
         assert_eq!(k.area(), r["area"].as_u64().unwrap());
         assert_eq!(k.to_string(), r["kaggle"].as_str().unwrap());
         assert_eq!(cellseg_rle::kaggle::encode(&k.to_mask()), r["kaggle"].as_str().unwrap());
-        assert_eq!(CocoRle::from_kaggle(&k).to_counts_string(), r["coco"].as_str().unwrap(), "{}: COCO string", f[0]);
+        assert_eq!(
+            CocoRle::from_kaggle(&k).to_counts_string(),
+            r["coco"].as_str().unwrap(),
+            "{}: COCO string",
+            f[0]
+        );
         n += 1;
     }
     assert_eq!(n, reference.len());

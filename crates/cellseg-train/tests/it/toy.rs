@@ -122,7 +122,7 @@ impl TrainData for ToyData {
         let jitter: Vec<f32> = (0..indices.len() * 4)
             .map(|k| (((seed >> (k % 48)) & 0xff) as f32 / 255.0 - 0.5) * 0.01)
             .collect();
-        x = x + Tensor::from_slice(&jitter).view([indices.len() as i64, 4]);
+        x += Tensor::from_slice(&jitter).view([indices.len() as i64, 4]);
         if let Some(p) = self.poison {
             if let Some(row) = indices.iter().position(|&i| i == p) {
                 let _ = x.get(row as i64).fill_(f64::NAN);
