@@ -8,12 +8,18 @@ export BATCH="${BATCH:-8}" ITERS="${ITERS:-3}" WARMUP="${WARMUP:-1}" DEVICE="${D
 PROFILE="${PROFILE:-dev}"
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || { echo "missing $PY: run make test first" >&2; exit 1; }
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
 if [ -n "${BENCH_BIN:-}" ]; then
-  ours=$("$BENCH_BIN" | tee /dev/stderr | grep '^RESULT')
+  "$BENCH_BIN" > "$log/ours"
 else
-  ours=$(cargo run -q --profile "$PROFILE" -p cellseg-heads --example bench_heads | tee /dev/stderr | grep '^RESULT')
+  cargo run -q --profile "$PROFILE" -p cellseg-heads --example bench_heads > "$log/ours"
 fi
-theirs=$("$PY" tools/heads_bench_tv.py | tee /dev/stderr | grep '^RESULT')
+cat "$log/ours"
+"$PY" tools/heads_bench_tv.py > "$log/theirs"
+cat "$log/theirs"
+ours=$(grep '^RESULT' "$log/ours")
+theirs=$(grep '^RESULT' "$log/theirs")
 val() { echo "$1" | sed -n "s/.*$2=\([0-9.]*\).*/\1/p"; }
 awk -v a="$(val "$ours" train_ms)" -v b="$(val "$theirs" train_ms)" -v c="$(val "$ours" infer_ms)" -v d="$(val "$theirs" infer_ms)" \
   -v bs="$BATCH" -v dev="$DEVICE" 'BEGIN {

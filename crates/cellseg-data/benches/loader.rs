@@ -48,9 +48,29 @@ fn dataset() -> (SartoriusDataset, Option<tempfile::TempDir>) {
     }
 }
 
-fn make_loader(threads: usize) -> (Loader, Option<tempfile::TempDir>) {
+/// Cycles over preloaded (already decoded) samples.
+struct RepeatPreloaded {
+    inner: Vec<Sample>,
+    len: usize,
+}
+
+impl SampleSource for RepeatPreloaded {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn load(&self, index: usize) -> Result<Sample> {
+        Ok(self.inner[index % self.inner.len()].clone())
+    }
+}
+
+fn make_loader(threads: usize, preloaded: bool) -> (Loader, Option<tempfile::TempDir>) {
     let (ds, tmp) = dataset();
-    let src: Arc<dyn SampleSource> = Arc::new(Repeat { inner: ds, len: BATCH * BATCHES });
+    let src: Arc<dyn SampleSource> = if preloaded {
+        let inner = cellseg_data::sample::preload(&ds).expect("decode");
+        Arc::new(RepeatPreloaded { inner, len: BATCH * BATCHES })
+    } else {
+        Arc::new(Repeat { inner: ds, len: BATCH * BATCHES })
+    };
     let cfg = LoaderConfig { batch_size: BATCH, threads, prefetch: 2, ..LoaderConfig::default() };
     let aug = Augment::new(AugmentConfig::all_on()).expect("config");
     (Loader::new(src, Some(aug), cfg).expect("loader"), tmp)
@@ -61,32 +81,52 @@ fn run_epoch(loader: &Loader, epoch: u64) -> usize {
 }
 
 fn bench_loader(c: &mut Criterion) {
-    let (loader, _tmp) = make_loader(2);
     let mut group = c.benchmark_group("loader");
     group.sample_size(10);
     group.throughput(Throughput::Elements((BATCH * BATCHES) as u64));
-    let mut epoch = 0;
-    group.bench_function("sartorius_png_all_aug_2threads/256x256", |b| {
-        b.iter(|| {
-            epoch += 1;
-            run_epoch(&loader, epoch)
-        })
-    });
+    for (name, preloaded) in
+        [("sartorius_png_all_aug_2threads", false), ("preloaded_all_aug_2threads", true)]
+    {
+        let (loader, _tmp) = make_loader(2, preloaded);
+        let mut epoch = 0;
+        group.bench_function(format!("{name}/256x256"), |b| {
+            b.iter(|| {
+                epoch += 1;
+                run_epoch(&loader, epoch)
+            })
+        });
+    }
     group.finish();
 }
 
 criterion_group!(benches, bench_loader);
 
+/// User + system CPU seconds of this process (Linux `/proc/self/stat`, 100 ticks per second).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    // A plain number for tools/bench_data.sh: best of 3 epochs.
-    let (loader, _tmp) = make_loader(2);
-    let mut best = 0f64;
-    for e in 0..3 {
-        let t = Instant::now();
-        let n = run_epoch(&loader, 1000 + e);
-        best = best.max(n as f64 / t.elapsed().as_secs_f64());
+    // Plain numbers for tools/bench_data.sh: best of 3 epochs (wall clock, 2 threads), and crops
+    // per CPU-second (independent of other load on a shared machine).
+    for (key, preloaded) in [("RUST", false), ("RUST_PRELOADED", true)] {
+        let (loader, _tmp) = make_loader(2, preloaded);
+        let mut best = 0f64;
+        let (cpu0, mut crops) = (cpu_seconds(), 0usize);
+        for e in 0..3 {
+            let t = Instant::now();
+            let n = run_epoch(&loader, 1000 + e);
+            crops += n;
+            best = best.max(n as f64 / t.elapsed().as_secs_f64());
+        }
+        let per_cpu = crops as f64 / (cpu_seconds() - cpu0).max(1e-9);
+        println!("{key}_CROPS_PER_S={best:.1}");
+        println!("{key}_CROPS_PER_CPU_S={per_cpu:.1}");
     }
-    println!("RUST_CROPS_PER_S={best:.1}");
 }

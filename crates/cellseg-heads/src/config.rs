@@ -363,7 +363,7 @@ impl HeadsConfig {
         if a.strides.is_empty() || a.scales.is_empty() || a.ratios.is_empty() {
             return bad("rpn.anchors", "strides, scales and ratios must be non-empty".into());
         }
-        if a.ratios.iter().chain(&a.scales).any(|&v| !(v > 0.0)) {
+        if a.ratios.iter().chain(&a.scales).any(|&v| v.is_nan() || v <= 0.0) {
             return bad("rpn.anchors", "scales and ratios must be > 0".into());
         }
         for (key, roi) in

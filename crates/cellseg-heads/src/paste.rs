@@ -143,7 +143,7 @@ mod tests {
         for (i, ((t, l, hh, ww), v)) in got.iter().enumerate() {
             let full = full_paste(&probs.get(i as i64), bx[i], 48, 64);
             let inside = full.zeros_like();
-            let _ = inside
+            inside
                 .slice(0, *t as i64, (*t + *hh) as i64, 1)
                 .slice(1, *l as i64, (*l + *ww) as i64, 1)
                 .copy_(&Tensor::from_slice(v).view([*hh as i64, *ww as i64]));

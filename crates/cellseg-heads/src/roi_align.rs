@@ -30,7 +30,6 @@ pub(crate) struct AxisSamples {
 
 /// Sample positions along one axis for RoIs with starts `start` `[n]` and bin sizes `bin` `[n]`.
 pub(crate) fn axis_samples(start: &Tensor, bin: &Tensor, p: i64, g: i64, size: i64) -> AxisSamples {
-    let opts = (Kind::Float, start.device());
     let j = Tensor::arange(p * g, (Kind::Int64, start.device()));
     let pj = j.divide_scalar_mode(g, "floor").to_kind(Kind::Float);
     let ij = j.remainder(g).to_kind(Kind::Float) + 0.5;
@@ -39,7 +38,6 @@ pub(crate) fn axis_samples(start: &Tensor, bin: &Tensor, p: i64, g: i64, size: i
     let raw = start.unsqueeze(1) + &bin * pj.unsqueeze(0) + ij.unsqueeze(0) * &bin / (g as f64);
     let valid = raw.ge(-1.0).logical_and(&raw.le(size as f64));
     let coords = raw.clamp(0.0, (size - 1).max(0) as f64);
-    let _ = opts;
     AxisSamples { coords, valid }
 }
 
@@ -235,6 +233,7 @@ mod tests {
     use tch::Device;
 
     /// Naive scalar RoIAlign (torchvision's CPU kernel, written from its documented arithmetic).
+    #[allow(clippy::too_many_arguments)]
     fn naive(
         f: &[f32],
         h: usize,

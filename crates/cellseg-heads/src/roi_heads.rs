@@ -227,8 +227,7 @@ impl RoiHead {
             )
         } else {
             // Keep the mask head in the graph with a zero loss.
-            let x = feats[0].sum(Kind::Float) * 0.0;
-            x
+            feats[0].sum(Kind::Float) * 0.0
         };
         RoiLosses { cls, reg, mask }
     }

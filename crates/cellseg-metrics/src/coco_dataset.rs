@@ -343,7 +343,7 @@ impl CocoDataset {
                             .map_err(|source| Error::CocoSegmentation {
                                 path: path.to_path_buf(),
                                 key: format!("{ctx}.bbox"),
-                                source,
+                                source: Box::new(source),
                             })?,
                     )
                 };

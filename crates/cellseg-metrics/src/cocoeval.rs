@@ -297,7 +297,7 @@ pub fn evaluate(
             };
             for (ai, (_, rng)) in p.area_rngs.iter().enumerate() {
                 eval_imgs[(k * n_a + ai) * n_i + i] =
-                    Some(evaluate_img(&g, &d, &ious, *rng, &p.iou_thrs));
+                    Some(evaluate_img(g, &d, &ious, *rng, &p.iou_thrs));
             }
         }
     }
@@ -498,5 +498,56 @@ mod tests {
         let r = linspace(0.0, 1.0, 101);
         assert_eq!(r[100], 1.0);
         assert_eq!(r[1], 0.01);
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use std::path::Path;
+
+    fn gt() -> CocoDataset {
+        let v = serde_json::json!({
+            "images": [{"id": 1, "height": 10, "width": 10}, {"id": 2, "height": 10, "width": 10}],
+            "categories": [{"id": 1}, {"id": 2}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4], "area": 16, "iscrowd": 0,
+                 "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]]},
+                {"id": 2, "image_id": 2, "category_id": 1, "bbox": [5, 5, 3, 3], "area": 9, "iscrowd": 0,
+                 "segmentation": [[5, 5, 8, 5, 8, 8, 5, 8]]}
+            ]
+        });
+        CocoDataset::from_value(Path::new("gt.json"), &v, true).unwrap()
+    }
+
+    #[test]
+    fn perfect_detections_give_ap_one_and_empty_category_stays_minus_one() {
+        let gt = gt();
+        let res = serde_json::json!([
+            {"image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4], "score": 0.9},
+            {"image_id": 2, "category_id": 1, "bbox": [5, 5, 3, 3], "score": 0.8}
+        ]);
+        let dt = gt.results_from_value(Path::new("res.json"), &res, false).unwrap();
+        let r = evaluate(&gt, &dt, &CocoEvalParams::new(IouType::Bbox)).unwrap();
+        assert_eq!(r.stats[0], 1.0);
+        assert_eq!(r.stats[5], -1.0, "no large objects");
+        // Category 2 has no ground truth: its precision entries stay -1.
+        assert!(r.precision.iter().any(|&v| v == -1.0));
+        assert!(r.summary_table().contains("maxDets=100"));
+    }
+
+    #[test]
+    fn too_few_max_dets_is_an_error() {
+        let gt = gt();
+        let p = CocoEvalParams { max_dets: vec![10, 100], ..CocoEvalParams::new(IouType::Segm) };
+        assert!(matches!(evaluate(&gt, &[], &p), Err(Error::Params { .. })));
+    }
+
+    #[test]
+    fn results_for_unknown_images_are_errors() {
+        let gt = gt();
+        let res = serde_json::json!([{"image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]);
+        let e = gt.results_from_value(Path::new("res.json"), &res, false).unwrap_err();
+        assert!(e.to_string().contains("[0].image_id"), "{e}");
     }
 }

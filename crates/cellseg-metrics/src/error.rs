@@ -52,7 +52,7 @@ pub enum Error {
         /// The image id of the row.
         id: String,
         /// What is wrong with the RLE (names the token or run).
-        source: cellseg_rle::Error,
+        source: Box<cellseg_rle::Error>,
     },
     /// Rows of one image disagree on its size.
     #[error("{path}, row {row}: image {id} is {}x{} here but {}x{} in an earlier row", got.height, got.width, want.height, want.width)]
@@ -104,7 +104,7 @@ pub enum Error {
         /// Where, e.g. `annotations[12].segmentation`.
         key: String,
         /// The RLE error.
-        source: cellseg_rle::Error,
+        source: Box<cellseg_rle::Error>,
     },
     /// A COCO mask does not have the size of its image.
     #[error("{path}: {key}: mask is {}x{} but image {image_id} is {}x{}", got.height, got.width, want.height, want.width)]

@@ -103,9 +103,13 @@ pub fn load_truth_csv(path: &Path) -> Result<Vec<TruthImage>> {
         if img.cell_type.is_empty() {
             img.cell_type = field(path, rec, ct, n)?.to_string();
         }
-        let rle = KaggleRle::parse(field(path, rec, ca, n)?, size).map_err(|source| {
-            Error::RowRle { path: path.to_path_buf(), row: rec.row, id: id.into(), source }
-        })?;
+        let rle =
+            KaggleRle::parse(field(path, rec, ca, n)?, size).map_err(|source| Error::RowRle {
+                path: path.to_path_buf(),
+                row: rec.row,
+                id: id.into(),
+                source: Box::new(source),
+            })?;
         img.masks.push(rle);
     }
     tracing::info!(path = %path.display(), images = images.len(), "truth CSV loaded");
@@ -148,7 +152,7 @@ pub fn load_submission_csv(path: &Path, truth: &[TruthImage]) -> Result<Vec<Vec<
             path: path.to_path_buf(),
             row: rec.row,
             id: id.into(),
-            source,
+            source: Box::new(source),
         })?;
         if rle.area() > 0 {
             out[k].push(rle);
@@ -311,4 +315,73 @@ pub fn coco_from_files(
         max_dets: eval.params.max_dets.clone(),
         eval,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str =
+        "id,annotation,width,height,cell_type,plate_time,sample_date,sample_id,elapsed_timedelta\n";
+
+    fn files(truth: &str, pred: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, p) = (dir.path().join("train.csv"), dir.path().join("sub.csv"));
+        std::fs::write(&t, format!("{HEADER}{truth}")).unwrap();
+        std::fs::write(&p, format!("id,predicted\n{pred}")).unwrap();
+        (dir, t, p)
+    }
+
+    const TRUTH: &str =
+        "a,1 4 11 4,10,10,astro,,,,\"0 days, 1\"\na,51 3,10,10,astro,,,,\nb,5 5,10,10,cort,,,,\n";
+
+    #[test]
+    fn scores_per_image_and_cell_type() {
+        let (_d, t, p) = files(TRUTH, "a,1 4 11 4\na,51 3\nb,\n");
+        let r = competition_from_files(&t, &p).unwrap();
+        assert_eq!(r.images.len(), 2);
+        assert_eq!(r.images[0].score.score, 1.0);
+        assert_eq!(r.images[1].score.score, 0.0);
+        assert_eq!(r.overall, 0.5);
+        assert_eq!(r.per_cell_type["astro"].score, 1.0);
+        assert_eq!(r.per_cell_type["cort"].images, 1);
+        assert!(r.table().contains("overall"));
+    }
+
+    #[test]
+    fn ids_missing_on_either_side_are_errors() {
+        let (_d, t, p) = files(TRUTH, "a,1 4\n");
+        let e = competition_from_files(&t, &p).unwrap_err();
+        assert!(matches!(&e, Error::MissingIds { ids, .. } if ids == &["b".to_string()]), "{e}");
+        let (_d, t, p) = files(TRUTH, "a,1 4\nb,\nzz,3 1\n");
+        let e = competition_from_files(&t, &p).unwrap_err();
+        assert!(e.to_string().contains("not in the truth: zz"), "{e}");
+    }
+
+    #[test]
+    fn malformed_rows_name_the_row() {
+        let (_d, t, p) = files(TRUTH, "a,1 4\nb,5 x\n");
+        let e = competition_from_files(&t, &p).unwrap_err();
+        assert!(matches!(e, Error::RowRle { row: 3, .. }), "{e}");
+        let (_d, t, p) = files("a,1 4,10,10\n", "a,\n");
+        let e = competition_from_files(&t, &p).unwrap_err();
+        assert!(matches!(e, Error::Csv { row: 2, .. }), "{e}");
+        let (_d, t, p) = files("a,1 4,ten,10,astro,,,,\n", "a,\n");
+        assert!(matches!(competition_from_files(&t, &p).unwrap_err(), Error::Csv { row: 2, .. }));
+    }
+
+    #[test]
+    fn wrong_image_sizes_are_errors() {
+        // A prediction running past the truth's 10x10 image.
+        let (_d, t, p) = files(TRUTH, "a,98 5\nb,\n");
+        let e = competition_from_files(&t, &p).unwrap_err();
+        assert!(
+            matches!(&e, Error::RowRle { row: 2, source, .. } if matches!(**source, cellseg_rle::Error::RunOutOfBounds { .. })),
+            "{e}"
+        );
+        // Rows of one image disagreeing on its size.
+        let (_d, t, p) = files("a,1 4,10,10,astro,,,,\na,1 4,12,10,astro,,,,\n", "a,\n");
+        let e = competition_from_files(&t, &p).unwrap_err();
+        assert!(matches!(e, Error::ImageSizeConflict { row: 3, .. }), "{e}");
+    }
 }

@@ -69,7 +69,8 @@ mod tests {
 
     #[test]
     fn decode_rejects_bad_input_with_position() {
-        let cases: &[(&str, fn(&Error) -> bool)] = &[
+        type Check = fn(&Error) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("1 2 3", |e| matches!(e, Error::OddTokenCount { count: 3 })),
             ("1 x", |e| matches!(e, Error::Token { index: 1, .. })),
             ("1 -2", |e| matches!(e, Error::Token { index: 1, .. })),

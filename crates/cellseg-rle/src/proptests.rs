@@ -92,7 +92,7 @@ proptest! {
         prop_assert!((ka.iou(&kb).unwrap() - a.iou(&b)).abs() < 1e-12);
         let (da, db) = (DsbRle::from_mask(&a), DsbRle::from_mask(&b));
         prop_assert!((da.iou(&db).unwrap() - a.iou(&b)).abs() < 1e-12);
-        let m = coco::iou_matrix(&[ra.clone(), rb.clone()], &[rb.clone()], &[false]).unwrap();
+        let m = coco::iou_matrix(&[ra.clone(), rb.clone()], std::slice::from_ref(&rb), &[false]).unwrap();
         prop_assert_eq!(m, vec![ab, rb.iou(&rb, false).unwrap()]);
         let or: usize = a.as_slice().iter().zip(b.as_slice()).filter(|(x, y)| **x | **y != 0).count();
         let and: usize = a.as_slice().iter().zip(b.as_slice()).filter(|(x, y)| **x & **y != 0).count();

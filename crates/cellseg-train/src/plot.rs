@@ -191,7 +191,10 @@ fn panel<DB: DrawingBackend>(
     draw_text(area, &xmax, (w - right - text_width(&xmax), h - bottom + 8), &BLACK)?;
     let mut lx = left + 10;
     for s in series {
-        area.draw(&Rectangle::new([(lx, top + 8), (lx + 14, top + 8 + 5 * SCALE)], s.color.filled()))?;
+        area.draw(&Rectangle::new(
+            [(lx, top + 8), (lx + 14, top + 8 + 5 * SCALE)],
+            s.color.filled(),
+        ))?;
         draw_text(area, &s.name, (lx + 20, top + 8), &BLACK)?;
         lx += 20 + text_width(&s.name) + 16;
     }

@@ -46,7 +46,11 @@ fn real_sartorius_coco_files_decode_like_pycocotools() {
         let coco = CocoFile::read(f, Strictness::Strict).unwrap();
         total += coco.images.iter().map(|i| i.instances.len()).sum::<usize>();
         for im in coco.images.iter().take(4) {
-            assert_masks_match(&format!("{name} {}", im.id), &im.instances.masks, &want[name][&im.id]);
+            assert_masks_match(
+                &format!("{name} {}", im.id),
+                &im.instances.masks,
+                &want[name][&im.id],
+            );
         }
     }
     assert!(total >= 41_425, "{total}");

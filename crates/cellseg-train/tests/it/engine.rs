@@ -299,3 +299,51 @@ fn mixed_precision_on_cpu_is_a_no_op() {
         .unwrap();
     assert_same_weights(&a, &b);
 }
+
+#[test]
+fn non_finite_gradients_are_skipped_too() {
+    let _lock = torch_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir.path().join("run"));
+    cfg.max_nonfinite_steps = 2;
+    let mut model = Toy::new(1);
+    model.nan_grad = true;
+    let before = model.weights();
+    let mut obs = Collect::default();
+    let err = Trainer::new(cfg)
+        .unwrap()
+        .fit(&mut model, &mut ToyData::new(16), None, &mut obs, Start::Fresh)
+        .unwrap_err();
+    assert!(matches!(err, Error::TooManyNonFinite { count: 3, step: 3, .. }), "{err}");
+    assert!(obs.skipped.iter().all(|s| s.what == "grad_norm" && !s.value.is_finite()));
+    assert_eq!(obs.skipped[0].image_ids.len(), 4);
+    for (k, t) in model.weights() {
+        assert!(t.equal(&before[&k]), "{k} changed by a skipped step");
+    }
+}
+
+#[test]
+#[ignore = "needs CUDA"]
+fn mixed_precision_trains_on_cuda() {
+    let _lock = torch_rng_lock();
+    let device = tch::Device::Cuda(0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir.path().join("amp"));
+    cfg.mixed_precision = true;
+    cfg.epochs = 4;
+    let mut model = Toy::on(device);
+    let mut data = ToyData::new(64);
+    data.device = device;
+    let mut obs = Collect::default();
+    let report = Trainer::new(cfg)
+        .unwrap()
+        .fit(&mut model, &mut data, None, &mut obs, Start::Fresh)
+        .unwrap();
+    assert_eq!(report.nonfinite_steps, 0);
+    let first = obs.steps[..8].iter().map(|s| s.loss).sum::<f64>();
+    let last = obs.steps[obs.steps.len() - 8..].iter().map(|s| s.loss).sum::<f64>();
+    assert!(last < first, "loss did not go down under autocast: {first} → {last}");
+    let state =
+        std::fs::read_to_string(report.last_checkpoint.unwrap().join("state.json")).unwrap();
+    assert!(state.contains("\"growth_tracker\""), "{state}");
+}

@@ -25,6 +25,8 @@ pub struct Toy {
     offset: Tensor,
     /// Extra layer present only in the "other architecture" variant.
     _extra: Option<nn::Linear>,
+    /// Make every gradient NaN while the loss stays finite (d√u at u = 0, times 0).
+    pub nan_grad: bool,
 }
 
 impl Toy {
@@ -36,6 +38,14 @@ impl Toy {
         Self::build(0, 6, true)
     }
 
+    /// The toy model on `device` (for the CUDA-only checks).
+    pub fn on(device: Device) -> Self {
+        let mut m = Self::build(1, 8, false);
+        m.vs.set_device(device);
+        m.offset = m.offset.to_device(device);
+        m
+    }
+
     fn build(init_seed: i64, hidden: i64, extra: bool) -> Self {
         tch::manual_seed(init_seed);
         let vs = nn::VarStore::new(Device::Cpu);
@@ -44,7 +54,7 @@ impl Toy {
         let fc2 = nn::linear(&root / "fc2", hidden, 3, Default::default());
         let offset = root.zeros_no_train("offset", &[3]);
         let _extra = extra.then(|| nn::linear(&root / "extra", 3, 3, Default::default()));
-        Self { vs, fc1, fc2, offset, _extra }
+        Self { vs, fc1, fc2, offset, _extra, nan_grad: false }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
@@ -74,7 +84,11 @@ impl TrainableModel for Toy {
         let mut l = Losses::new();
         l.push("loss_cls", (out.select(1, 0) - batch.y.select(1, 0)).square().mean(None));
         l.push("loss_bbox", (out.select(1, 1) - batch.y.select(1, 1)).abs().mean(None));
-        l.push("loss_mask", (out.select(1, 2) - batch.y.select(1, 2)).square());
+        let mut mask = (out.select(1, 2) - batch.y.select(1, 2)).square();
+        if self.nan_grad {
+            mask = mask + (&out * 0.0).sqrt().sum(Kind::Float);
+        }
+        l.push("loss_mask", mask);
         l.push("acc", Tensor::from(0.5f32));
         Ok(l)
     }
@@ -85,6 +99,8 @@ pub struct ToyData {
     x: Tensor,
     y: Tensor,
     pub poison: Option<usize>,
+    /// Where batches are sent.
+    pub device: Device,
 }
 
 impl ToyData {
@@ -100,7 +116,7 @@ impl ToyData {
             Tensor::from_slice(&[0.5f32, -1.0, 0.3, 2.0, 0.1, 0.0, -0.7, 0.4, 1.0, 1.0, -1.0, 0.2])
                 .view([4, 3]);
         let y = x.matmul(&w);
-        Self { x, y, poison: None }
+        Self { x, y, poison: None, device: Device::Cpu }
     }
 }
 
@@ -128,7 +144,8 @@ impl TrainData for ToyData {
                 let _ = x.get(row as i64).fill_(f64::NAN);
             }
         }
-        Ok(ToyBatch { x, y: self.y.index_select(0, &idx) })
+        let device = self.device;
+        Ok(ToyBatch { x: x.to_device(device), y: self.y.index_select(0, &idx).to_device(device) })
     }
 }
 
