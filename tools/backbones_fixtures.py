@@ -14,10 +14,13 @@ FPN bias (so that nothing is a trivial identity), and writes two safetensors fil
                               neck.lateral_convs.{i}.conv.* / neck.fpn_convs.{i}.conv.* (mmdet names;
                               torchvision's inner_blocks.{i}.0 / layer_blocks.{i}.0 renamed)
   MODEL.expected.safetensors  input [1,3,H,W]; s{2,1}.c{0..3}: trunk outputs; s{2,1}.p{0..4}: FPN
-                              outputs, for the published stem stride 2 and the seed's stride 1
+                              outputs, for the published stem stride 2 and the seed's stride 1;
+                              EfficientNets also s{2,1}.train.c{0..3} (training-mode batch norm)
+                              and s{2,1}.train.running_{mean,var} of blocks.6.<last>.bn3 after it
 
-All outputs are computed in eval mode on the CPU in float32.
+All outputs (but the .train ones) are computed in eval mode on the CPU in float32.
 """
+import copy
 import json
 import sys
 from collections import OrderedDict
@@ -119,6 +122,17 @@ def parity(out_dir, name, h, w):
                 expected[f"s{stride}.c{i}"] = f.contiguous()
             for i, p in enumerate(pyramid.values()):
                 expected[f"s{stride}.p{i}"] = p.contiguous()
+        if effnet:
+            # Training-mode batch norm (the seed's EfficientNets train BN; drop_path_rate is 0 here):
+            # outputs with batch statistics and the running statistics after one step.
+            for stride in (2, 1):
+                trained = copy.deepcopy(model).train()
+                set_stem_stride(trained, effnet, stride)
+                for i, f in enumerate(trunk_forward(trained, effnet, x)):
+                    expected[f"s{stride}.train.c{i}"] = f.contiguous()
+                last = trained.blocks[6][-1].bn3
+                expected[f"s{stride}.train.running_mean"] = last.running_mean.clone()
+                expected[f"s{stride}.train.running_var"] = last.running_var.clone()
     save_file(expected, f"{out_dir}/{name}.expected.safetensors")
 
 

@@ -99,7 +99,23 @@ fn bench_loader(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_loader);
+fn bench_synthetic(c: &mut Criterion) {
+    let mut group = c.benchmark_group("synthetic");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(1));
+    for t in cellseg_core::CellType::ALL {
+        group.bench_function(format!("generate_{t}/520x704"), |b| {
+            let mut seed = 0;
+            b.iter(|| {
+                seed += 1;
+                cellseg_data::synthetic::generate(t, cellseg_data::synthetic::FRAME, seed)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_loader, bench_synthetic);
 
 /// User + system CPU seconds of this process (Linux `/proc/self/stat`, 100 ticks per second).
 fn cpu_seconds() -> f64 {

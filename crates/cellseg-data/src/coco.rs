@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use cellseg_core::{BoxXyxy, CroppedMask, ImageSize, Instances};
+use cellseg_core::{CroppedMask, ImageSize, Instances};
 use cellseg_rle::CocoRle;
 use rayon::prelude::*;
 use serde_json::Value;
@@ -174,7 +174,7 @@ impl CocoFile {
             for (ann_id, cat, mask) in anns {
                 match mask {
                     Ok(m) => {
-                        inst.boxes.push(m.bbox().unwrap_or(BoxXyxy::default()));
+                        inst.boxes.push(crate::sample::tight_box(&m).unwrap_or_default());
                         inst.labels.push(cat);
                         inst.masks.push(m);
                         annotation_ids.push(ann_id);

@@ -57,3 +57,49 @@ impl SampleSource for [Sample] {
         Ok(self[index].clone())
     }
 }
+
+/// The tight box of a cropped mask's set pixels, visiting only its rectangle (`None` when empty).
+///
+/// Same result as [`cellseg_core::CroppedMask::bbox`], which builds the full-image mask first
+/// (O(H·W) per instance); readers and augmentations call this for hundreds of masks per image.
+pub fn tight_box(mask: &cellseg_core::CroppedMask) -> Option<cellseg_core::BoxXyxy> {
+    let (top, left, h, w) = mask.rect();
+    let d = mask.as_slice();
+    let (mut r0, mut r1, mut c0, mut c1) = (usize::MAX, 0, usize::MAX, 0);
+    for r in 0..h {
+        let row = &d[r * w..(r + 1) * w];
+        let Some(first) = row.iter().position(|&v| v != 0) else { continue };
+        let last = row.iter().rposition(|&v| v != 0).unwrap_or(first);
+        r0 = r0.min(r);
+        r1 = r;
+        c0 = c0.min(first);
+        c1 = c1.max(last);
+    }
+    (r0 != usize::MAX).then(|| {
+        cellseg_core::BoxXyxy::new(
+            (left + c0) as f32,
+            (top + r0) as f32,
+            (left + c1 + 1) as f32,
+            (top + r1 + 1) as f32,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellseg_core::{BitMask, ImageSize};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn tight_box_equals_core_bbox(d in proptest::collection::vec(0u8..2, 7 * 9)) {
+            let m = BitMask::from_vec(ImageSize::new(7, 9), d).unwrap();
+            let c = m.to_cropped();
+            prop_assert_eq!(tight_box(&c), c.bbox());
+            // a crop that is not tight
+            let win = crate::augment::geometry::crop_mask(&c, 1, 2, 6, 7);
+            prop_assert_eq!(tight_box(&win), win.bbox());
+        }
+    }
+}

@@ -55,6 +55,34 @@ fn benches(c: &mut Criterion) {
             black_box(mean_score(&scores))
         })
     });
+    let parsed: Vec<(Vec<CocoRle>, Vec<CocoRle>)> = images
+        .iter()
+        .map(|(size, t, p)| {
+            let parse = |v: &[String]| -> Vec<CocoRle> {
+                v.iter().map(|s| CocoRle::from_counts_str(s, *size).unwrap()).collect()
+            };
+            (parse(t), parse(p))
+        })
+        .collect();
+    g.bench_function(BenchmarkId::new("all_images_parsed", images.len()), |b| {
+        b.iter(|| {
+            let scores: Vec<_> = parsed
+                .iter()
+                .map(|(t, p)| image_score(&IouMatrix::from_coco(t, p).unwrap()))
+                .collect();
+            black_box(mean_score(&scores))
+        })
+    });
+    g.bench_function(BenchmarkId::new("parse_only", images.len()), |b| {
+        b.iter(|| {
+            images
+                .iter()
+                .map(|(size, t, p)| {
+                    t.iter().chain(p).map(|s| CocoRle::from_counts_str(s, *size).unwrap().area()).sum::<u64>()
+                })
+                .sum::<u64>()
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("cocoeval");

@@ -136,8 +136,11 @@ fn as_bool_flag(path: &Path, v: Option<&Value>, key: &str) -> Result<bool> {
 /// Decodes a segmentation (polygons, uncompressed or compressed RLE) for an image of `size`,
 /// as `COCO.annToRLE`.
 fn segmentation(path: &Path, v: &Value, key: &str, image: &CocoImage) -> Result<CocoRle> {
-    let seg_err =
-        |source| Error::CocoSegmentation { path: path.to_path_buf(), key: key.to_string(), source };
+    let seg_err = |source: cellseg_rle::Error| Error::CocoSegmentation {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        source: Box::new(source),
+    };
     let size = image.size;
     let rle = match v {
         Value::Array(polys) => {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use cellseg_backbones::{
     Backbone, BackboneConfig, BackboneKind, Fpn, FpnConfig, LoadPolicy, checkpoint,
 };
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Tensor, nn};
 
 /// Relative error `max|a - b| / max|b|` (the 1e-4 criterion).
 fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
@@ -58,14 +58,71 @@ fn check(kind: BackboneKind, h: i64, w: i64) {
             assert!(err < 1e-4, "{name} stem stride {stride} P{i}: relative error {err:.2e}");
             worst = worst.max(err);
         }
+        if kind.efficientnet().is_some() {
+            worst = worst.max(check_training_mode(kind, stride, &weights, &expected));
+        }
         // The outputs are not trivial.
         assert!(feats[3].abs().max().double_value(&[]) > 1e-3);
         assert!(pyramid[4].std(true).double_value(&[]) > 1e-6);
-        let _ = Kind::Float;
     }
     eprintln!(
-        "{name}: worst relative error {worst:.2e} over 2 stem strides × (4 stages + 5 FPN levels)"
+        "{name}: worst relative error {worst:.2e} (2 stem strides; 4 stages, 5 FPN levels; train-mode BN for EfficientNet)"
     );
+}
+
+/// Batch norm in training mode (`Norm::BatchNorm`, the seed's EfficientNet setting): outputs
+/// with batch statistics and the updated running statistics equal PyTorch's after one step.
+fn check_training_mode(
+    kind: BackboneKind,
+    stride: i64,
+    weights: &std::path::Path,
+    expected: &HashMap<String, Tensor>,
+) -> f64 {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = BackboneConfig {
+        stem_stride: stride,
+        norm: cellseg_backbones::Norm::BatchNorm,
+        drop_path_rate: 0.0,
+        ..BackboneConfig::new(kind)
+    };
+    let backbone = cfg.build(&vs.root()).unwrap();
+    let policy = LoadPolicy {
+        prefix: None,
+        key_map: cellseg_backbones::KeyMap::Identity,
+        allow_missing: vec![],
+        allow_unexpected: vec![r"^(neck|backbone)\.".into()],
+    };
+    // Load the trunk part of the file with its `backbone.` prefix stripped.
+    let tensors: Vec<(String, Tensor)> = checkpoint::read(weights)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(k, t)| k.strip_prefix("backbone.").map(|k| (k.to_string(), t)))
+        .collect();
+    let report = checkpoint::load_tensors(&vs, tensors, &policy, weights).unwrap();
+    assert_eq!(report.loaded, vs.len());
+    let feats = tch::no_grad(|| backbone.forward(&expected["input"], true));
+    let mut worst = 0.0f64;
+    for (i, f) in feats.iter().enumerate() {
+        let err = rel_err(f, &expected[&format!("s{stride}.train.c{i}")]);
+        assert!(err < 1e-4, "{} train mode, stem stride {stride}, C{i}: {err:.2e}", kind.name());
+        worst = worst.max(err);
+    }
+    let vars = vs.variables();
+    let last = vars
+        .keys()
+        .filter(|k| k.starts_with("blocks.6.") && k.ends_with("bn3.running_mean"))
+        .max()
+        .unwrap()
+        .clone();
+    for (key, name) in [
+        (last.clone(), "running_mean"),
+        (last.replace("running_mean", "running_var"), "running_var"),
+    ] {
+        let err = rel_err(&vars[&key], &expected[&format!("s{stride}.train.{name}")]);
+        assert!(err < 1e-4, "{} {key} after one training step: {err:.2e}", kind.name());
+        worst = worst.max(err);
+    }
+    worst
 }
 
 #[test]

@@ -39,6 +39,18 @@ fn real_train_csv_matches_numpy_decode_raw_and_filled() {
 }
 
 #[test]
+fn real_verbatim_train_csv_rows_read_like_the_subset() {
+    let Some((csv, images)) = realdata_paths() else { return };
+    let rows = csv.parent().unwrap().join("annotations/original_train_csv_rows_0030fd0e6378.csv");
+    let opts = SartoriusOptions::default();
+    let verbatim = SartoriusDataset::read_csv(&rows, &images, &opts).unwrap();
+    let subset = SartoriusDataset::read_csv(&csv, &images, &opts).unwrap();
+    assert_eq!(verbatim.images.len(), 1);
+    assert_eq!(verbatim.images[0].instances, subset.images[0].instances);
+    assert_eq!(verbatim.images[0].sample_id, "shsy5y[diff]_E10-4_Vessel-714_Ph_3");
+}
+
+#[test]
 fn real_unlabeled_images_are_listed_and_decode() {
     let Some(root) = realdata() else { return };
     let test = read_test_images(&root.join("sartorius/unlabeled/test")).unwrap();
