@@ -78,7 +78,10 @@ fn benches(c: &mut Criterion) {
             images
                 .iter()
                 .map(|(size, t, p)| {
-                    t.iter().chain(p).map(|s| CocoRle::from_counts_str(s, *size).unwrap().area()).sum::<u64>()
+                    t.iter()
+                        .chain(p)
+                        .map(|s| CocoRle::from_counts_str(s, *size).unwrap().area())
+                        .sum::<u64>()
                 })
                 .sum::<u64>()
         })

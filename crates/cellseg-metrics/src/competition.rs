@@ -49,6 +49,108 @@ pub struct IouMatrix {
     n_truth: usize,
     n_pred: usize,
     data: Vec<f64>,
+    /// `(truth, pred, iou)` of the non-zero entries, in row-major order.
+    nonzero: Vec<(usize, usize, f64)>,
+}
+
+/// Inclusive pixel bounds `(r0, c0, r1, c1)` of a mask; `None` when empty.
+type Bounds = Option<(usize, usize, usize, usize)>;
+
+/// Pairs `(truth, pred)` whose bounds intersect, found with a coarse grid instead of testing all
+/// `n_truth × n_pred` pairs (an image holds up to several hundred cells). Sorted row-major.
+fn candidate_pairs(truth: &[Bounds], pred: &[Bounds]) -> Vec<(usize, usize)> {
+    const CELL: usize = 32;
+    let (mut rows, mut cols) = (0usize, 0usize);
+    for &(_, _, r1, c1) in truth.iter().chain(pred).flatten() {
+        rows = rows.max(r1 / CELL + 1);
+        cols = cols.max(c1 / CELL + 1);
+    }
+    let mut grid: Vec<Vec<u32>> = vec![Vec::new(); rows * cols];
+    for (p, b) in pred.iter().enumerate() {
+        if let Some((r0, c0, r1, c1)) = *b {
+            for gr in r0 / CELL..=r1 / CELL {
+                for gc in c0 / CELL..=c1 / CELL {
+                    grid[gr * cols + gc].push(p as u32);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut stamp = vec![usize::MAX; pred.len()];
+    for (t, b) in truth.iter().enumerate() {
+        let Some((r0, c0, r1, c1)) = *b else { continue };
+        let start = out.len();
+        for gr in r0 / CELL..=r1 / CELL {
+            for gc in c0 / CELL..=c1 / CELL {
+                for &p in &grid[gr * cols + gc] {
+                    let p = p as usize;
+                    if stamp[p] == t {
+                        continue;
+                    }
+                    stamp[p] = t;
+                    if let Some((q0, d0, q1, d1)) = pred[p]
+                        && q0 <= r1
+                        && r0 <= q1
+                        && d0 <= c1
+                        && c0 <= d1
+                    {
+                        out.push((t, p));
+                    }
+                }
+            }
+        }
+        out[start..].sort_unstable();
+    }
+    out
+}
+
+/// Exact pixel bounds of a COCO RLE, walking the counts with one division (the column of the first
+/// run) and additions after that.
+fn coco_bounds(m: &CocoRle) -> Bounds {
+    let h = m.size().height as u64;
+    if h == 0 {
+        return None;
+    }
+    let (mut r0, mut c0, mut r1, mut c1) = (usize::MAX, usize::MAX, 0usize, 0usize);
+    let (mut pos, mut col, mut col_start) = (0u64, 0u64, 0u64);
+    let mut started = false;
+    for (j, &c) in m.counts().iter().enumerate() {
+        let c = c as u64;
+        if j % 2 == 1 && c > 0 {
+            // The run [pos, pos + c): find its first and last column.
+            if !started || pos >= col_start + 4 * h {
+                col = pos / h;
+                col_start = col * h;
+                started = true;
+            }
+            while pos >= col_start + h {
+                col += 1;
+                col_start += h;
+            }
+            let (y0, x0) = (pos - col_start, col);
+            let last = pos + c - 1;
+            while last >= col_start + h {
+                col += 1;
+                col_start += h;
+            }
+            let (y1, x1) = (last - col_start, col);
+            c0 = c0.min(x0 as usize);
+            c1 = c1.max(x1 as usize);
+            if x1 > x0 {
+                r0 = 0;
+                r1 = h as usize - 1;
+            } else {
+                r0 = r0.min(y0 as usize);
+                r1 = r1.max(y1 as usize);
+            }
+        }
+        pos += c;
+    }
+    started.then_some((r0, c0, r1, c1))
+}
+
+fn box_bounds(b: Option<cellseg_core::BoxXyxy>) -> Bounds {
+    b.map(|b| (b.y1 as usize, b.x1 as usize, b.y2 as usize - 1, b.x2 as usize - 1))
 }
 
 impl IouMatrix {
@@ -60,7 +162,21 @@ impl IouMatrix {
         if data.len() != n_truth * n_pred {
             return Err(Error::MatrixSize { n_truth, n_pred, got: data.len() });
         }
-        Ok(Self { n_truth, n_pred, data })
+        let nonzero = data
+            .iter()
+            .enumerate()
+            .filter(|&(_, &v)| v != 0.0)
+            .map(|(k, &v)| (k / n_pred, k % n_pred, v))
+            .collect();
+        Ok(Self { n_truth, n_pred, data, nonzero })
+    }
+
+    fn from_pairs(n_truth: usize, n_pred: usize, nonzero: Vec<(usize, usize, f64)>) -> Self {
+        let mut data = vec![0.0; n_truth * n_pred];
+        for &(t, p, v) in &nonzero {
+            data[t * n_pred + p] = v;
+        }
+        Self { n_truth, n_pred, data, nonzero }
     }
 
     /// Number of truths (rows).
@@ -83,32 +199,24 @@ impl IouMatrix {
         &self.data
     }
 
-    /// IoUs of Kaggle (row-major) RLEs, computed on the runs with a bounding-box pre-filter.
+    /// IoUs of Kaggle (row-major) RLEs, computed on the runs; only pairs whose bounding boxes
+    /// meet are compared.
     ///
     /// # Errors
     /// [`cellseg_rle::Error::SizeMismatch`] when masks of different image sizes meet.
     pub fn from_kaggle(truth: &[KaggleRle], pred: &[KaggleRle]) -> Result<Self> {
-        let tb: Vec<_> = truth.iter().map(|m| (m.bbox(), m.area())).collect();
-        let pb: Vec<_> = pred.iter().map(|m| (m.bbox(), m.area())).collect();
-        let mut data = vec![0.0; truth.len() * pred.len()];
-        for (t, (tm, (tbox, tarea))) in truth.iter().zip(&tb).enumerate() {
-            let Some(tbox) = tbox else { continue };
-            for (p, (pm, (pbox, parea))) in pred.iter().zip(&pb).enumerate() {
-                let Some(pbox) = pbox else { continue };
-                if pbox.x1 >= tbox.x2
-                    || tbox.x1 >= pbox.x2
-                    || pbox.y1 >= tbox.y2
-                    || tbox.y1 >= pbox.y2
-                {
-                    continue;
-                }
-                let inter = tm.intersection(pm)?;
-                if inter > 0 {
-                    data[t * pred.len() + p] = inter as f64 / (tarea + parea - inter) as f64;
-                }
+        let tb: Vec<Bounds> = truth.iter().map(|m| box_bounds(m.bbox())).collect();
+        let pb: Vec<Bounds> = pred.iter().map(|m| box_bounds(m.bbox())).collect();
+        let ta: Vec<u64> = truth.iter().map(KaggleRle::area).collect();
+        let pa: Vec<u64> = pred.iter().map(KaggleRle::area).collect();
+        let mut nonzero = Vec::new();
+        for (t, p) in candidate_pairs(&tb, &pb) {
+            let inter = truth[t].intersection(&pred[p])?;
+            if inter > 0 {
+                nonzero.push((t, p, inter as f64 / (ta[t] + pa[p] - inter) as f64));
             }
         }
-        Ok(Self { n_truth: truth.len(), n_pred: pred.len(), data })
+        Ok(Self::from_pairs(truth.len(), pred.len(), nonzero))
     }
 
     /// IoUs of cropped masks (only overlapping rectangles are visited).
@@ -116,36 +224,52 @@ impl IouMatrix {
     /// # Errors
     /// [`cellseg_rle::Error::SizeMismatch`] when masks of different image sizes meet.
     pub fn from_cropped(truth: &[CroppedMask], pred: &[CroppedMask]) -> Result<Self> {
-        let mut data = vec![0.0; truth.len() * pred.len()];
+        let bounds = |m: &CroppedMask| -> Bounds {
+            let (top, left, h, w) = m.rect();
+            (h > 0 && w > 0).then(|| (top, left, top + h - 1, left + w - 1))
+        };
+        let tb: Vec<Bounds> = truth.iter().map(bounds).collect();
+        let pb: Vec<Bounds> = pred.iter().map(bounds).collect();
+        let ta: Vec<usize> = truth.iter().map(CroppedMask::area).collect();
         let pa: Vec<usize> = pred.iter().map(CroppedMask::area).collect();
-        for (t, tm) in truth.iter().enumerate() {
-            let ta = tm.area();
-            for (p, pm) in pred.iter().enumerate() {
-                if tm.image_size() != pm.image_size() {
-                    return Err(cellseg_rle::Error::SizeMismatch {
-                        index: p,
-                        got: pm.image_size(),
-                        want: tm.image_size(),
-                    }
-                    .into());
+        let mut nonzero = Vec::new();
+        for (t, p) in candidate_pairs(&tb, &pb) {
+            let (tm, pm) = (&truth[t], &pred[p]);
+            if tm.image_size() != pm.image_size() {
+                return Err(cellseg_rle::Error::SizeMismatch {
+                    index: p,
+                    got: pm.image_size(),
+                    want: tm.image_size(),
                 }
-                let inter = tm.intersection(pm);
-                if inter > 0 {
-                    data[t * pred.len() + p] = inter as f64 / (ta + pa[p] - inter) as f64;
-                }
+                .into());
+            }
+            let inter = tm.intersection(pm);
+            if inter > 0 {
+                nonzero.push((t, p, inter as f64 / (ta[t] + pa[p] - inter) as f64));
             }
         }
-        Ok(Self { n_truth: truth.len(), n_pred: pred.len(), data })
+        Ok(Self::from_pairs(truth.len(), pred.len(), nonzero))
     }
 
-    /// IoUs of COCO RLEs (pycocotools `iou` with `iscrowd = 0`), transposed to truth rows.
+    /// IoUs of COCO RLEs (pycocotools `iou` with `iscrowd = 0`); only pairs whose `toBbox` boxes
+    /// meet are compared.
     ///
     /// # Errors
     /// [`cellseg_rle::Error::SizeMismatch`].
     pub fn from_coco(truth: &[CocoRle], pred: &[CocoRle]) -> Result<Self> {
-        let crowd = vec![false; pred.len()];
-        let data = cellseg_rle::coco::iou_matrix(truth, pred, &crowd)?;
-        Ok(Self { n_truth: truth.len(), n_pred: pred.len(), data })
+        let tb: Vec<Bounds> = truth.iter().map(coco_bounds).collect();
+        let pb: Vec<Bounds> = pred.iter().map(coco_bounds).collect();
+        let ta: Vec<u64> = truth.iter().map(CocoRle::area).collect();
+        let pa: Vec<u64> = pred.iter().map(CocoRle::area).collect();
+        let mut nonzero = Vec::new();
+        for (t, p) in candidate_pairs(&tb, &pb) {
+            let inter = truth[t].intersection_area(&pred[p])?;
+            if inter > 0 {
+                // The same integers and division as pycocotools' rleIou.
+                nonzero.push((t, p, inter as f64 / (ta[t] + pa[p] - inter) as f64));
+            }
+        }
+        Ok(Self::from_pairs(truth.len(), pred.len(), nonzero))
     }
 }
 
@@ -176,13 +300,8 @@ pub fn image_score(ious: &IouMatrix) -> ImageScore {
     };
     // Only pairs above the lowest threshold can ever match: collect them once.
     let lowest = thresholds()[0];
-    let pairs: Vec<(usize, usize, f64)> = ious
-        .data
-        .iter()
-        .enumerate()
-        .filter(|&(_, &v)| v > lowest)
-        .map(|(k, &v)| (k / np.max(1), k % np.max(1), v))
-        .collect();
+    let pairs: Vec<(usize, usize, f64)> =
+        ious.nonzero.iter().copied().filter(|&(_, _, v)| v > lowest).collect();
     let mut truth_hits = vec![0usize; nt];
     let mut pred_hit = vec![false; np];
     for (k, &t) in thresholds().iter().enumerate() {
@@ -309,8 +428,12 @@ mod tests {
             let crop_a: Vec<_> = a.iter().map(KaggleRle::to_cropped).collect();
             let crop_b: Vec<_> = b.iter().map(KaggleRle::to_cropped).collect();
             let mc = IouMatrix::from_cropped(&crop_a, &crop_b).unwrap();
-            for (x, y) in m.as_slice().iter().zip(mc.as_slice()) {
-                prop_assert!((x - y).abs() < 1e-12);
+            let coco_a: Vec<_> = a.iter().map(CocoRle::from_kaggle).collect();
+            let coco_b: Vec<_> = b.iter().map(CocoRle::from_kaggle).collect();
+            let mo = IouMatrix::from_coco(&coco_a, &coco_b).unwrap();
+            let dense = cellseg_rle::coco::iou_matrix(&coco_a, &coco_b, &vec![false; b.len()]).unwrap();
+            for (((x, y), z), w) in m.as_slice().iter().zip(mc.as_slice()).zip(mo.as_slice()).zip(&dense) {
+                prop_assert!((x - y).abs() < 1e-12 && (x - z).abs() < 1e-12 && (x - w).abs() < 1e-12);
             }
         }
     }

@@ -343,6 +343,47 @@ impl CocoRle {
         Self::merge(&[self.clone(), other.clone()], true)
     }
 
+    /// Number of pixels set in both masks, from one walk over both count lists (no bitmap).
+    ///
+    /// # Errors
+    /// [`Error::SizeMismatch`] when the image sizes differ.
+    pub fn intersection_area(&self, other: &Self) -> Result<u64> {
+        if self.size != other.size {
+            return Err(Error::SizeMismatch { index: 1, got: other.size, want: self.size });
+        }
+        let (a, b) = (&self.counts, &other.counts);
+        let (mut ia, mut ib) = (0usize, 0usize);
+        // Half-open position ranges of the current count of each list.
+        let (mut ea, mut eb) = (a[0] as u64, b[0] as u64);
+        let (mut sa, mut sb) = (0u64, 0u64);
+        let mut inter = 0u64;
+        loop {
+            if ia % 2 == 1 && ib % 2 == 1 {
+                let lo = sa.max(sb);
+                let hi = ea.min(eb);
+                if hi > lo {
+                    inter += hi - lo;
+                }
+            }
+            if ea <= eb {
+                ia += 1;
+                if ia >= a.len() {
+                    break;
+                }
+                sa = ea;
+                ea += a[ia] as u64;
+            } else {
+                ib += 1;
+                if ib >= b.len() {
+                    break;
+                }
+                sb = eb;
+                eb += b[ib] as u64;
+            }
+        }
+        Ok(inter)
+    }
+
     /// IoU of this detection with a ground truth `gt`, as pycocotools `iou([self], [gt], [iscrowd])`.
     ///
     /// With `iscrowd`, the union is the area of `self` (the detection).

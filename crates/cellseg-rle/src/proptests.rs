@@ -98,6 +98,7 @@ proptest! {
         let and: usize = a.as_slice().iter().zip(b.as_slice()).filter(|(x, y)| **x & **y != 0).count();
         prop_assert_eq!(ra.union(&rb).unwrap().area(), or as u64);
         prop_assert_eq!(ra.intersect(&rb).unwrap().area(), and as u64);
+        prop_assert_eq!(ra.intersection_area(&rb).unwrap(), and as u64);
     }
 
     #[test]
