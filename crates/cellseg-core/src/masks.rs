@@ -234,9 +234,27 @@ impl CroppedMask {
             && self.data[(row - self.top) * self.width + (col - self.left)] != 0
     }
 
-    /// The tight bounding box of the set pixels, `None` when empty.
+    /// The tight bounding box of the set pixels, `None` when empty. Visits only the stored
+    /// rectangle.
     pub fn bbox(&self) -> Option<BoxXyxy> {
-        self.to_full().bbox()
+        let mut b: Option<(usize, usize, usize, usize)> = None;
+        for (r, row) in self.data.chunks_exact(self.width.max(1)).enumerate() {
+            let Some(first) = row.iter().position(|&v| v != 0) else { continue };
+            let last = row.iter().rposition(|&v| v != 0).unwrap_or(first);
+            b = Some(match b {
+                None => (r, first, r, last),
+                Some((r0, c0, _, c1)) => (r0, c0.min(first), r, c1.max(last)),
+            });
+        }
+        b.map(|(r0, c0, r1, c1)| {
+            let (top, left) = (self.top as f32, self.left as f32);
+            BoxXyxy::new(
+                left + c0 as f32,
+                top + r0 as f32,
+                left + (c1 + 1) as f32,
+                top + (r1 + 1) as f32,
+            )
+        })
     }
 
     /// The mask as a full-image [`BitMask`].
@@ -318,6 +336,13 @@ mod tests {
             prop_assert_eq!(c.area(), m.area());
             prop_assert_eq!(c.to_full(), m.clone());
             prop_assert_eq!(c.bbox(), m.bbox());
+            // a rectangle that is not tight: the box is still the tight box of the set pixels
+            let (h, w) = (m.size().height, m.size().width);
+            let inner: Vec<u8> = (0..h - h / 2).flat_map(|r| (0..w - w / 2).map(move |c| (r, c)))
+                .map(|(r, c)| u8::from(m.get(r + h / 2, c + w / 2)))
+                .collect();
+            let window = CroppedMask::new(m.size(), h / 2, w / 2, h - h / 2, w - w / 2, inner).unwrap();
+            prop_assert_eq!(window.bbox(), window.to_full().bbox());
         }
 
         #[test]

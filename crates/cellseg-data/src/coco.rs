@@ -174,7 +174,7 @@ impl CocoFile {
             for (ann_id, cat, mask) in anns {
                 match mask {
                     Ok(m) => {
-                        inst.boxes.push(crate::sample::tight_box(&m).unwrap_or_default());
+                        inst.boxes.push(m.bbox().unwrap_or_default());
                         inst.labels.push(cat);
                         inst.masks.push(m);
                         annotation_ids.push(ann_id);

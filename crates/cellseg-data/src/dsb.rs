@@ -118,7 +118,7 @@ impl DsbDataset {
                 };
                 match m {
                     Ok(m) => {
-                        inst.boxes.push(crate::sample::tight_box(&m).unwrap_or_default());
+                        inst.boxes.push(m.bbox().unwrap_or_default());
                         inst.labels.push(0);
                         inst.masks.push(m);
                         lines.push(line);
@@ -175,7 +175,7 @@ pub fn read_label_pair(image: &Path, labels: &Path) -> Result<(Sample, Vec<u16>)
     for &id in &present {
         let data = ids.iter().map(|&v| u8::from(v == id)).collect();
         let m = BitMask::from_vec(size, data)?.to_cropped();
-        inst.boxes.push(crate::sample::tight_box(&m).unwrap_or_default());
+        inst.boxes.push(m.bbox().unwrap_or_default());
         inst.labels.push(0);
         inst.masks.push(m);
     }

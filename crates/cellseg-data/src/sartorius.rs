@@ -364,8 +364,7 @@ fn build_image(
     if emptied > 0 {
         tracing::debug!(id, emptied, "instances emptied by the corrected mask keep box (0,0,0,0)");
     }
-    let boxes: Vec<BoxXyxy> =
-        masks.iter().map(|m| crate::sample::tight_box(m).unwrap_or_default()).collect();
+    let boxes: Vec<BoxXyxy> = masks.iter().map(|m| m.bbox().unwrap_or_default()).collect();
     let labels = vec![cell_type.label(); masks.len()];
     let instances = Instances::new(size, boxes, labels, masks)?;
     let pw = plate_well(&first.sample_id);

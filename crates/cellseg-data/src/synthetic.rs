@@ -50,7 +50,7 @@ pub fn generate(cell_type: CellType, size: ImageSize, seed: u64) -> (Image, Inst
 fn instances_of(label: usize, size: ImageSize, cells: &[Cell]) -> Instances {
     let mut inst = Instances::empty(size);
     for c in cells {
-        inst.boxes.push(crate::sample::tight_box(&c.mask).unwrap_or_default());
+        inst.boxes.push(c.mask.bbox().unwrap_or_default());
         inst.labels.push(label);
         inst.masks.push(c.mask.clone());
     }
@@ -485,7 +485,7 @@ pub fn generate_livecell(dir: &Path, n_images: usize, seed: u64) -> Result<Synth
 
 /// Tight boxes of `masks` (empty masks get `(0,0,0,0)` as pycocotools `toBbox` does).
 pub fn boxes_of(masks: &[CroppedMask]) -> Vec<BoxXyxy> {
-    masks.iter().map(|m| crate::sample::tight_box(m).unwrap_or_default()).collect()
+    masks.iter().map(|m| m.bbox().unwrap_or_default()).collect()
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub fn crop_sample(sample: &Sample, win: CropWindow, recompute_boxes: bool) -> S
     for (i, b) in kept {
         let m = crop_mask(&sample.instances.masks[i], win.top, win.left, win.height, win.width);
         let b = if recompute_boxes {
-            match crate::sample::tight_box(&m) {
+            match m.bbox() {
                 Some(tight) => tight,
                 None => continue,
             }
