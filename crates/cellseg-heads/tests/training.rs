@@ -200,7 +200,7 @@ fn learns_synthetic_cells() {
     let before = evaluate(&model, &held_out);
     let mut opt = nn::Adam::default().build(&vs, 2e-3).unwrap();
     let steps: usize =
-        std::env::var("LEARN_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
+        std::env::var("LEARN_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let t0 = std::time::Instant::now();
     let mut last = Vec::new();
     for step in 0..steps {

@@ -609,19 +609,17 @@ pub fn iou_matrix(dt: &[CocoRle], gt: &[CocoRle], iscrowd: &[bool]) -> Result<Ve
             right: iscrowd.len(),
         });
     }
-    let db: Vec<[f64; 4]> = dt.iter().map(CocoRle::to_bbox).collect();
-    let gb: Vec<[f64; 4]> = gt.iter().map(CocoRle::to_bbox).collect();
+    // Pairs whose pixel bounds do not meet have IoU 0, which is also what pycocotools' box
+    // pre-filter gives them; the others get pycocotools' exact value.
+    let db: Vec<_> = dt.iter().map(crate::overlap::coco_bounds).collect();
+    let gb: Vec<_> = gt.iter().map(crate::overlap::coco_bounds).collect();
     let mut out = vec![0.0; dt.len() * gt.len()];
-    for (d, (dr, dbb)) in dt.iter().zip(&db).enumerate() {
-        for (g, (gr, gbb)) in gt.iter().zip(&gb).enumerate() {
-            let o = bbox_iou(dbb, gbb, iscrowd[g]);
-            if o > 0.0 {
-                if dr.size != gr.size {
-                    return Err(Error::SizeMismatch { index: g, got: gr.size, want: dr.size });
-                }
-                out[d * gt.len() + g] = rle_iou(dr, gr, iscrowd[g]);
-            }
+    for (d, g) in crate::overlap::candidate_pairs(&db, &gb) {
+        let (dr, gr) = (&dt[d], &gt[g]);
+        if dr.size != gr.size {
+            return Err(Error::SizeMismatch { index: g, got: gr.size, want: dr.size });
         }
+        out[d * gt.len() + g] = rle_iou(dr, gr, iscrowd[g]);
     }
     Ok(out)
 }

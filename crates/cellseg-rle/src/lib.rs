@@ -33,6 +33,7 @@ pub mod coco;
 pub mod dsb;
 pub mod error;
 pub mod kaggle;
+pub mod overlap;
 mod run_length;
 pub mod runs;
 

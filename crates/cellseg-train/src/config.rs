@@ -29,7 +29,8 @@ pub struct TrainConfig {
     /// Autocast (float16) with dynamic loss scaling on CUDA; ignored with a warning on the CPU.
     /// The seed never used mixed precision (SEED.md §3.3).
     pub mixed_precision: bool,
-    /// Stop the run after this many skipped steps with a non-finite loss or gradient (ours).
+    /// How many steps with a non-finite loss or gradient are skipped and tolerated; the next one
+    /// stops the run with an error naming the step and its images (ours).
     pub max_nonfinite_steps: u32,
     /// Optimizer and its parameter groups.
     pub optimizer: OptimizerConfig,
