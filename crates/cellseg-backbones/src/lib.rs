@@ -44,6 +44,7 @@ pub mod error;
 pub mod fpn;
 pub mod norm;
 pub mod resnet;
+pub mod tiny;
 
 pub use backbone::{
     AnyBackbone, Backbone, BackboneConfig, BackboneKind, FeatureLevel, FeatureMaps, ShapeSpec,
@@ -54,3 +55,4 @@ pub use error::{Error, KeyProblems, Result, ShapeMismatch};
 pub use fpn::{Fpn, FpnConfig};
 pub use norm::{BatchNorm2d, Norm};
 pub use resnet::{ResNet, ResNetVariant};
+pub use tiny::{TinyConfig, TinyConvNet};

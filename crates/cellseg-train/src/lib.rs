@@ -57,11 +57,13 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod detector;
 pub mod error;
 pub mod losses;
 pub mod metrics_log;
 pub mod observer;
 pub mod optim;
+pub mod overlay;
 pub mod plot;
 pub mod sampler;
 pub mod schedule;

@@ -1,0 +1,268 @@
+//! The Mask R-CNN adapter: [`Detector`] ([`TrainableModel`] over cellseg-data [`Batch`]es),
+//! [`SampleData`] ([`TrainData`] over in-memory samples with the cellseg-data augmentations) and
+//! [`DetectorValidator`] (predict → cellseg-postproc → competition metric, overall and per cell
+//! type).
+//!
+//! # Example
+//! ```no_run
+//! use cellseg_backbones::{FpnConfig, TinyConfig};
+//! use cellseg_core::ImageSize;
+//! use cellseg_data::{synthetic, AugmentConfig};
+//! use cellseg_heads::config::HeadsConfig;
+//! use cellseg_postproc::PostprocConfig;
+//! use cellseg_train::detector::{Detector, DetectorValidator, SampleData};
+//! use cellseg_train::{Start, TrainConfig, Trainer};
+//!
+//! let size = ImageSize::new(128, 128);
+//! let heads = HeadsConfig { num_classes: 3, ..HeadsConfig::default() };
+//! let fpn = FpnConfig { out_channels: 32, num_outs: 5 };
+//! let mut model = Detector::tiny(tch::Device::Cpu, &TinyConfig::default(), &fpn, &heads)?;
+//! let mut data = SampleData::new(synthetic::samples(12, size, 0), AugmentConfig::default())?;
+//! let mut val = DetectorValidator::new(synthetic::samples(3, size, 1), PostprocConfig::default())?;
+//! let cfg = TrainConfig { epochs: 2, batch_size: 2, ..TrainConfig::default() };
+//! Trainer::new(cfg)?.fit(&mut model, &mut data, Some(&mut val), &mut (), Start::Fresh)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+
+use cellseg_backbones::{FpnConfig, TinyConfig, TinyConvNet};
+use cellseg_core::{CellType, Detections};
+use cellseg_data::{Augment, AugmentConfig, Batch, Sample};
+use cellseg_heads::MaskRcnn;
+use cellseg_heads::config::HeadsConfig;
+use cellseg_metrics::competition::{ImageScore, IouMatrix, image_score, mean_score};
+use cellseg_postproc::{Pipeline, PostprocConfig, Processed};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Tensor, nn};
+
+use crate::error::HookError;
+use crate::losses::Losses;
+use crate::observer::EvalReport;
+use crate::trainer::{TrainData, TrainableModel, Validator};
+
+/// Images are padded to a multiple of this (the coarsest FPN level, stride 32).
+pub const SIZE_DIVISOR: usize = 32;
+
+/// A Mask R-CNN and the variables it lives in.
+#[derive(Debug)]
+pub struct Detector {
+    vs: nn::VarStore,
+    model: MaskRcnn,
+}
+
+impl Detector {
+    /// Wraps a model built in `vs`.
+    pub fn new(vs: nn::VarStore, model: MaskRcnn) -> Self {
+        Self { vs, model }
+    }
+
+    /// A Mask R-CNN on a [`TinyConvNet`] trunk (randomly initialised), for CPU runs.
+    ///
+    /// # Errors
+    /// The backbone's or the heads' config error.
+    pub fn tiny(
+        device: Device,
+        tiny: &TinyConfig,
+        neck: &FpnConfig,
+        heads: &HeadsConfig,
+    ) -> Result<Self, HookError> {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let trunk = TinyConvNet::new(&(&root / "backbone"), tiny)?;
+        let model = MaskRcnn::with_backbone(&root, Box::new(trunk), neck, heads)?;
+        Ok(Self { vs, model })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &MaskRcnn {
+        &self.model
+    }
+
+    /// Binary detections of every image of `batch` (inference mode, no gradients).
+    ///
+    /// # Errors
+    /// The heads' error.
+    pub fn predict(&self, batch: &Batch) -> Result<Vec<Detections>, HookError> {
+        let images = batch_tensor(batch, self.vs.device());
+        let dets = tch::no_grad(|| self.model.predict(&images, &batch.image_sizes))?;
+        Ok(dets)
+    }
+}
+
+/// The `[B, 3, H, W]` tensor of a batch, on `device`.
+pub fn batch_tensor(batch: &Batch, device: Device) -> Tensor {
+    let s = batch.shape.map(|v| v as i64);
+    Tensor::from_slice(&batch.images).view(s).to_device(device)
+}
+
+impl TrainableModel for Detector {
+    type Batch = Batch;
+
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// The heads' five losses under mmdet's names: `loss_rpn_cls`, `loss_rpn_bbox`, `loss_cls`,
+    /// `loss_bbox`, `loss_mask`.
+    fn losses(&mut self, batch: &Batch) -> Result<Losses, HookError> {
+        let images = batch_tensor(batch, self.vs.device());
+        let l = self.model.losses(&images, &batch.instances)?;
+        let mut out = Losses::new();
+        out.push("loss_rpn_cls", l.rpn_cls);
+        out.push("loss_rpn_bbox", l.rpn_reg);
+        out.push("loss_cls", l.box_cls);
+        out.push("loss_bbox", l.box_reg);
+        out.push("loss_mask", l.mask);
+        Ok(out)
+    }
+}
+
+/// In-memory training samples, augmented per batch with a seed derived from the engine's seed.
+#[derive(Debug)]
+pub struct SampleData {
+    samples: Vec<Sample>,
+    augment: Augment,
+}
+
+impl SampleData {
+    /// Samples and the augmentation pipeline applied to them.
+    ///
+    /// # Errors
+    /// An invalid augmentation config.
+    pub fn new(samples: Vec<Sample>, augment: AugmentConfig) -> Result<Self, HookError> {
+        Ok(Self { samples, augment: Augment::new(augment)? })
+    }
+
+    /// The samples.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+}
+
+impl TrainData for SampleData {
+    type Batch = Batch;
+
+    fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn image_ids(&self, indices: &[usize]) -> Vec<String> {
+        indices.iter().map(|&i| self.samples[i].id.clone()).collect()
+    }
+
+    /// Augments each sample (a crop that keeps no cell falls back to the un-augmented sample,
+    /// with a warning) and collates them padded to [`SIZE_DIVISOR`].
+    fn batch(&mut self, indices: &[usize], seed: u64) -> Result<Batch, HookError> {
+        let mut out = Vec::with_capacity(indices.len());
+        for (k, &i) in indices.iter().enumerate() {
+            let s = &self.samples[i];
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((k as u64 + 1) << 32) ^ i as u64);
+            match self.augment.apply(s, &mut rng) {
+                Ok(a) => out.push(a),
+                Err(cellseg_data::Error::NoInstanceSurvives { .. }) => {
+                    tracing::warn!(id = %s.id, "no crop keeps a cell; using the full image");
+                    out.push(s.clone());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Batch::collate(out, SIZE_DIVISOR))
+    }
+}
+
+/// Held-out images scored with the competition metric after post-processing.
+#[derive(Debug)]
+pub struct DetectorValidator {
+    samples: Vec<Sample>,
+    pipeline: Pipeline,
+}
+
+/// The outcome of [`DetectorValidator::evaluate`].
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Post-processed predictions, one per held-out image.
+    pub processed: Vec<Processed>,
+    /// Per-image metric (same order).
+    pub scores: Vec<ImageScore>,
+    /// Overall mean metric and per cell type.
+    pub report: EvalReport,
+}
+
+impl DetectorValidator {
+    /// A validator over `samples` (each image's cell type is its ground truth's majority label).
+    ///
+    /// # Errors
+    /// An invalid post-processing config.
+    pub fn new(samples: Vec<Sample>, postproc: PostprocConfig) -> Result<Self, HookError> {
+        Ok(Self { samples, pipeline: Pipeline::new(postproc)? })
+    }
+
+    /// The held-out samples.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+
+    /// Predicts, post-processes and scores every held-out image.
+    ///
+    /// # Errors
+    /// The heads', post-processing's or metric's error, naming the image.
+    pub fn evaluate(&self, model: &Detector) -> Result<Evaluation, HookError> {
+        let mut processed = Vec::with_capacity(self.samples.len());
+        let mut scores = Vec::with_capacity(self.samples.len());
+        let mut by_type: BTreeMap<String, Vec<ImageScore>> = BTreeMap::new();
+        for s in &self.samples {
+            let batch = Batch::collate(vec![s.clone()], SIZE_DIVISOR);
+            let dets = model.predict(&batch)?.remove(0);
+            let p = self.pipeline.run_binary(&s.id, &dets)?;
+            let ious = IouMatrix::from_cropped(&s.instances.masks, &p.detections.masks)
+                .map_err(|e| format!("{}: {e}", s.id))?;
+            let score = image_score(&ious);
+            if let Some(t) = majority_type(&s.instances.labels) {
+                by_type.entry(t.name().to_string()).or_default().push(score.clone());
+            }
+            scores.push(score);
+            processed.push(p);
+        }
+        let report = EvalReport {
+            score: mean_score(&scores).unwrap_or(0.0),
+            per_type: by_type
+                .iter()
+                .map(|(k, v)| (k.clone(), mean_score(v).unwrap_or(0.0)))
+                .collect(),
+            extra: BTreeMap::new(),
+        };
+        Ok(Evaluation { processed, scores, report })
+    }
+}
+
+/// The most frequent cell type among `labels` (ties: the lowest label).
+fn majority_type(labels: &[usize]) -> Option<CellType> {
+    let mut counts = [0usize; 3];
+    for &l in labels {
+        if l < 3 {
+            counts[l] += 1;
+        }
+    }
+    let (best, &n) = counts.iter().enumerate().rev().max_by_key(|&(_, c)| *c)?;
+    if n == 0 { None } else { CellType::from_label(best) }
+}
+
+impl Validator<Detector> for DetectorValidator {
+    fn validate(&mut self, model: &mut Detector) -> Result<EvalReport, HookError> {
+        Ok(self.evaluate(model)?.report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_prefers_the_most_frequent_then_the_lowest() {
+        assert_eq!(majority_type(&[1, 2, 2]), Some(CellType::Cort));
+        assert_eq!(majority_type(&[1, 0]), Some(CellType::Shsy5y));
+        assert_eq!(majority_type(&[]), None);
+    }
+}
