@@ -85,7 +85,10 @@ impl TinyConvNet {
         let mut stages = Vec::new();
         for (i, &c) in cfg.widths.iter().enumerate() {
             let s = p / format!("stage{i}");
-            stages.push((ConvBn::new(&(&s / "down"), cin, c, 2), ConvBn::new(&(&s / "conv"), c, c, 1)));
+            stages.push((
+                ConvBn::new(&(&s / "down"), cin, c, 2),
+                ConvBn::new(&(&s / "conv"), c, c, 1),
+            ));
             cin = c;
         }
         Ok(Self { stages, widths: cfg.widths })

@@ -11,6 +11,10 @@
 //! - [`CellType`] (Sartorius: shsy5y=0, astro=1, cort=2) and [`LivecellClass`] (8 classes).
 //! - [`config::load_toml`]: strict TOML loading with errors that name the file and the key.
 //!
+//! # Features
+//! - `testing` (off): `testing`, the helpers that parity tests of every crate use to find the
+//!   repository, the real data and the Python of `.venv`.
+//!
 //! # Example
 //! ```
 //! use cellseg_core::{BitMask, BoxXyxy, ImageSize};
@@ -33,6 +37,8 @@ pub mod config;
 pub mod error;
 pub mod instances;
 pub mod masks;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use boxes::BoxXyxy;
 pub use cell_type::{CellType, LivecellClass};

@@ -1,44 +1,6 @@
 //! Runs the committed Python reference scripts of `tools/` from the project's `.venv` (tests only).
 
-use std::path::PathBuf;
-use std::process::Command;
-
-/// The repository root.
-pub(crate) fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `<repo>/../shared/realdata`, or `None` (with a printed skip reason) when absent.
-pub(crate) fn realdata() -> Option<PathBuf> {
-    let p = repo_root().join("../shared/realdata");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {} is absent (real data is for developers and CI only)", p.display());
-        None
-    }
-}
-
-/// Runs `tools/<script> args…` with `.venv/bin/python`; panics with stderr when it fails.
-pub(crate) fn run_tool(script: &str, args: &[&str]) {
-    let root = repo_root();
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `make test` (it creates .venv with numpy, scikit-learn, pycocotools)",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(root.join("tools").join(script))
-        .args(args)
-        .output()
-        .expect("running python");
-    assert!(
-        out.status.success(),
-        "tools/{script} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+pub(crate) use cellseg_core::testing::{realdata, repo_root, run_tool};
 
 /// `[area, Σ i, Σ i²]` over the set pixels, `i = row · W + col` (the moments of
 /// `tools/data_reference.py`).

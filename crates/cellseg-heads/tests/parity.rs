@@ -1,8 +1,6 @@
 //! Parity with torchvision (fixtures generated at test time by `tools/heads_fixtures.py`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
 
 use cellseg_backbones::{BackboneConfig, BackboneKind, FpnConfig, LoadPolicy, Norm};
 use cellseg_core::ImageSize;
@@ -12,24 +10,9 @@ use cellseg_heads::roi_heads::proposals_to_rois;
 use cellseg_heads::{MaskRcnn, MaskRcnnConfig};
 use tch::{Device, Kind, Tensor, nn};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Runs the fixture script; panics with a hint when `.venv` is missing.
+/// Runs `tools/heads_fixtures.py`; panics with a hint when `.venv` is missing.
 fn fixture(args: &[&str]) {
-    let py = repo().join(".venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run `make test` (it creates .venv with torch)",
-        py.display()
-    );
-    let st = Command::new(&py)
-        .arg(repo().join("tools/heads_fixtures.py"))
-        .args(args)
-        .status()
-        .expect("run python");
-    assert!(st.success(), "tools/heads_fixtures.py {args:?} failed");
+    cellseg_core::testing::run_tool("heads_fixtures.py", args);
 }
 
 fn load(path: &std::path::Path) -> HashMap<String, Tensor> {

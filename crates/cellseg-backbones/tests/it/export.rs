@@ -11,14 +11,10 @@ fn exported_mmdet_checkpoint_loads_strictly_into_backbone_and_neck() {
     let pth = dir.path().join("seed.pth");
     let out = dir.path().join("seed.safetensors");
     crate::run_fixture_script(&["mmdet-sample", pth.to_str().unwrap()]);
-    crate::run_python(&[
-        crate::repo().join("tools/export_weights.py").to_str().unwrap(),
-        "mmdet",
-        pth.to_str().unwrap(),
-        out.to_str().unwrap(),
-        "--only",
-        "backbone,neck",
-    ]);
+    cellseg_core::testing::run_tool(
+        "export_weights.py",
+        &["mmdet", pth.to_str().unwrap(), out.to_str().unwrap(), "--only", "backbone,neck"],
+    );
     let vs = nn::VarStore::new(Device::Cpu);
     let backbone = BackboneConfig::new(BackboneKind::TfEfficientnetB3)
         .build(&(vs.root() / "backbone"))

@@ -3,9 +3,6 @@
 //! numpy + pycocotools + torch (`tools/postproc_seed.py`), torchvision's box NMS, on Sartorius and LIVECell ground truth
 //! turned into predictions by `tools/postproc_reference.py`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use cellseg_core::{BoxXyxy, CellType, CroppedMask, ImageSize};
 use cellseg_postproc::contours::{ChainApprox, find_contours};
 use cellseg_postproc::corrupt::{corrupt, fill_holes};
@@ -63,29 +60,13 @@ struct ShapeCase {
     contours_none: Vec<Vec<i32>>,
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Runs `tools/<script>` with the project's `.venv` Python; `None` (with a printed reason) when the
-/// real data is absent.
+/// Runs `tools/postproc_reference.py` with the project's `.venv` Python; `None` (with a printed
+/// reason) when the real data is absent.
 fn reference() -> Option<Reference> {
-    let realdata = repo().join("../shared/realdata");
-    if !realdata.join("sartorius/train_subset.csv").exists() {
-        eprintln!("skipping parity tests: {} is absent", realdata.display());
-        return None;
-    }
-    let python = repo().join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing: run `make test` to create .venv", python.display());
+    let realdata = cellseg_core::testing::realdata()?;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("postproc_reference.json");
-    let status = Command::new(&python)
-        .arg(repo().join("tools/postproc_reference.py"))
-        .arg(&realdata)
-        .arg(&out)
-        .status()
-        .expect("running tools/postproc_reference.py");
-    assert!(status.success(), "tools/postproc_reference.py failed: {status}");
+    cellseg_core::testing::run_tool("postproc_reference.py", &[realdata.as_path(), out.as_path()]);
     Some(serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap())
 }
 
