@@ -34,7 +34,9 @@ rows = [
     ("COCO RLE decode, %d masks to cropped masks" % n, f"coco_decode/cropped/{n}", "coco_decode", "pycocotools decode"),
     ("COCO RLE IoU %dx%d, from counts strings" % (n, n), f"coco_iou/from_strings/{n}", "coco_iou", "pycocotools iou"),
     ("COCO RLE IoU %dx%d, parsed counts" % (n, n), f"coco_iou/parsed/{n}", "coco_iou", "pycocotools iou"),
-    ("competition metric, %d Sartorius images" % m, f"competition/all_images/{m}", "competition_all", "pycocotools iou + numpy"),
+    ("competition metric, %d Sartorius images (1 thread)" % m, f"competition/all_images/{m}", "competition_all", "pycocotools iou + numpy"),
+    ("competition metric, %d images, rayon (all cores)" % m, f"competition/all_images_rayon/{m}", "competition_all", "pycocotools iou + numpy (1 thread)"),
+    ("competition metric, %d images, via CocoRle values" % m, f"competition/all_images_cocorle/{m}", "competition_all", "pycocotools iou + numpy"),
     ("COCOeval segm, p890040_val_cort_3 (40 images)", "cocoeval/segm/p890040_val_cort_3", "cocoeval_p890040_val_cort_3", "pycocotools COCOeval"),
     ("COCOeval segm, LIVECell val (5 images, maxDets 2000)", "cocoeval/segm/livecell_val", "cocoeval_livecell_val", "pycocotools COCOeval"),
 ]

@@ -13,6 +13,7 @@ use cellseg_metrics::cocoeval::{self, CocoEvalParams, IouType};
 use cellseg_metrics::competition::{IouMatrix, image_score, mean_score};
 use cellseg_rle::CocoRle;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rayon::prelude::*;
 
 type Image = (ImageSize, Vec<String>, Vec<String>);
 
@@ -38,10 +39,42 @@ fn benches(c: &mut Criterion) {
         return;
     };
     let images = competition_inputs(&dir).expect("competition.json");
+    // Once, untimed: the fast string path gives exactly the IoUs of the pycocotools-exact dense
+    // matrix (`cellseg_rle::coco::iou_matrix`) on every image.
+    for (size, t, p) in &images {
+        let parse = |v: &[String]| -> Vec<CocoRle> {
+            v.iter().map(|s| CocoRle::from_counts_str(s, *size).unwrap()).collect()
+        };
+        let (tr, pr) = (parse(t), parse(p));
+        let fast = IouMatrix::from_coco_strs(t, p, *size).unwrap().to_dense();
+        let dense = cellseg_rle::coco::iou_matrix(&tr, &pr, &vec![false; pr.len()]).unwrap();
+        assert!(fast.iter().zip(&dense).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
     let mut g = c.benchmark_group("competition");
     g.sample_size(20);
     g.throughput(Throughput::Elements(images.len() as u64));
+    // Same work as the Python baseline: parse the counts strings, IoUs, matching, mean.
     g.bench_function(BenchmarkId::new("all_images", images.len()), |b| {
+        b.iter(|| {
+            let scores: Vec<_> = images
+                .iter()
+                .map(|(size, t, p)| image_score(&IouMatrix::from_coco_strs(t, p, *size).unwrap()))
+                .collect();
+            black_box(mean_score(&scores))
+        })
+    });
+    // The same, images spread over rayon's threads (all cores of the machine).
+    g.bench_function(BenchmarkId::new("all_images_rayon", images.len()), |b| {
+        b.iter(|| {
+            let scores: Vec<_> = images
+                .par_iter()
+                .map(|(size, t, p)| image_score(&IouMatrix::from_coco_strs(t, p, *size).unwrap()))
+                .collect();
+            black_box(mean_score(&scores))
+        })
+    });
+    // Through `CocoRle` values: parse each string into a `CocoRle`, then `IouMatrix::from_coco`.
+    g.bench_function(BenchmarkId::new("all_images_cocorle", images.len()), |b| {
         b.iter(|| {
             let scores: Vec<_> = images
                 .iter()

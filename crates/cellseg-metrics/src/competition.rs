@@ -28,7 +28,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use cellseg_core::CroppedMask;
+use std::cell::RefCell;
+
+use cellseg_core::{CroppedMask, ImageSize};
+use cellseg_rle::batch::CocoBatch;
 use cellseg_rle::{CocoRle, KaggleRle};
 use serde::Serialize;
 
@@ -53,7 +56,7 @@ pub struct IouMatrix {
     nonzero: Vec<(usize, usize, f64)>,
 }
 
-use cellseg_rle::overlap::{Bounds, candidate_pairs, coco_bounds};
+use cellseg_rle::overlap::{Bounds, candidate_pairs};
 
 fn box_bounds(b: Option<cellseg_core::BoxXyxy>) -> Bounds {
     b.map(|b| (b.y1 as usize, b.x1 as usize, b.y2 as usize - 1, b.x2 as usize - 1))
@@ -170,19 +173,69 @@ impl IouMatrix {
     /// # Errors
     /// [`cellseg_rle::Error::SizeMismatch`].
     pub fn from_coco(truth: &[CocoRle], pred: &[CocoRle]) -> Result<Self> {
-        let tb: Vec<Bounds> = truth.iter().map(coco_bounds).collect();
-        let pb: Vec<Bounds> = pred.iter().map(coco_bounds).collect();
-        let ta: Vec<u64> = truth.iter().map(CocoRle::area).collect();
-        let pa: Vec<u64> = pred.iter().map(CocoRle::area).collect();
+        let Some(size) = truth.first().or(pred.first()).map(CocoRle::size) else {
+            return Ok(Self::from_pairs(0, 0, Vec::new()));
+        };
+        let mut tb = CocoBatch::new(size)?;
+        for m in truth {
+            tb.push(m)?;
+        }
+        let mut pb = CocoBatch::new(size)?;
+        for m in pred {
+            pb.push(m)?;
+        }
+        Ok(Self::from_batches(&tb, &pb))
+    }
+
+    /// IoUs of masks given as compressed COCO `counts` strings of one image size, parsed straight
+    /// into runs (no [`CocoRle`] is built); equal to [`IouMatrix::from_coco`] of the parsed masks.
+    ///
+    /// # Errors
+    /// Those of [`CocoRle::from_counts_str`] for the first bad string.
+    pub fn from_coco_strs<S: AsRef<str>>(truth: &[S], pred: &[S], size: ImageSize) -> Result<Self> {
+        // One pair of batches per thread, reused from image to image (no reallocation once warm).
+        thread_local! {
+            static SCRATCH: RefCell<Option<(CocoBatch, CocoBatch)>> = const { RefCell::new(None) };
+        }
+        SCRATCH.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let (tb, pb) = match slot.as_mut() {
+                Some((tb, pb)) => {
+                    tb.reset(size)?;
+                    pb.reset(size)?;
+                    (tb, pb)
+                }
+                None => {
+                    let pair = (CocoBatch::new(size)?, CocoBatch::new(size)?);
+                    let (tb, pb) = slot.insert(pair);
+                    (tb, pb)
+                }
+            };
+            for s in truth {
+                tb.push_counts_str(s.as_ref())?;
+            }
+            for s in pred {
+                pb.push_counts_str(s.as_ref())?;
+            }
+            Ok(Self::from_batches(tb, pb))
+        })
+    }
+
+    /// IoUs of the masks of two batches of one image size (truths in `truth`, predictions in
+    /// `pred`); batches of different sizes give no overlap.
+    pub fn from_batches(truth: &CocoBatch, pred: &CocoBatch) -> Self {
         let mut nonzero = Vec::new();
-        for (t, p) in candidate_pairs(&tb, &pb) {
-            let inter = truth[t].intersection_area(&pred[p])?;
+        truth.for_each_candidate(pred, |t, p| {
+            let inter = truth.intersection_area(t, pred, p);
             if inter > 0 {
                 // The same integers and division as pycocotools' rleIou.
-                nonzero.push((t, p, inter as f64 / (ta[t] + pa[p] - inter) as f64));
+                let union = truth.area(t) + pred.area(p) - inter;
+                nonzero.push((t, p, inter as f64 / union as f64));
             }
-        }
-        Ok(Self::from_pairs(truth.len(), pred.len(), nonzero))
+        });
+        // Candidates come grouped by truth; order each row by prediction.
+        nonzero.sort_unstable_by_key(|&(t, p, _)| (t, p));
+        Self::from_pairs(truth.len(), pred.len(), nonzero)
     }
 }
 
@@ -345,6 +398,13 @@ mod tests {
             let coco_b: Vec<_> = b.iter().map(CocoRle::from_kaggle).collect();
             let mo = IouMatrix::from_coco(&coco_a, &coco_b).unwrap();
             let dense = cellseg_rle::coco::iou_matrix(&coco_a, &coco_b, &vec![false; b.len()]).unwrap();
+            // The string path parses straight into runs and must give the very same matrix.
+            let size = ImageSize::new(16, 16);
+            let sa: Vec<_> = coco_a.iter().map(CocoRle::to_counts_string).collect();
+            let sb: Vec<_> = coco_b.iter().map(CocoRle::to_counts_string).collect();
+            let ms = IouMatrix::from_coco_strs(&sa, &sb, size).unwrap();
+            prop_assert_eq!(&ms, &mo);
+            prop_assert_eq!(ms.to_dense(), dense.clone());
             for (((x, y), z), w) in m.to_dense().iter().zip(&mc.to_dense()).zip(&mo.to_dense()).zip(&dense) {
                 prop_assert!((x - y).abs() < 1e-12 && (x - z).abs() < 1e-12 && (x - w).abs() < 1e-12);
             }

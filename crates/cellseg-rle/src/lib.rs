@@ -8,6 +8,8 @@
 //! - [`dsb`]: the same syntax, **column-major**, as in the DSB2018 solution CSV ([`DsbRle`]).
 //! - [`coco`]: COCO RLE exactly as pycocotools: uncompressed and compressed `counts`, polygons,
 //!   boxes, area, `toBbox`, merge, IoU with `iscrowd` ([`CocoRle`]).
+//! - [`batch`]: many COCO masks of one image as runs in one buffer, with areas and bounds, for fast
+//!   pairwise intersections ([`batch::CocoBatch`], used by the competition metric).
 //!
 //! The three orders are three types, so a row-major string can never be read as a column-major
 //! one by accident. All of them convert to and from [`cellseg_core::BitMask`] and
@@ -29,6 +31,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod coco;
 pub mod dsb;
 pub mod error;
