@@ -21,7 +21,7 @@
 //! let mut val = DetectorValidator::new(synthetic::samples(3, size, 1), PostprocConfig::default())?;
 //! let cfg = TrainConfig { epochs: 2, batch_size: 2, ..TrainConfig::default() };
 //! Trainer::new(cfg)?.fit(&mut model, &mut data, Some(&mut val), &mut (), Start::Fresh)?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 //! ```
 
 use std::collections::BTreeMap;

@@ -91,7 +91,8 @@ fn outline(m: &CroppedMask) -> Vec<(usize, usize)> {
 pub fn write_overlay(path: &Path, image: &Image, dets: &Detections) -> Result<()> {
     let size = image.size();
     let rgb = render(image, dets);
-    let err = |e: png::EncodingError| Error::Plot { path: path.to_path_buf(), message: e.to_string() };
+    let err =
+        |e: png::EncodingError| Error::Plot { path: path.to_path_buf(), message: e.to_string() };
     let mut bytes = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut bytes, size.width as u32, size.height as u32);

@@ -2,7 +2,6 @@
 //! `tools/train_optim_reference.py` (constants mirrored from there).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use cellseg_train::{
@@ -15,32 +14,13 @@ const NAMES: [&str; 5] =
     ["layer1.weight", "layer1.bias", "bn1.weight", "head.weight", "head.norm.bias"];
 const STEPS: usize = 6;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Runs the reference script once per test process (importing torch is the slow part) and reads
 /// its tensors.
 fn reference() -> BTreeMap<String, Tensor> {
     static REFERENCE: OnceLock<Mutex<BTreeMap<String, Tensor>>> = OnceLock::new();
     let cell = REFERENCE.get_or_init(|| {
-        let python = repo().join(".venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: run `make test` (tools/setup_venv.sh) to create the virtualenv",
-            python.display()
-        );
         let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(&python)
-            .arg(repo().join("tools/train_optim_reference.py"))
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "reference script failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cellseg_core::testing::run_tool("train_optim_reference.py", &[dir.path()]);
         let path = dir.path().join("optim_reference.safetensors");
         Mutex::new(Tensor::read_safetensors(path).unwrap().into_iter().collect())
     });
