@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 
-use cellseg_backbones::{FpnConfig, TinyConfig, TinyConvNet};
+use cellseg_backbones::{BackboneConfig, FpnConfig, TinyConfig, TinyConvNet};
 use cellseg_core::{CellType, Detections};
 use cellseg_data::{Augment, AugmentConfig, Batch, Sample};
 use cellseg_heads::MaskRcnn;
@@ -35,6 +35,7 @@ use cellseg_metrics::competition::{ImageScore, IouMatrix, image_score, mean_scor
 use cellseg_postproc::{Pipeline, PostprocConfig, Processed};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor, nn};
 
 use crate::error::HookError;
@@ -44,6 +45,46 @@ use crate::trainer::{TrainData, TrainableModel, Validator};
 
 /// Images are padded to a multiple of this (the coarsest FPN level, stride 32).
 pub const SIZE_DIVISOR: usize = 32;
+
+/// The trunk a [`Detector`] is built on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trunk {
+    /// [`TinyConvNet`] (`DetectorConfig::tiny`): CPU demos and tests.
+    Tiny,
+    /// A ResNet / ResNeXt / EfficientNet of cellseg-backbones (`DetectorConfig::backbone`).
+    Backbone,
+}
+
+/// Everything that defines a [`Detector`]'s architecture (the `[model]` table of the example
+/// configs). Defaults: the seed's Mask R-CNN (`configs/maskrcnn.toml`: ResNet-50, stride-1
+/// stem, FPN 256, mmdet 2.17 heads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Which trunk to build (default [`Trunk::Backbone`]).
+    pub trunk: Trunk,
+    /// Widths of the tiny trunk (used when `trunk = "tiny"`).
+    pub tiny: TinyConfig,
+    /// The backbone (used when `trunk = "backbone"`).
+    pub backbone: BackboneConfig,
+    /// FPN.
+    pub neck: FpnConfig,
+    /// RPN and RoI heads.
+    pub heads: HeadsConfig,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            trunk: Trunk::Backbone,
+            tiny: TinyConfig::default(),
+            backbone: BackboneConfig::default(),
+            neck: FpnConfig::default(),
+            heads: HeadsConfig::default(),
+        }
+    }
+}
 
 /// A Mask R-CNN and the variables it lives in.
 #[derive(Debug)]
@@ -73,6 +114,24 @@ impl Detector {
         let trunk = TinyConvNet::new(&(&root / "backbone"), tiny)?;
         let model = MaskRcnn::with_backbone(&root, Box::new(trunk), neck, heads)?;
         Ok(Self { vs, model })
+    }
+
+    /// The Mask R-CNN that `cfg` describes, randomly initialised on `device`.
+    ///
+    /// # Errors
+    /// The backbone's or the heads' config error.
+    pub fn from_config(device: Device, cfg: &DetectorConfig) -> Result<Self, HookError> {
+        match cfg.trunk {
+            Trunk::Tiny => Self::tiny(device, &cfg.tiny, &cfg.neck, &cfg.heads),
+            Trunk::Backbone => {
+                cfg.backbone.validate()?;
+                let vs = nn::VarStore::new(device);
+                let root = vs.root();
+                let trunk = cfg.backbone.build(&(&root / "backbone"))?;
+                let model = MaskRcnn::with_backbone(&root, Box::new(trunk), &cfg.neck, &cfg.heads)?;
+                Ok(Self { vs, model })
+            }
+        }
     }
 
     /// The model.
