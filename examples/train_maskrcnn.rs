@@ -2,10 +2,14 @@
 //!
 //! With no `--data`, it trains on synthetic cells of the three types (cellseg-data `synthetic`)
 //! and evaluates on held-out synthetic images; with `--data <dir>` it reads the Sartorius layout
-//! (`train.csv`, `train/`) and holds out fold 0 of a 5-fold GroupKFold on plate_well.
+//! (`train.csv`, `train/`; or any CSV + image folder with `--csv` / `--images`) and holds out one
+//! fold of the seed's GroupKFold on plate_well (`[data]` in the config).
 //!
 //! ```text
 //! cargo run --release --example train_maskrcnn -- --config configs/demo.toml
+//! cargo run --release --example train_maskrcnn -- --config configs/train_maskrcnn.toml \
+//!     --csv ../shared/realdata/sartorius/train_subset.csv \
+//!     --images ../shared/realdata/sartorius/train_images
 //! ```
 
 mod support;
@@ -14,13 +18,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use cellseg::backbones::{FpnConfig, TinyConfig};
 use cellseg::core::ImageSize;
 use cellseg::data::sartorius::{SartoriusDataset, SartoriusOptions};
 use cellseg::data::{AugmentConfig, Sample, synthetic};
-use cellseg::heads::config::HeadsConfig;
 use cellseg::postproc::PostprocConfig;
-use cellseg::train::detector::{Detector, DetectorValidator, SampleData};
+use cellseg::train::detector::{Detector, DetectorConfig, DetectorValidator, SampleData};
 use cellseg::train::{EvalReport, Start, TrainConfig, Trainer, overlay};
 use clap::Parser;
 use serde::Deserialize;
@@ -31,9 +33,16 @@ struct Args {
     /// TOML config (see configs/demo.toml); every key has a default.
     #[arg(long, default_value = "configs/demo.toml")]
     config: PathBuf,
-    /// Sartorius folder (`train.csv` + `train/`); synthetic cells when absent.
+    /// Sartorius folder (`train.csv` + `train/`); synthetic cells when neither this nor `--csv`
+    /// is given.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// A `train.csv`-layout file (overrides `<data>/train.csv`).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// The folder of its `{id}.png` images (overrides `<data>/train`; default: the CSV's folder).
+    #[arg(long)]
+    images: Option<PathBuf>,
     /// Overrides `train.run_dir`.
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -51,7 +60,8 @@ struct Config {
     /// Overlay PNGs written for the first held-out images.
     overlays: usize,
     synthetic: SyntheticSection,
-    model: ModelSection,
+    data: DataSection,
+    model: DetectorConfig,
     augment: AugmentConfig,
     postproc: PostprocConfig,
     train: TrainConfig,
@@ -73,16 +83,54 @@ impl Default for SyntheticSection {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// How the real data is split (`--data` / `--csv`).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct ModelSection {
-    tiny: TinyConfig,
-    neck: FpnConfig,
-    heads: HeadsConfig,
+struct DataSection {
+    /// Number of folds (seed: 5, `GroupKFold`).
+    folds: usize,
+    /// The held-out fold (seed trains one model per fold; 0 here).
+    fold: usize,
+    /// `"plate_well"` (seed) or `"id"` (one group per image, for CSVs without `sample_id`).
+    group_by: GroupBy,
+    /// Each training image is visited this many times per epoch, each time with its own random
+    /// crop (ours, for small data sets; the seed: 1).
+    repeat: usize,
 }
 
-fn load_data(cfg: &Config, data: Option<&PathBuf>) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
-    match data {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum GroupBy {
+    PlateWell,
+    Id,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self { folds: 5, fold: 0, group_by: GroupBy::PlateWell, repeat: 1 }
+    }
+}
+
+/// Where the real data is, from `--data` / `--csv` / `--images`; `None`: synthetic cells.
+fn real_data_paths(args: &Args) -> Option<(PathBuf, PathBuf)> {
+    let csv = match (&args.csv, &args.data) {
+        (Some(c), _) => c.clone(),
+        (None, Some(d)) => d.join("train.csv"),
+        (None, None) => return None,
+    };
+    let images = match (&args.images, &args.data) {
+        (Some(i), _) => i.clone(),
+        (None, Some(d)) => d.join("train"),
+        (None, None) => csv.parent().map_or_else(|| PathBuf::from("."), PathBuf::from),
+    };
+    Some((csv, images))
+}
+
+fn load_data(
+    cfg: &Config,
+    paths: Option<&(PathBuf, PathBuf)>,
+) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
+    match paths {
         None => {
             let s = &cfg.synthetic;
             let size = ImageSize::new(s.height, s.width);
@@ -90,15 +138,25 @@ fn load_data(cfg: &Config, data: Option<&PathBuf>) -> anyhow::Result<(Vec<Sample
             let val = synthetic::samples(s.val_images, size, s.seed.wrapping_add(1_000_000));
             Ok((train, val))
         }
-        Some(dir) => {
-            let ds = SartoriusDataset::read(dir, &SartoriusOptions::default())
-                .with_context(|| format!("reading the Sartorius layout in {}", dir.display()))?;
-            let folds = ds.group_kfold(5)?;
+        Some((csv, images)) => {
+            let d = &cfg.data;
+            let ds = SartoriusDataset::read_csv(csv, images, &SartoriusOptions::default())
+                .with_context(|| {
+                    format!("reading {} with images in {}", csv.display(), images.display())
+                })?;
+            let folds = match d.group_by {
+                GroupBy::PlateWell => ds.group_kfold(d.folds)?,
+                GroupBy::Id => {
+                    let ids = ds.ids();
+                    cellseg::data::folds::group_kfold(&ids, d.folds)?
+                }
+            };
             let all = cellseg::data::sample::preload(&ds)?;
             let (mut train, mut val) = (Vec::new(), Vec::new());
             for (s, f) in all.into_iter().zip(folds) {
-                if f == 0 { val.push(s) } else { train.push(s) }
+                if f == d.fold { val.push(s) } else { train.push(s) }
             }
+            let train = train.iter().flat_map(|s| std::iter::repeat_n(s, d.repeat)).cloned().collect();
             Ok((train, val))
         }
     }
@@ -121,6 +179,14 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.config.display()))?;
     let mut cfg: Config =
         toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
+    anyhow::ensure!(
+        cfg.data.fold < cfg.data.folds,
+        "{}: data.fold = {} must be below data.folds = {}",
+        args.config.display(),
+        cfg.data.fold,
+        cfg.data.folds
+    );
+    anyhow::ensure!(cfg.data.repeat > 0, "{}: data.repeat must be at least 1", args.config.display());
     if let Some(d) = &args.run_dir {
         cfg.train.run_dir = d.clone();
     }
@@ -130,16 +196,18 @@ fn main() -> anyhow::Result<()> {
     tch::manual_seed(cfg.train.seed as i64);
     println!("cellseg {}", cellseg::libtorch_report());
 
-    let (train, val) = load_data(&cfg, args.data.as_ref())?;
+    let paths = real_data_paths(&args);
+    let (train, val) = load_data(&cfg, paths.as_ref())?;
     println!(
         "data: {} training images, {} held-out images ({})",
         train.len(),
         val.len(),
-        args.data.as_ref().map_or("synthetic cells".into(), |d| d.display().to_string())
+        paths.as_ref().map_or("synthetic cells".into(), |(c, _)| c.display().to_string())
     );
     let device = tch::Device::cuda_if_available();
-    let mut model = Detector::tiny(device, &cfg.model.tiny, &cfg.model.neck, &cfg.model.heads)
+    let mut model = Detector::from_config(device, &cfg.model)
         .map_err(|e| anyhow::anyhow!("building the model: {e}"))?;
+    println!("model: {:?} trunk on {device:?}", cfg.model.trunk);
     let mut validator = DetectorValidator::new(val, cfg.postproc.clone())
         .map_err(|e| anyhow::anyhow!("postproc config: {e}"))?;
     let before = validator.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """torchvision baseline for tools/bench_heads.sh: maskrcnn_resnet50_fpn, conv1 stride 1, anchor
 sizes 16..256 (the seed's), random init, synthetic 256x256 crops with ~40 discs each; one SGD
-training step, then inference on one 520x704 image. Env: BATCH, ITERS, WARMUP, DEVICE."""
+training step, then inference on one 520x704 image. Env: BATCH, ITERS, WARMUP, DEVICE, AMP (1: the
+training forward under float16 autocast, as bench_heads does)."""
 import os
 import time
 
@@ -31,6 +32,7 @@ def main():
     iters = int(os.environ.get("ITERS", 3))
     warmup = int(os.environ.get("WARMUP", 1))
     dev = torch.device("cuda" if os.environ.get("DEVICE") == "cuda" else "cpu")
+    amp = os.environ.get("AMP") == "1" and dev.type == "cuda"
     torch.manual_seed(0)
     anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 5)
     model = torchvision.models.detection.maskrcnn_resnet50_fpn(
@@ -54,7 +56,8 @@ def main():
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss = sum(model(images, targets).values())
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            loss = sum(model(images, targets).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -63,6 +66,10 @@ def main():
         if i >= warmup:
             ts.append(time.perf_counter() - t0)
     train_ms = 1e3 * sum(ts) / len(ts)
+    if dev.type == "cuda":
+        gib = 1024.0**3
+        print(f"torchvision train peak memory: allocated {torch.cuda.max_memory_allocated() / gib:.2f} GiB, "
+              f"reserved {torch.cuda.max_memory_reserved() / gib:.2f} GiB")
     print(f"torchvision train step: batch {batch} 256x256 ~40 inst: {train_ms:.1f} ms/iter, {batch / train_ms * 1e3:.2f} img/s")
     model.eval()
     model.transform.min_size = (520,)

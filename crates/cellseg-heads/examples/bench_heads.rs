@@ -2,7 +2,8 @@
 //! with ~40 instances each, and of inference on one 520×704 image. Run through
 //! `tools/bench_heads.sh`, which also times torchvision in the same command.
 //!
-//! Environment: `BATCH` (8), `ITERS` (timed iterations, 3), `WARMUP` (1), `DEVICE` (`cpu` / `cuda`).
+//! Environment: `BATCH` (8), `ITERS` (timed iterations, 3), `WARMUP` (1), `DEVICE` (`cpu` / `cuda`),
+//! `AMP` (`1`: the training forward under float16 autocast, CUDA only).
 
 use std::time::Instant;
 
@@ -60,10 +61,13 @@ fn main() -> anyhow::Result<()> {
     } else {
         Device::Cpu
     };
+    let amp = std::env::var("AMP").as_deref() == Ok("1") && device.is_cuda();
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let mut cfg = MaskRcnnConfig::default();
     cfg.heads.num_classes = 3;
+    // torchvision's maskrcnn_resnet50_fpn without pretrained weights uses training-mode BatchNorm2d.
+    cfg.backbone.norm = cellseg_backbones::Norm::BatchNorm;
     let model = MaskRcnn::new(&vs.root(), &cfg)?;
     let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 1e-3)?;
     let size = ImageSize::new(256, 256);
@@ -74,7 +78,7 @@ fn main() -> anyhow::Result<()> {
     for i in 0..warmup + iters {
         sync(device);
         let t0 = Instant::now();
-        let losses = model.losses(&images, &targets)?;
+        let losses = tch::autocast(amp, || model.losses(&images, &targets))?;
         opt.backward_step(&losses.total());
         sync(device);
         if i >= warmup {
@@ -83,7 +87,8 @@ fn main() -> anyhow::Result<()> {
     }
     let train_ms = 1e3 * times.iter().sum::<f64>() / times.len().max(1) as f64;
     println!(
-        "cellseg train step: batch {batch} 256x256 ~40 inst: {train_ms:.1} ms/iter, {:.2} img/s",
+        "cellseg train step: batch {batch} 256x256 ~40 inst{}: {train_ms:.1} ms/iter, {:.2} img/s",
+        if amp { " (fp16 autocast)" } else { "" },
         batch as f64 / train_ms * 1e3
     );
 

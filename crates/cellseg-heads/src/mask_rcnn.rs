@@ -207,6 +207,10 @@ impl MaskRcnn {
     /// Training losses of a batch: `images` `[B, 3, H, W]` (normalised, padded) and one
     /// [`Instances`] per image (its `image_size` is the unpadded size).
     ///
+    /// Ground truths whose box has no area (`x2 <= x1` or `y2 <= y1`, e.g. the `(0,0,0,0)` box of
+    /// an emptied mask) are ignored, as mmdet's datasets drop them: their box targets would be
+    /// `log(0/0)` and make the losses NaN.
+    ///
     /// # Errors
     /// [`Error::Mismatch`] when the batch size and the number of targets differ.
     pub fn losses(&self, images: &Tensor, targets: &[Instances]) -> Result<Losses> {
@@ -218,6 +222,13 @@ impl MaskRcnn {
                 right: targets.len(),
             });
         }
+        let with_area: Vec<Instances>;
+        let targets = if targets.iter().all(|t| t.boxes.iter().all(|b| b.is_nonempty())) {
+            targets
+        } else {
+            with_area = targets.iter().map(drop_empty_boxes).collect();
+            &with_area
+        };
         let dev = images.device();
         let t0 = std::time::Instant::now();
         let feats = self.features_t(images, true);
@@ -299,6 +310,18 @@ impl MaskRcnn {
             .map(|((d, p), &s)| to_detections(d, Some(&p.to_kind(Kind::Float)), s, thr))
             .collect()
     }
+}
+
+/// `inst` without the instances whose box has no area.
+fn drop_empty_boxes(inst: &Instances) -> Instances {
+    let keep: Vec<usize> = (0..inst.len()).filter(|&i| inst.boxes[i].is_nonempty()).collect();
+    if keep.len() < inst.len() {
+        tracing::debug!(
+            dropped = inst.len() - keep.len(),
+            "ground truths with an empty box ignored"
+        );
+    }
+    inst.select(&keep)
 }
 
 #[cfg(test)]
