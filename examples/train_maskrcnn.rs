@@ -156,7 +156,8 @@ fn load_data(
             for (s, f) in all.into_iter().zip(folds) {
                 if f == d.fold { val.push(s) } else { train.push(s) }
             }
-            let train = train.iter().flat_map(|s| std::iter::repeat_n(s, d.repeat)).cloned().collect();
+            let train =
+                train.iter().flat_map(|s| std::iter::repeat_n(s, d.repeat)).cloned().collect();
             Ok((train, val))
         }
     }
@@ -186,7 +187,11 @@ fn main() -> anyhow::Result<()> {
         cfg.data.fold,
         cfg.data.folds
     );
-    anyhow::ensure!(cfg.data.repeat > 0, "{}: data.repeat must be at least 1", args.config.display());
+    anyhow::ensure!(
+        cfg.data.repeat > 0,
+        "{}: data.repeat must be at least 1",
+        args.config.display()
+    );
     if let Some(d) = &args.run_dir {
         cfg.train.run_dir = d.clone();
     }
@@ -207,6 +212,8 @@ fn main() -> anyhow::Result<()> {
     let device = tch::Device::cuda_if_available();
     let mut model = Detector::from_config(device, &cfg.model)
         .map_err(|e| anyhow::anyhow!("building the model: {e}"))?;
+    let held_out: Vec<&str> = val.iter().take(8).map(|s| s.id.as_str()).collect();
+    println!("held out: {}{}", held_out.join(", "), if val.len() > 8 { ", ..." } else { "" });
     println!("model: {:?} trunk on {device:?}", cfg.model.trunk);
     let mut validator = DetectorValidator::new(val, cfg.postproc.clone())
         .map_err(|e| anyhow::anyhow!("postproc config: {e}"))?;

@@ -3,7 +3,8 @@
 //! `tools/bench_heads.sh`, which also times torchvision in the same command.
 //!
 //! Environment: `BATCH` (8), `ITERS` (timed iterations, 3), `WARMUP` (1), `DEVICE` (`cpu` / `cuda`),
-//! `AMP` (`1`: the training forward under float16 autocast, CUDA only).
+//! `AMP` (`1`: the training forward under float16 autocast, CUDA only), `TRACE` (`1`: the heads'
+//! debug log, which includes the host-side time of each stage of `losses`).
 
 use std::time::Instant;
 
@@ -53,6 +54,11 @@ fn sync(device: Device) {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var("TRACE").as_deref() == Ok("1") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("cellseg_heads=debug"))
+            .init();
+    }
     let batch = env("BATCH", 8);
     let iters = env("ITERS", 3);
     let warmup = env("WARMUP", 1);
@@ -75,16 +81,27 @@ fn main() -> anyhow::Result<()> {
     let targets: Vec<Instances> = (0..batch).map(|_| instances(size, 40, &mut seed)).collect();
     let images = Tensor::randn([batch as i64, 3, 256, 256], (Kind::Float, device));
     let mut times = Vec::new();
+    let (mut host_fwd, mut host_bwd) = (0.0, 0.0);
     for i in 0..warmup + iters {
         sync(device);
         let t0 = Instant::now();
         let losses = tch::autocast(amp, || model.losses(&images, &targets))?;
+        let t1 = t0.elapsed().as_secs_f64();
         opt.backward_step(&losses.total());
+        let t2 = t0.elapsed().as_secs_f64();
         sync(device);
         if i >= warmup {
             times.push(t0.elapsed().as_secs_f64());
+            host_fwd += t1;
+            host_bwd += t2 - t1;
         }
     }
+    let n = times.len().max(1) as f64;
+    println!(
+        "cellseg host time before the final sync: forward {:.1} ms, backward+step {:.1} ms",
+        1e3 * host_fwd / n,
+        1e3 * host_bwd / n
+    );
     let train_ms = 1e3 * times.iter().sum::<f64>() / times.len().max(1) as f64;
     println!(
         "cellseg train step: batch {batch} 256x256 ~40 inst{}: {train_ms:.1} ms/iter, {:.2} img/s",

@@ -6,8 +6,8 @@
 //! Each of the P×P bins averages a `gh × gw` grid of bilinear samples at
 //! `start + p * bin + (i + 0.5) * bin / g`; `g = ceil(roi / P)` (adaptive, `sampling_ratio = 0`) or
 //! the fixed ratio. A sample outside `[-1, H] × [-1, W]` is 0, otherwise its coordinates are clamped
-//! to `[0, H-1] × [0, W-1]`. RoIs are grouped by `(image, gh, gw)`; each group is one `grid_sample`
-//! over the features of its image (never replicated per RoI). Differentiable in the features; the
+//! to `[0, H-1] × [0, W-1]`. RoIs are grouped by `(gh, gw)`; each group is one `grid_sample` over
+//! the images stacked into one tall image (never replicated per RoI). Differentiable in the features; the
 //! RoIs get no gradient (as in torchvision). Runs on any device.
 
 use std::collections::BTreeMap;
@@ -91,7 +91,6 @@ pub fn roi_align(
     }
     let bin_w = &rw / (p as f64);
     let bin_h = &rh / (p as f64);
-    // One host copy: batch index and grid sizes of every RoI.
     let (gh, gw) = if sampling_ratio > 0 {
         (
             Tensor::full([r], sampling_ratio, (Kind::Float, dev)),
@@ -100,26 +99,48 @@ pub fn roi_align(
     } else {
         (bin_h.ceil(), bin_w.ceil())
     };
+    // One host copy: batch index and grid sizes of every RoI.
     let meta = Tensor::stack(&[rois.select(1, 0), gh, gw], 1)
         .to_kind(Kind::Int64)
         .to_device(tch::Device::Cpu);
     let meta = Vec::<i64>::try_from(meta.reshape([-1])).unwrap_or_default();
-    let mut groups: BTreeMap<(i64, i64, i64), Vec<i64>> = BTreeMap::new();
+    let bsz = features.size()[0];
+    // Grouped by grid size only, across images: the images are stacked into one tall image
+    // `[1, C, B * (H + 1), W]`, each followed by a zero row, and a RoI's rows are offset by its
+    // image's start. Coordinates are clamped to the RoI's own image first, so a bilinear sample
+    // never reaches the next image (at row H - 1 its lower neighbour weight is 0, and that
+    // neighbour is the zero row). One `grid_sample` per grid size instead of one per image.
+    let hp = if bsz == 1 { h } else { h + 1 };
+    let mut groups: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
+    let mut empty = Vec::new();
     for (i, m) in meta.chunks(3).enumerate() {
-        groups.entry((m[0], m[1].max(0), m[2].max(0))).or_default().push(i as i64);
+        let (b, gy, gx) = (m[0], m[1].max(0), m[2].max(0));
+        if gy == 0 || gx == 0 || b < 0 || b >= bsz {
+            empty.push(i as i64);
+        } else {
+            groups.entry((gy, gx)).or_default().push(i as i64);
+        }
     }
     let mut idx_parts = Vec::new();
     let mut out_parts = Vec::new();
-    for ((b, gy, gx), members) in groups {
+    if !empty.is_empty() {
+        out_parts.push(Tensor::zeros([empty.len() as i64, c, p, p], (kind, dev)));
+        idx_parts.push(Tensor::from_slice(&empty).to_device(dev));
+    }
+    if groups.is_empty() {
+        let idx = Tensor::cat(&idx_parts, 0);
+        return Tensor::cat(&out_parts, 0).index_select(0, &idx.argsort(0, false));
+    }
+    let tall = if bsz == 1 {
+        features.shallow_clone()
+    } else {
+        features.constant_pad_nd([0, 0, 0, 1]).permute([1, 0, 2, 3]).reshape([1, c, bsz * hp, w])
+    };
+    let row0 = rois.select(1, 0) * (hp as f64);
+    for ((gy, gx), members) in groups {
         let idx_all = Tensor::from_slice(&members).to_device(dev);
-        if gy == 0 || gx == 0 || b < 0 || b >= features.size()[0] {
-            out_parts.push(Tensor::zeros([members.len() as i64, c, p, p], (kind, dev)));
-            idx_parts.push(idx_all);
-            continue;
-        }
         let per_roi = c * p * gy * p * gx;
         let step = (MAX_SAMPLE_ELEMENTS / per_roi).max(1);
-        let feat = features.get(b).unsqueeze(0);
         let n_all = members.len() as i64;
         let mut s = 0;
         while s < n_all {
@@ -130,11 +151,12 @@ pub fn roi_align(
                 axis_samples(&y1.index_select(0, &idx), &bin_h.index_select(0, &idx), p, gy, h);
             let xs =
                 axis_samples(&x1.index_select(0, &idx), &bin_w.index_select(0, &idx), p, gx, w);
-            let grid = grid_from(&normalise(&xs.coords, w), &normalise(&ys.coords, h))
+            let rows = &ys.coords + row0.index_select(0, &idx).unsqueeze(1);
+            let grid = grid_from(&normalise(&xs.coords, w), &normalise(&rows, bsz * hp))
                 .reshape([1, n * p * gy, p * gx, 2])
                 .to_kind(kind);
             // bilinear (0), border padding (1): clamped coordinates are sampled exactly.
-            let sampled = feat
+            let sampled = tall
                 .grid_sampler_2d(&grid, 0, 1, false)
                 .view([c, n, p * gy, p * gx])
                 .permute([1, 0, 2, 3]);
@@ -328,6 +350,40 @@ mod tests {
                         (a - b).abs() < 1e-4,
                         "sr {sr} aligned {aligned} roi {roi:?}: {g:?} vs {n:?}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batched_images_never_mix() {
+        // Three images whose values differ wildly, RoIs touching every border: each RoI must see
+        // only its own image (the tall-image stacking must not leak across image boundaries).
+        tch::manual_seed(2);
+        let (b, h, w) = (3usize, 6usize, 7usize);
+        let f = Tensor::randn([b as i64, 2, h as i64, w as i64], (Kind::Float, Device::Cpu))
+            + Tensor::from_slice(&[0f32, 1000.0, -1000.0]).view([3, 1, 1, 1]);
+        let rois: Vec<(usize, [f32; 4])> = vec![
+            (0, [0.0, 8.0, 14.0, 12.0]),
+            (1, [-3.0, -3.0, 14.0, 12.0]),
+            (1, [2.0, 10.0, 9.0, 13.0]),
+            (2, [0.0, 0.0, 3.0, 2.0]),
+            (0, [1.0, 11.5, 13.0, 14.0]),
+            (2, [5.0, 9.0, 16.0, 20.0]),
+        ];
+        let flat: Vec<f32> =
+            rois.iter().flat_map(|(i, r)| [*i as f32, r[0], r[1], r[2], r[3]]).collect();
+        let rt = Tensor::from_slice(&flat).view([-1, 5]);
+        for (sr, aligned) in [(0, true), (0, false), (2, true)] {
+            let got = roi_align(&f, &rt, 3, 0.5, sr, aligned);
+            for (k, (i, roi)) in rois.iter().enumerate() {
+                for ch in 0..2 {
+                    let fv = Vec::<f32>::try_from(f.get(*i as i64).get(ch).reshape([-1])).unwrap();
+                    let n = naive(&fv, h, w, *roi, 3, 0.5, sr, aligned);
+                    let g = Vec::<f32>::try_from(got.get(k as i64).get(ch).reshape([-1])).unwrap();
+                    for (a, e) in g.iter().zip(&n) {
+                        assert!((a - e).abs() < 1e-3, "roi {k} ch {ch}: {g:?} vs {n:?}");
+                    }
                 }
             }
         }
