@@ -9,6 +9,7 @@ REAL=${REALDATA:-../shared/realdata}
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
+echo "== load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)" >&2
 echo "== Python baselines (numpy, pycocotools $(.venv/bin/python -c 'import pycocotools; print(getattr(pycocotools, "__version__", "2.x"))'))" >&2
 .venv/bin/python tools/rle_bench.py "$REAL" "$OUT"
 .venv/bin/python tools/metrics_bench.py "$REAL" "$OUT"
@@ -32,10 +33,12 @@ rows = [
     ("COCO RLE encode, %d cropped masks" % n, f"coco_encode/cropped/{n}", "coco_encode", "pycocotools encode"),
     ("COCO RLE decode, %d masks to full bitmaps" % n, f"coco_decode/full/{n}", "coco_decode", "pycocotools decode"),
     ("COCO RLE decode, %d masks to cropped masks" % n, f"coco_decode/cropped/{n}", "coco_decode", "pycocotools decode"),
-    ("COCO RLE IoU %dx%d, from counts strings" % (n, n), f"coco_iou/from_strings/{n}", "coco_iou", "pycocotools iou"),
+    ("COCO RLE IoU %dx%d, from counts strings (CocoBatch)" % (n, n), f"coco_iou/from_strings/{n}", "coco_iou", "pycocotools iou"),
+    ("COCO RLE IoU %dx%d, strings via CocoRle" % (n, n), f"coco_iou/from_strings_cocorle/{n}", "coco_iou", "pycocotools iou"),
     ("COCO RLE IoU %dx%d, parsed counts" % (n, n), f"coco_iou/parsed/{n}", "coco_iou", "pycocotools iou"),
     ("competition metric, %d Sartorius images (1 thread)" % m, f"competition/all_images/{m}", "competition_all", "pycocotools iou + numpy"),
     ("competition metric, %d images, rayon (all cores)" % m, f"competition/all_images_rayon/{m}", "competition_all", "pycocotools iou + numpy (1 thread)"),
+    ("competition metric, %d images, full IoU matrix" % m, f"competition/all_images_full_matrix/{m}", "competition_all", "pycocotools iou + numpy"),
     ("competition metric, %d images, via CocoRle values" % m, f"competition/all_images_cocorle/{m}", "competition_all", "pycocotools iou + numpy"),
     ("COCOeval segm, p890040_val_cort_3 (40 images)", "cocoeval/segm/p890040_val_cort_3", "cocoeval_p890040_val_cort_3", "pycocotools COCOeval"),
     ("COCOeval segm, LIVECell val (5 images, maxDets 2000)", "cocoeval/segm/livecell_val", "cocoeval_livecell_val", "pycocotools COCOeval"),
@@ -44,5 +47,6 @@ print(f"{'operation':<52} {'Rust':>10} {'Python':>10} {'ratio':>8}  baseline")
 for name, rpath, pkey, base in rows:
     r, p = rust(rpath), py[pkey]
     print(f"{name:<52} {r*1e3:>8.3f}ms {p*1e3:>8.2f}ms {p/r:>7.1f}x  {base}")
+print("load average at end: " + " ".join(open("/proc/loadavg").read().split()[:3]))
 print(f"(Python competition mean {py['competition_mean']:.6f}; COCOeval AP {py['cocoeval_p890040_val_cort_3_ap']:.6f} / {py['cocoeval_livecell_val_ap']:.6f})")
 PY

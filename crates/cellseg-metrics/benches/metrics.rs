@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use cellseg_core::ImageSize;
 use cellseg_metrics::coco_dataset::CocoDataset;
 use cellseg_metrics::cocoeval::{self, CocoEvalParams, IouType};
-use cellseg_metrics::competition::{IouMatrix, image_score, mean_score};
+use cellseg_metrics::competition::{IouMatrix, image_score, mean_score, score_coco_strs};
 use cellseg_rle::CocoRle;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
@@ -49,17 +49,29 @@ fn benches(c: &mut Criterion) {
         let fast = IouMatrix::from_coco_strs(t, p, *size).unwrap().to_dense();
         let dense = cellseg_rle::coco::iou_matrix(&tr, &pr, &vec![false; pr.len()]).unwrap();
         assert!(fast.iter().zip(&dense).all(|(a, b)| a.to_bits() == b.to_bits()));
+        // The pruned scoring path gives the score of the full matrix.
+        let full = image_score(&IouMatrix::new(tr.len(), pr.len(), dense).unwrap());
+        assert_eq!(score_coco_strs(t, p, *size).unwrap(), full);
+    }
+    // The metric equals the Python baseline's (numpy + pycocotools) on these very inputs.
+    let scores: Vec<_> =
+        images.iter().map(|(size, t, p)| score_coco_strs(t, p, *size).unwrap()).collect();
+    let mean = mean_score(&scores).unwrap();
+    if let Ok(text) = std::fs::read(dir.join("metrics_python.json")) {
+        let py: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        let want = py["competition_mean"].as_f64().unwrap();
+        assert!((mean - want).abs() < 1e-12, "Rust mean {mean} != Python mean {want}");
+        eprintln!("competition mean {mean:.12} (Python {want:.12})");
     }
     let mut g = c.benchmark_group("competition");
     g.sample_size(20);
     g.throughput(Throughput::Elements(images.len() as u64));
-    // Same work as the Python baseline: parse the counts strings, IoUs, matching, mean.
+    // Same result as the Python baseline: parse the counts strings, IoUs, matching, mean. Only
+    // pairs whose IoU can exceed 0.5 are intersected (`score_coco_strs`).
     g.bench_function(BenchmarkId::new("all_images", images.len()), |b| {
         b.iter(|| {
-            let scores: Vec<_> = images
-                .iter()
-                .map(|(size, t, p)| image_score(&IouMatrix::from_coco_strs(t, p, *size).unwrap()))
-                .collect();
+            let scores: Vec<_> =
+                images.iter().map(|(size, t, p)| score_coco_strs(t, p, *size).unwrap()).collect();
             black_box(mean_score(&scores))
         })
     });
@@ -68,6 +80,17 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let scores: Vec<_> = images
                 .par_iter()
+                .map(|(size, t, p)| score_coco_strs(t, p, *size).unwrap())
+                .collect();
+            black_box(mean_score(&scores))
+        })
+    });
+    // Every non-zero IoU of every image (the full sparse matrix, as the Python baseline
+    // computes it), then the score.
+    g.bench_function(BenchmarkId::new("all_images_full_matrix", images.len()), |b| {
+        b.iter(|| {
+            let scores: Vec<_> = images
+                .iter()
                 .map(|(size, t, p)| image_score(&IouMatrix::from_coco_strs(t, p, *size).unwrap()))
                 .collect();
             black_box(mean_score(&scores))

@@ -11,7 +11,10 @@
 //! t ≥ 0.5, so this is the plain one-to-one count. An image with neither truths nor predictions
 //! scores 1 (the seed would give 0; the case does not occur in the data).
 //!
-//! IoUs are computed on run-length encodings or cropped masks, never on full-image bitmaps.
+//! IoUs are computed on run-length encodings or cropped masks, never on full-image bitmaps. Since
+//! no pair with IoU ≤ 0.5 can match at any threshold, [`score_coco_strs`] only intersects the pairs
+//! whose areas and box overlap leave room for an IoU above 0.5; its score equals [`image_score`] of
+//! the full matrix.
 //!
 //! ```
 //! use cellseg_core::ImageSize;
@@ -193,6 +196,22 @@ impl IouMatrix {
     /// # Errors
     /// Those of [`CocoRle::from_counts_str`] for the first bad string.
     pub fn from_coco_strs<S: AsRef<str>>(truth: &[S], pred: &[S], size: ImageSize) -> Result<Self> {
+        Self::from_coco_strs_above(truth, pred, size, 0.0)
+    }
+
+    /// As [`IouMatrix::from_coco_strs`], keeping only the IoUs above `floor` (the others read as
+    /// 0). Pairs whose areas and boxes already bound the IoU to at most `floor` are never
+    /// intersected, so with `floor` = 0.5 (no pair at or below it can match at any threshold) this
+    /// is much less work and [`image_score`] gives exactly the same score.
+    ///
+    /// # Errors
+    /// Those of [`CocoRle::from_counts_str`] for the first bad string.
+    pub fn from_coco_strs_above<S: AsRef<str>>(
+        truth: &[S],
+        pred: &[S],
+        size: ImageSize,
+        floor: f64,
+    ) -> Result<Self> {
         // One pair of batches per thread, reused from image to image (no reallocation once warm).
         thread_local! {
             static SCRATCH: RefCell<Option<(CocoBatch, CocoBatch)>> = const { RefCell::new(None) };
@@ -217,26 +236,41 @@ impl IouMatrix {
             for s in pred {
                 pb.push_counts_str(s.as_ref())?;
             }
-            Ok(Self::from_batches(tb, pb))
+            Ok(Self::from_batches_above(tb, pb, floor))
         })
     }
 
     /// IoUs of the masks of two batches of one image size (truths in `truth`, predictions in
     /// `pred`); batches of different sizes give no overlap.
     pub fn from_batches(truth: &CocoBatch, pred: &CocoBatch) -> Self {
+        Self::from_batches_above(truth, pred, 0.0)
+    }
+
+    /// As [`IouMatrix::from_batches`], keeping only the IoUs above `floor` (see
+    /// [`IouMatrix::from_coco_strs_above`]).
+    pub fn from_batches_above(truth: &CocoBatch, pred: &CocoBatch, floor: f64) -> Self {
         let mut nonzero = Vec::new();
-        truth.for_each_candidate(pred, |t, p| {
-            let inter = truth.intersection_area(t, pred, p);
-            if inter > 0 {
-                // The same integers and division as pycocotools' rleIou.
-                let union = truth.area(t) + pred.area(p) - inter;
-                nonzero.push((t, p, inter as f64 / union as f64));
-            }
-        });
-        // Candidates come grouped by truth; order each row by prediction.
+        // The same integers and division as pycocotools' rleIou.
+        truth.for_each_iou_above(pred, floor, |t, p, iou| nonzero.push((t, p, iou)));
+        // Pairs come grouped by truth; order each row by prediction.
         nonzero.sort_unstable_by_key(|&(t, p, _)| (t, p));
         Self::from_pairs(truth.len(), pred.len(), nonzero)
     }
+}
+
+/// The score of one image whose masks are compressed COCO `counts` strings of one image size:
+/// [`image_score`] of [`IouMatrix::from_coco_strs_above`] with the lowest threshold as floor,
+/// equal to [`image_score`] of the full [`IouMatrix::from_coco_strs`].
+///
+/// # Errors
+/// Those of [`CocoRle::from_counts_str`] for the first bad string.
+pub fn score_coco_strs<S: AsRef<str>>(
+    truth: &[S],
+    pred: &[S],
+    size: ImageSize,
+) -> Result<ImageScore> {
+    let ious = IouMatrix::from_coco_strs_above(truth, pred, size, thresholds()[0])?;
+    Ok(image_score(&ious))
 }
 
 /// The score of one image.
@@ -268,21 +302,35 @@ pub fn image_score(ious: &IouMatrix) -> ImageScore {
     let lowest = thresholds()[0];
     let pairs: Vec<(usize, usize, f64)> =
         ious.nonzero.iter().copied().filter(|&(_, _, v)| v > lowest).collect();
-    let mut truth_hits = vec![0usize; nt];
-    let mut pred_hit = vec![false; np];
+    // Per threshold, only the truths and predictions of those pairs are visited: a stamp says
+    // whether one was already hit at this threshold (no clearing between thresholds).
+    let mut truth_stamp = vec![0u8; nt];
+    let mut truth_hits = vec![0u32; nt];
+    let mut pred_stamp = vec![0u8; np];
     for (k, &t) in thresholds().iter().enumerate() {
-        truth_hits.fill(0);
-        pred_hit.fill(false);
+        let stamp = k as u8 + 1;
+        // Truths hit at least once, hit more than once, predictions hit.
+        let (mut hit, mut multi, mut preds_hit) = (0usize, 0usize, 0usize);
         for &(ti, pi, v) in &pairs {
             if v > t {
+                if truth_stamp[ti] != stamp {
+                    truth_stamp[ti] = stamp;
+                    truth_hits[ti] = 0;
+                    hit += 1;
+                }
                 truth_hits[ti] += 1;
-                pred_hit[pi] = true;
+                multi += (truth_hits[ti] == 2) as usize;
+                if pred_stamp[pi] != stamp {
+                    pred_stamp[pi] = stamp;
+                    preds_hit += 1;
+                }
             }
         }
-        let tp = truth_hits.iter().filter(|&&h| h == 1).count();
-        let fn_ = truth_hits.iter().filter(|&&h| h == 0).count();
-        let fp = pred_hit.iter().filter(|&&h| !h).count()
-            + truth_hits.iter().filter(|&&h| h > 1).count();
+        // TP: truths with exactly one match; FN: with none; FP: predictions with none plus
+        // truths with several.
+        let tp = hit - multi;
+        let fn_ = nt - hit;
+        let fp = (np - preds_hit) + multi;
         out.tp[k] = tp;
         out.fp[k] = fp;
         out.fn_[k] = fn_;
@@ -325,6 +373,25 @@ mod tests {
                     })
                     .collect()
             })
+    }
+
+    /// The seed's `precision_at`, literally: dense hit counts per threshold.
+    fn reference_score(nt: usize, np: usize, dense: &[f64]) -> (f64, Vec<[usize; 3]>) {
+        let mut counts = Vec::new();
+        let mut sum = 0.0;
+        for t in thresholds() {
+            let hits: Vec<usize> =
+                (0..nt).map(|i| (0..np).filter(|&j| dense[i * np + j] > t).count()).collect();
+            let pred_hit: Vec<bool> =
+                (0..np).map(|j| (0..nt).any(|i| dense[i * np + j] > t)).collect();
+            let tp = hits.iter().filter(|&&h| h == 1).count();
+            let fn_ = hits.iter().filter(|&&h| h == 0).count();
+            let fp =
+                pred_hit.iter().filter(|&&h| !h).count() + hits.iter().filter(|&&h| h > 1).count();
+            counts.push([tp, fp, fn_]);
+            sum += if tp + fp + fn_ == 0 { 1.0 } else { tp as f64 / (tp + fp + fn_) as f64 };
+        }
+        (sum / N_THRESHOLDS as f64, counts)
     }
 
     #[test]
@@ -381,6 +448,34 @@ mod tests {
             prop_assume!(!ta.is_empty() || !pb.is_empty());
             let s = image_score(&IouMatrix::from_kaggle(&ta, &pb).unwrap());
             prop_assert_eq!(s.score, 0.0);
+        }
+
+        #[test]
+        fn counts_equal_the_seed_counting(nt in 0usize..6, np in 0usize..6, cells in proptest::collection::vec(0usize..12, 36)) {
+            // IoUs on the thresholds and between them, truths matched several times included.
+            let dense: Vec<f64> =
+                (0..nt * np).map(|k| if cells[k] < 4 { 0.0 } else { 0.45 + cells[k] as f64 * 0.05 }).collect();
+            let s = image_score(&IouMatrix::new(nt, np, dense.clone()).unwrap());
+            let (want, counts) = reference_score(nt, np, &dense);
+            prop_assert_eq!(s.score, want);
+            for (k, c) in counts.iter().enumerate() {
+                prop_assert_eq!([s.tp[k], s.fp[k], s.fn_[k]], *c);
+            }
+        }
+
+        #[test]
+        fn pruned_string_path_gives_the_full_score(a in arb_masks(10, ImageSize::new(9, 11)), b in arb_masks(10, ImageSize::new(9, 11)), floor in 0.0f64..0.9) {
+            // Small images: many pairs overlap, many above 0.5, some just at it.
+            let size = ImageSize::new(9, 11);
+            let strs = |v: &[KaggleRle]| -> Vec<String> {
+                v.iter().map(|m| CocoRle::from_kaggle(m).to_counts_string()).collect()
+            };
+            let (sa, sb) = (strs(&a), strs(&b));
+            let full = IouMatrix::from_coco_strs(&sa, &sb, size).unwrap();
+            prop_assert_eq!(score_coco_strs(&sa, &sb, size).unwrap(), image_score(&full));
+            let above = IouMatrix::from_coco_strs_above(&sa, &sb, size, floor).unwrap();
+            let want: Vec<_> = full.nonzero().iter().copied().filter(|e| e.2 > floor).collect();
+            prop_assert_eq!(above.nonzero(), &want[..]);
         }
 
         #[test]

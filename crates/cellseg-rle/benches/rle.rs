@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use cellseg_core::{BitMask, ImageSize};
+use cellseg_rle::batch::CocoBatch;
 use cellseg_rle::{CocoRle, KaggleRle, coco, kaggle};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -91,7 +92,30 @@ fn benches(c: &mut Criterion) {
     let crowd = vec![false; n];
     let mut g = c.benchmark_group("coco_iou");
     g.throughput(Throughput::Elements((n * n) as u64));
+    // Same work as pycocotools `iou` on the compressed strings: parse both sides, then the
+    // matrix. The strings go straight into run batches.
+    let mut dt = CocoBatch::new(size).unwrap();
+    let mut gt = CocoBatch::new(size).unwrap();
+    for s in &coco_strs {
+        dt.push_counts_str(s).unwrap();
+    }
+    assert_eq!(
+        dt.iou_matrix(&dt, &crowd).unwrap(),
+        coco::iou_matrix(&rles, &rles, &crowd).unwrap()
+    );
     g.bench_function(id("from_strings"), |b| {
+        b.iter(|| {
+            dt.reset(size).unwrap();
+            gt.reset(size).unwrap();
+            for s in &coco_strs {
+                dt.push_counts_str(s).unwrap();
+                gt.push_counts_str(s).unwrap();
+            }
+            dt.iou_matrix(&gt, &crowd).unwrap()
+        })
+    });
+    // Through `CocoRle` values: parse each string, then `coco::iou_matrix`.
+    g.bench_function(id("from_strings_cocorle"), |b| {
         b.iter(|| {
             let r: Vec<CocoRle> =
                 coco_strs.iter().map(|s| CocoRle::from_counts_str(s, size).unwrap()).collect();

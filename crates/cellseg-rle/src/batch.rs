@@ -1,13 +1,17 @@
 //! Many COCO masks of one image in one buffer, for fast pairwise intersections.
 //!
 //! A [`CocoBatch`] keeps each mask as its column-major runs `[start, end)` (absolute pixel
-//! positions, zero-length runs dropped) in one shared buffer, with the mask's area and exact pixel
-//! bounds computed while parsing. When both masks have one run per column (most cells), an
-//! intersection is one interval overlap per shared column, a loop without dependencies; otherwise
-//! both run lists are walked once, from the first column both masks cover (a binary search) to
-//! the last. Candidate pairs come from a flat (CSR) grid over the image. Results are the exact integers that
-//! [`CocoRle::intersection_area`] and [`CocoRle::area`] give, so IoUs computed from them are
-//! bit-identical to pycocotools'.
+//! positions, zero-length runs dropped) in one shared buffer, parsed straight from a compressed
+//! `counts` string (a per-value loop with a one-character fast path), with the mask's area and
+//! exact pixel bounds. When both masks have one run per column (most cells), an intersection is
+//! one interval overlap per shared column, a loop without dependencies; otherwise the shared
+//! columns are walked one at a time, each side's runs of a column found independently (one
+//! interval overlap when each side has one run there). Candidate pairs come from testing every
+//! pair of boxes in a loop without branches (small batches) or from a coarse grid (large ones).
+//! [`CocoBatch::for_each_iou_above`] also skips pairs whose areas and box overlap already bound
+//! the IoU to at most a floor, without intersecting them (the competition metric's 0.5).
+//! Results are the exact integers that [`CocoRle::intersection_area`] and [`CocoRle::area`] give,
+//! so IoUs computed from them are bit-identical to pycocotools'.
 //!
 //! ```
 //! use cellseg_core::ImageSize;
@@ -27,6 +31,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::cell::RefCell;
+
 use cellseg_core::ImageSize;
 
 use crate::overlap::Bounds;
@@ -34,8 +40,10 @@ use crate::{CocoRle, Error, Result, runs};
 
 /// Bounds of an empty mask: no box test can succeed against it.
 const EMPTY: [u32; 4] = [u32::MAX, u32::MAX, 0, 0];
+/// Up to this many pairs, [`CocoBatch::for_each_candidate`] tests every pair of boxes.
+pub const BRUTE_FORCE_PAIRS: usize = 1 << 16;
 /// Side of a grid cell of [`CocoBatch::for_each_candidate`], in pixels.
-const CELL: u32 = 32;
+const CELL: u32 = 64;
 
 /// COCO masks of one image size as runs in one buffer, with areas and bounds (see the module
 /// docs).
@@ -136,46 +144,8 @@ impl CocoBatch {
     pub fn push_counts_str(&mut self, s: &str) -> Result<()> {
         let first = self.runs.len();
         let total = self.size.pixels() as u64;
-        let (mut x, mut k) = (0i64, 0u32);
-        let (mut m, mut prev1, mut prev2) = (0usize, 0i64, 0i64);
-        let (mut pos, mut area) = (0u64, 0u64);
-        let mut ok = true;
-        for &byte in s.as_bytes() {
-            let c = byte.wrapping_sub(48);
-            if c > 63 || k == 7 {
-                ok = false;
-                break;
-            }
-            x |= ((c & 0x1f) as i64) << (5 * k);
-            k += 1;
-            if c & 0x20 != 0 {
-                continue;
-            }
-            if c & 0x10 != 0 {
-                x |= -1i64 << (5 * k);
-            }
-            if m > 2 {
-                x += prev2;
-            }
-            // A negative count, or counts adding up past the image, can never be valid.
-            if x < 0 || x > u32::MAX as i64 || pos + x as u64 > total {
-                ok = false;
-                break;
-            }
-            let len = x as u64;
-            if m % 2 == 1 && len > 0 {
-                // pos + len <= total <= u32::MAX.
-                self.runs.push([pos as u32, (pos + len) as u32]);
-                area += len;
-            }
-            pos += len;
-            prev2 = prev1;
-            prev1 = x;
-            m += 1;
-            x = 0;
-            k = 0;
-        }
-        if !ok || k != 0 || pos != total {
+        let (ok, area) = parse_runs(s.as_bytes(), total, &mut self.runs);
+        if !ok {
             self.runs.truncate(first);
             // The reference parser names the exact error.
             return match CocoRle::from_counts_str(s, self.size) {
@@ -222,20 +192,41 @@ impl CocoBatch {
         if let (Some(lo), Some(hi)) = (runs.first(), runs.last()) {
             b[1] = lo[0] / h;
             b[3] = (hi[1] - 1) / h;
-            let mut cols = ColumnWalk::new(b[1], h);
-            for (k, &[s, e]) in runs.iter().enumerate() {
-                let col0 = cols.start_of(s);
-                simple &= cols.col - b[1] == k as u32;
-                let (y0, y1) = (s - col0, e - 1 - col0);
-                if y1 >= h {
-                    // The run crosses a column boundary: every row is covered.
-                    b[0] = 0;
-                    b[2] = h - 1;
-                    simple = false;
-                    break;
+            // Most masks have run k alone in column c0 + k: check that and take the rows in one
+            // loop without branches.
+            simple = runs.len() as u32 == b[3] - b[1] + 1;
+            if simple {
+                let (mut r0, mut r1, mut top) = (u32::MAX, 0, 0);
+                let mut col_start = b[1] * h;
+                for &[s, e] in runs {
+                    // Either wraps to a huge value when the run is not inside the column.
+                    let (y0, y1) = (s.wrapping_sub(col_start), (e - 1).wrapping_sub(col_start));
+                    r0 = r0.min(y0);
+                    r1 = r1.max(y1);
+                    top = top.max(y0);
+                    // (c1 + 1) * h <= height * width.
+                    col_start += h;
                 }
-                b[0] = b[0].min(y0);
-                b[2] = b[2].max(y1);
+                simple = r1 < h && top < h;
+                b[0] = r0;
+                b[2] = r1;
+            }
+            if !simple {
+                b[0] = u32::MAX;
+                b[2] = 0;
+                let mut cols = ColumnWalk::new(b[1], h);
+                for &[s, e] in runs {
+                    let col0 = cols.start_of(s);
+                    let (y0, y1) = (s - col0, e - 1 - col0);
+                    if y1 >= h {
+                        // The run crosses a column boundary: every row is covered.
+                        b[0] = 0;
+                        b[2] = h - 1;
+                        break;
+                    }
+                    b[0] = b[0].min(y0);
+                    b[2] = b[2].max(y1);
+                }
             }
         }
         self.offsets.push(self.runs.len() as u32);
@@ -277,23 +268,42 @@ impl CocoBatch {
             (false, true) => return other.simple_and_runs(j, self, i, c0, c1),
             (false, false) => {}
         }
-        // Merge walk over both run lists, from the first shared column to the last.
+        // Column by column, from the first shared column to the last: the runs of each side
+        // in one column are found independently of the other side's, and a column with one run
+        // on each side (most columns, even here) is one interval overlap.
         let h = self.size.height as u32;
         let (lo, hi) = (c0 * h, (c1 + 1) * h);
         let (a, b) = (self.runs(i), other.runs(j));
         let mut ia = a.partition_point(|r| r[1] <= lo);
         let mut ib = b.partition_point(|r| r[1] <= lo);
-        let mut inter = 0u64;
-        while ia < a.len() && ib < b.len() {
-            let ([s1, e1], [s2, e2]) = (a[ia], b[ib]);
-            if s1 >= hi || s2 >= hi {
-                break;
+        // The total is at most the area, which fits in u32.
+        let mut inter = 0u32;
+        let mut col_start = lo;
+        while col_start < hi && ia < a.len() && ib < b.len() {
+            let col_end = col_start + h;
+            // Runs overlapping this column: from ia (or ib) while they start before its end.
+            let na = a[ia..].iter().take_while(|r| r[0] < col_end).count();
+            let nb = b[ib..].iter().take_while(|r| r[0] < col_end).count();
+            let (ra, rb) = (&a[ia..ia + na], &b[ib..ib + nb]);
+            // Clipped to the column: a run crossing into the next one counts there too.
+            let overlap = |x: &[u32; 2], y: &[u32; 2]| {
+                x[1].min(y[1]).min(col_end).saturating_sub(x[0].max(y[0]).max(col_start))
+            };
+            if let ([x], [y]) = (ra, rb) {
+                inter += overlap(x, y);
+            } else {
+                for x in ra {
+                    for y in rb {
+                        inter += overlap(x, y);
+                    }
+                }
             }
-            inter += e1.min(e2).saturating_sub(s1.max(s2)) as u64;
-            ia += (e1 <= e2) as usize;
-            ib += (e2 <= e1) as usize;
+            // Keep a last run that goes on into the next column.
+            ia += na - ra.last().is_some_and(|r| r[1] > col_end) as usize;
+            ib += nb - rb.last().is_some_and(|r| r[1] > col_end) as usize;
+            col_start = col_end;
         }
-        inter
+        inter as u64
     }
 
     /// Intersection of simple mask `i` of `self` with mask `j` of `other` over the columns
@@ -327,12 +337,85 @@ impl CocoBatch {
     }
 
     /// Calls `f(i, j)` once for every mask `i` of `self` and `j` of `other` whose pixel bounds
-    /// meet (empty masks meet nothing), found through a coarse grid rather than all pairs. Pairs
-    /// come grouped by `i` in increasing order; the `j` of one `i` are in no particular order.
-    pub fn for_each_candidate(&self, other: &Self, mut f: impl FnMut(usize, usize)) {
+    /// meet (empty masks meet nothing). Up to [`BRUTE_FORCE_PAIRS`] pairs, every box is tested,
+    /// in a loop without branches over `other`'s bounds; above, a coarse grid finds the pairs.
+    /// Pairs come grouped by `i` in increasing order; the `j` of one `i` are in no particular
+    /// order.
+    pub fn for_each_candidate(&self, other: &Self, f: impl FnMut(usize, usize)) {
         if self.is_empty() || other.is_empty() || self.size != other.size {
             return;
         }
+        // Rows and columns as i32 (both below 2^31) let the compares vectorise.
+        let small = self.size.height < 1 << 31 && self.size.width < 1 << 31;
+        if small && self.len() * other.len() <= BRUTE_FORCE_PAIRS {
+            self.candidates_by_testing_all(other, f);
+        } else {
+            self.candidates_from_grid(other, f);
+        }
+    }
+
+    /// [`CocoBatch::for_each_candidate`] by testing every pair of boxes: for each mask of `self`,
+    /// a byte per mask of `other` (whether the boxes meet) in one pass without branches, then
+    /// the set bytes eight at a time.
+    fn candidates_by_testing_all(&self, other: &Self, f: impl FnMut(usize, usize)) {
+        thread_local! {
+            static SCRATCH: RefCell<(Vec<[i32; 4]>, Vec<u8>)> =
+                const { RefCell::new((Vec::new(), Vec::new())) };
+        }
+        // A call from inside `f` (the scratch is in use) gets buffers of its own.
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.test_all(other, &mut scratch, f),
+            Err(_) => self.test_all(other, &mut Default::default(), f),
+        });
+    }
+
+    /// The work of [`CocoBatch::candidates_by_testing_all`], in the buffers given.
+    fn test_all(
+        &self,
+        other: &Self,
+        (boxes, hits): &mut (Vec<[i32; 4]>, Vec<u8>),
+        mut f: impl FnMut(usize, usize),
+    ) {
+        boxes.clear();
+        // An empty mask's bounds meet nothing: r0 = MAX is above every r1.
+        boxes.extend(other.bounds.iter().map(|b| b.map(|v| v.min(i32::MAX as u32) as i32)));
+        hits.clear();
+        hits.resize(other.len().next_multiple_of(8), 0);
+        for (i, a) in self.bounds.iter().enumerate().filter(|(_, b)| **b != EMPTY) {
+            let a = a.map(|v| v as i32);
+            for (hit, b) in hits.iter_mut().zip(boxes.iter()) {
+                *hit = ((a[0] <= b[2]) & (b[0] <= a[2]) & (a[1] <= b[3]) & (b[1] <= a[3])) as u8;
+            }
+            for (k, chunk) in hits.chunks_exact(8).enumerate() {
+                let mut word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+                while word != 0 {
+                    f(i, 8 * k + (word.trailing_zeros() / 8) as usize);
+                    word &= word - 1;
+                }
+            }
+        }
+    }
+
+    /// [`CocoBatch::for_each_candidate`] through a coarse grid over the image.
+    fn candidates_from_grid(&self, other: &Self, f: impl FnMut(usize, usize)) {
+        // The grid's buffers, reused from call to call on each thread.
+        thread_local! {
+            static GRID: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+        }
+        // A call from inside `f` (the scratch is in use) gets buffers of its own.
+        GRID.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.grid(other, &mut scratch, f),
+            Err(_) => self.grid(other, &mut Default::default(), f),
+        });
+    }
+
+    /// The work of [`CocoBatch::candidates_from_grid`], in the buffers given.
+    fn grid(
+        &self,
+        other: &Self,
+        (start, items): &mut (Vec<u32>, Vec<u32>),
+        mut f: impl FnMut(usize, usize),
+    ) {
         let rows = (self.size.height as u32).div_ceil(CELL) as usize;
         let cols = (self.size.width as u32).div_ceil(CELL) as usize;
         let cells = |b: &[u32; 4]| {
@@ -341,28 +424,33 @@ impl CocoBatch {
                 (b[1] / CELL) as usize..=(b[3] / CELL) as usize,
             )
         };
-        // CSR grid of `other`: counts, prefix sums, fill.
-        let mut start = vec![0u32; rows * cols + 1];
+        // CSR grid of `other`: counts, prefix sums, fill (moving each cell's start up by
+        // one slot per item, then back).
+        start.clear();
+        start.resize(rows * cols + 1, 0);
         for b in other.bounds.iter().filter(|b| **b != EMPTY) {
             let (rr, cr) = cells(b);
             for gr in rr {
                 for gc in cr.clone() {
-                    start[gr * cols + gc + 1] += 1;
+                    start[gr * cols + gc] += 1;
                 }
             }
         }
-        for k in 1..start.len() {
-            start[k] += start[k - 1];
+        let mut sum = 0;
+        for v in start.iter_mut() {
+            sum += *v;
+            *v = sum;
         }
-        let mut fill = start.clone();
-        let mut items = vec![0u32; start[rows * cols] as usize];
-        for (j, b) in other.bounds.iter().enumerate().filter(|(_, b)| **b != EMPTY) {
+        // Now start[c] is the end of cell c; filling from the end moves it to its start.
+        items.clear();
+        items.resize(sum as usize, 0);
+        for (j, b) in other.bounds.iter().enumerate().rev().filter(|(_, b)| **b != EMPTY) {
             let (rr, cr) = cells(b);
             for gr in rr {
                 for gc in cr.clone() {
-                    let slot = &mut fill[gr * cols + gc];
+                    let slot = &mut start[gr * cols + gc];
+                    *slot -= 1;
                     items[*slot as usize] = j as u32;
-                    *slot += 1;
                 }
             }
         }
@@ -373,20 +461,179 @@ impl CocoBatch {
                     let cell = gr * cols + gc;
                     for &j in &items[start[cell] as usize..start[cell + 1] as usize] {
                         let b = &other.bounds[j as usize];
-                        if a[0] <= b[2] && b[0] <= a[2] && a[1] <= b[3] && b[1] <= a[3] {
-                            // Report the pair only in the cell holding the top-left corner of
-                            // the boxes' intersection, so each pair comes once.
-                            let top = a[0].max(b[0]) / CELL;
-                            let left = a[1].max(b[1]) / CELL;
-                            if top as usize == gr && left as usize == gc {
-                                f(i, j as usize);
-                            }
+                        // Report the pair only in the cell holding the top-left corner of
+                        // the boxes' intersection, so each pair comes once. One branch.
+                        let top = (a[0].max(b[0]) / CELL) as usize;
+                        let left = (a[1].max(b[1]) / CELL) as usize;
+                        if (a[0] <= b[2])
+                            & (b[0] <= a[2])
+                            & (a[1] <= b[3])
+                            & (b[1] <= a[3])
+                            & (top == gr)
+                            & (left == gc)
+                        {
+                            f(i, j as usize);
                         }
                     }
                 }
             }
         }
     }
+
+    /// The IoU matrix of the detections in `self` against the ground truths in `gt`, exactly as
+    /// pycocotools `iou(dt, gt, iscrowd)` (and [`crate::coco::iou_matrix`]): row-major
+    /// `[self.len()][gt.len()]`; with `iscrowd[g]` the union is the detection's area. Only pairs
+    /// whose pixel bounds meet are intersected; the others are 0, as pycocotools' box pre-filter
+    /// or its run walk gives them.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `iscrowd.len() != gt.len()`; [`Error::SizeMismatch`] when
+    /// the batches' image sizes differ.
+    pub fn iou_matrix(&self, gt: &Self, iscrowd: &[bool]) -> Result<Vec<f64>> {
+        if iscrowd.len() != gt.len() {
+            return Err(Error::LengthMismatch {
+                what: "iou_matrix gt/iscrowd",
+                left: gt.len(),
+                right: iscrowd.len(),
+            });
+        }
+        if self.size != gt.size && !self.is_empty() && !gt.is_empty() {
+            return Err(Error::SizeMismatch { index: 0, got: gt.size, want: self.size });
+        }
+        let mut out = vec![0.0; self.len() * gt.len()];
+        self.for_each_candidate(gt, |d, g| {
+            let inter = self.intersection_area(d, gt, g);
+            if inter > 0 {
+                // The same integers and division as pycocotools' rleIou.
+                let union =
+                    if iscrowd[g] { self.areas[d] } else { self.areas[d] + gt.areas[g] - inter };
+                out[d * gt.len() + g] = inter as f64 / union as f64;
+            }
+        });
+        Ok(out)
+    }
+
+    /// Calls `f(i, j, iou)` for every mask `i` of `self` (the detections) and `j` of `other`
+    /// whose IoU (pycocotools `iou` with `iscrowd = 0`: the same integers and division) is above
+    /// `floor`, grouped by `i` in increasing order. A pair is skipped without intersecting its
+    /// runs when its areas and the overlap of its boxes already bound the IoU to at most `floor`,
+    /// so a high `floor` (the 0.5 of the competition metric) leaves few pairs to intersect;
+    /// `floor = 0.0` gives every pair with a non-zero IoU.
+    pub fn for_each_iou_above(
+        &self,
+        other: &Self,
+        floor: f64,
+        mut f: impl FnMut(usize, usize, f64),
+    ) {
+        self.for_each_candidate(other, |i, j| {
+            let (a, b) = (self.areas[i], other.areas[j]);
+            if floor > 0.0 {
+                // The intersection is at most both areas and the boxes' overlap, and
+                // x / (a + b - x) grows with x: the IoU is at most `upper` (division is
+                // correctly rounded, hence monotone, so this holds after rounding too).
+                let (p, q) = (self.bounds[i], other.bounds[j]);
+                let rows = p[2].min(q[2]) - p[0].max(q[0]) + 1;
+                let cols = p[3].min(q[3]) - p[1].max(q[1]) + 1;
+                let m = a.min(b).min(rows as u64 * cols as u64);
+                if m as f64 / (a + b - m) as f64 <= floor {
+                    return;
+                }
+            }
+            let inter = self.intersection_area(i, other, j);
+            if inter > 0 {
+                let iou = inter as f64 / (a + b - inter) as f64;
+                if iou > floor {
+                    f(i, j, iou);
+                }
+            }
+        });
+    }
+}
+
+/// Parses a compressed `counts` string (pycocotools' code: 6 bits per character from `'0'`, 5 of
+/// them data, bit 0x20 = more characters follow, bit 0x10 of the last one = sign; each value after
+/// the third adds the value two before) into runs appended to `runs`. Returns whether the string
+/// is valid for `total` pixels (false for anything the reference parser would reject) and the
+/// area.
+#[inline]
+fn parse_runs(s: &[u8], total: u64, runs: &mut Vec<[u32; 2]>) -> (bool, u64) {
+    const MAX: u64 = u32::MAX as u64;
+    let mut p = 0usize;
+    let (mut pos, mut bg, mut fg, mut area) = (0u64, 0i64, 0i64, 0u64);
+    // The next value; leaves the block `$done` at the end of the string.
+    macro_rules! value {
+        ($done:lifetime) => {{
+            let Some(&byte) = s.get(p) else { break $done };
+            let c = byte.wrapping_sub(48);
+            if c < 0x20 {
+                // One character (most values): 5 bits, sign-extended.
+                p += 1;
+                ((c as i64) << 59) >> 59
+            } else {
+                let (v, next) = long_value(s, p);
+                if next == usize::MAX {
+                    return (false, 0);
+                }
+                p = next;
+                v
+            }
+        }};
+    }
+    // Background count k (value 2k), then foreground count k (value 2k + 1).
+    macro_rules! pair {
+        ($done:lifetime) => {{
+            bg += value!($done);
+            // A negative i64 is a huge u64.
+            if bg as u64 > MAX {
+                return (false, 0);
+            }
+            pos += bg as u64;
+            fg += value!($done);
+            // pos <= total + MAX: no overflow before the checks.
+            let end = pos.wrapping_add(fg as u64);
+            if fg as u64 > MAX || end > total {
+                return (false, 0);
+            }
+            if fg > 0 {
+                // end <= total <= u32::MAX.
+                runs.push([pos as u32, end as u32]);
+                area += fg as u64;
+            }
+            pos = end;
+        }};
+    }
+    'done: {
+        pair!('done);
+        // Value 2 (the second background count) is not a difference; later ones are.
+        bg = 0;
+        loop {
+            pair!('done);
+        }
+    }
+    (pos == total, area)
+}
+
+/// A value of two characters or more of a compressed `counts` string starting at `p`, and the
+/// position after it (`usize::MAX` when malformed).
+#[inline(never)]
+fn long_value(s: &[u8], mut p: usize) -> (i64, usize) {
+    let mut x = 0i64;
+    for shift in (0..35).step_by(5) {
+        let Some(&byte) = s.get(p) else { break };
+        let c = byte.wrapping_sub(48);
+        p += 1;
+        if c > 63 {
+            break;
+        }
+        x |= ((c & 0x1f) as i64) << shift;
+        if c < 0x20 {
+            if c & 0x10 != 0 {
+                x |= -1i64 << (shift + 5);
+            }
+            return (x, p);
+        }
+    }
+    (0, usize::MAX)
 }
 
 /// Finds the column of increasing positions, with additions while they stay close.
@@ -449,37 +696,151 @@ mod tests {
         })
     }
 
+    /// Masks of any shape: each pixel set with a per-mask probability (holes, several runs per
+    /// column, runs crossing column boundaries, empty and full masks).
+    fn arb_any(size: ImageSize) -> impl Strategy<Value = Vec<CocoRle>> {
+        let n = size.pixels();
+        proptest::collection::vec((0.0f64..1.0, proptest::collection::vec(0.0f64..1.0, n)), 0..6)
+            .prop_map(move |masks| {
+                masks
+                    .into_iter()
+                    .map(|(p, u)| {
+                        let data = u.into_iter().map(|x| u8::from(x < p)).collect();
+                        CocoRle::from_mask(&BitMask::from_vec(size, data).unwrap())
+                    })
+                    .collect()
+            })
+    }
+
+    fn arb_sized_any() -> impl Strategy<Value = (ImageSize, Vec<CocoRle>, Vec<CocoRle>)> {
+        (1usize..9, 1usize..9).prop_flat_map(|(h, w)| {
+            let size = ImageSize::new(h, w);
+            (Just(size), arb_any(size), arb_any(size))
+        })
+    }
+
+    /// Everything a batch computes equals the reference computation on [`CocoRle`]s.
+    fn check_against_reference(
+        size: ImageSize,
+        a: &[CocoRle],
+        b: &[CocoRle],
+    ) -> std::result::Result<(), TestCaseError> {
+        let mut ba = CocoBatch::new(size).unwrap();
+        let mut bb = CocoBatch::new(size).unwrap();
+        for r in a {
+            ba.push_counts_str(&r.to_counts_string()).unwrap();
+        }
+        for r in b {
+            bb.push(r).unwrap();
+        }
+        for (i, r) in a.iter().enumerate() {
+            prop_assert_eq!(ba.area(i), r.area());
+            prop_assert_eq!(ba.bounds(i), coco_bounds(r));
+            let runs: Vec<[u32; 2]> = r.runs().iter().map(|x| [x.start, x.end()]).collect();
+            let covered: u64 = ba.runs(i).iter().map(|x| (x[1] - x[0]) as u64).sum();
+            prop_assert_eq!(covered, r.area());
+            prop_assert_eq!(runs.first().map(|x| x[0]), ba.runs(i).first().map(|x| x[0]));
+        }
+        let mut want = crate::overlap::candidate_pairs(
+            &a.iter().map(coco_bounds).collect::<Vec<_>>(),
+            &b.iter().map(coco_bounds).collect::<Vec<_>>(),
+        );
+        want.sort_unstable();
+        let mut found = Vec::new();
+        ba.for_each_candidate(&bb, |i, j| found.push((i, j)));
+        prop_assert!(found.windows(2).all(|w| w[0].0 <= w[1].0), "grouped by i");
+        found.sort_unstable();
+        prop_assert_eq!(&found, &want);
+        // Both ways of finding them, whichever the sizes pick.
+        if !a.is_empty() && !b.is_empty() {
+            for grid in [false, true] {
+                let mut found = Vec::new();
+                if grid {
+                    ba.candidates_from_grid(&bb, |i, j| found.push((i, j)));
+                } else {
+                    ba.candidates_by_testing_all(&bb, |i, j| found.push((i, j)));
+                }
+                prop_assert!(found.windows(2).all(|w| w[0].0 <= w[1].0), "grouped by i");
+                found.sort_unstable();
+                prop_assert_eq!(&found, &want, "grid {}", grid);
+            }
+        }
+        for (i, ra) in a.iter().enumerate() {
+            for (j, rb) in b.iter().enumerate() {
+                prop_assert_eq!(ba.intersection_area(i, &bb, j), ra.intersection_area(rb).unwrap());
+            }
+        }
+        // The IoU matrix with and without crowd flags, bit for bit as pycocotools' rleIou.
+        let crowd: Vec<bool> = (0..b.len()).map(|j| j % 2 == 1).collect();
+        let got = ba.iou_matrix(&bb, &crowd).unwrap();
+        for (i, ra) in a.iter().enumerate() {
+            for (j, rb) in b.iter().enumerate() {
+                let want = ra.iou(rb, crowd[j]).unwrap();
+                prop_assert_eq!(got[i * b.len() + j].to_bits(), want.to_bits(), "pair {} {}", i, j);
+            }
+        }
+        // The pruned walk gives exactly the pairs above each floor, with the same values.
+        for floor in [0.0, 0.3, 0.5, 0.75] {
+            let mut above = Vec::new();
+            ba.for_each_iou_above(&bb, floor, |i, j, v| above.push((i, j, v.to_bits())));
+            above.sort_unstable();
+            let mut want = Vec::new();
+            for (i, ra) in a.iter().enumerate() {
+                for (j, rb) in b.iter().enumerate() {
+                    let v = ra.iou(rb, false).unwrap();
+                    if v > floor {
+                        want.push((i, j, v.to_bits()));
+                    }
+                }
+            }
+            prop_assert_eq!(above, want, "floor {}", floor);
+        }
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn matches_coco_rle(a in arb_rles(ImageSize::new(13, 17)), b in arb_rles(ImageSize::new(13, 17))) {
-            let size = ImageSize::new(13, 17);
-            let mut ba = CocoBatch::new(size).unwrap();
-            let mut bb = CocoBatch::new(size).unwrap();
-            for r in &a {
-                ba.push_counts_str(&r.to_counts_string()).unwrap();
-            }
-            for r in &b {
-                bb.push(r).unwrap();
-            }
-            for (i, r) in a.iter().enumerate() {
-                prop_assert_eq!(ba.area(i), r.area());
-                prop_assert_eq!(ba.bounds(i), coco_bounds(r));
-            }
-            let mut found = Vec::new();
-            ba.for_each_candidate(&bb, |i, j| found.push((i, j)));
-            found.sort_unstable();
-            let mut want = crate::overlap::candidate_pairs(
-                &a.iter().map(coco_bounds).collect::<Vec<_>>(),
-                &b.iter().map(coco_bounds).collect::<Vec<_>>(),
-            );
-            want.sort_unstable();
-            prop_assert_eq!(found, want);
-            for (i, ra) in a.iter().enumerate() {
-                for (j, rb) in b.iter().enumerate() {
-                    prop_assert_eq!(ba.intersection_area(i, &bb, j), ra.intersection_area(rb).unwrap());
+            check_against_reference(ImageSize::new(13, 17), &a, &b)?;
+        }
+
+        #[test]
+        fn matches_coco_rle_for_any_shape((size, a, b) in arb_sized_any()) {
+            check_against_reference(size, &a, &b)?;
+        }
+
+        #[test]
+        fn parses_any_string_as_the_reference(s in "[/-p ]{0,12}", h in 1usize..5, w in 1usize..5) {
+            let size = ImageSize::new(h, w);
+            let mut batch = CocoBatch::new(size).unwrap();
+            match (batch.push_counts_str(&s), CocoRle::from_counts_str(&s, size)) {
+                (Ok(()), Ok(r)) => {
+                    prop_assert_eq!(batch.area(0), r.area());
+                    prop_assert_eq!(batch.bounds(0), coco_bounds(&r));
                 }
+                (Err(e), Err(f)) => prop_assert_eq!(e.to_string(), f.to_string()),
+                (got, want) => prop_assert!(false, "{:?} vs {:?}", got, want.map(|_| ())),
             }
         }
+    }
+
+    #[test]
+    fn candidates_can_be_asked_for_from_inside_the_callback() {
+        let size = ImageSize::new(6, 6);
+        let mut m = BitMask::zeros(size);
+        m.set(1, 1, true);
+        m.set(2, 2, true);
+        let mut batch = CocoBatch::new(size).unwrap();
+        batch.push(&CocoRle::from_mask(&m)).unwrap();
+        batch.push(&CocoRle::from_mask(&m)).unwrap();
+        let mut n = 0;
+        batch.candidates_from_grid(&batch, |_, _| {
+            batch.candidates_from_grid(&batch, |_, _| n += 1);
+        });
+        batch.candidates_by_testing_all(&batch, |_, _| {
+            batch.candidates_by_testing_all(&batch, |_, _| n += 1);
+        });
+        assert_eq!(n, 2 * 4 * 4);
     }
 
     #[test]

@@ -23,6 +23,7 @@
 
 use cellseg_core::{BitMask, BoxXyxy, CroppedMask, ImageSize};
 
+use crate::batch::CocoBatch;
 use crate::runs::{self, Order, Run};
 use crate::{DsbRle, Error, KaggleRle, Result};
 
@@ -611,6 +612,37 @@ pub fn iou_matrix(dt: &[CocoRle], gt: &[CocoRle], iscrowd: &[bool]) -> Result<Ve
     }
     // Pairs whose pixel bounds do not meet have IoU 0, which is also what pycocotools' box
     // pre-filter gives them; the others get pycocotools' exact value.
+    let size = dt.first().or(gt.first()).map(CocoRle::size);
+    if let Some(size) = size
+        && dt.iter().chain(gt).all(|m| m.size == size)
+    {
+        // One image size (the usual case): both sides as run batches, reused per thread.
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Option<(CocoBatch, CocoBatch)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        return SCRATCH.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let (db, gb) = match slot.as_mut() {
+                Some((db, gb)) => {
+                    db.reset(size)?;
+                    gb.reset(size)?;
+                    (db, gb)
+                }
+                None => {
+                    let (db, gb) = slot.insert((CocoBatch::new(size)?, CocoBatch::new(size)?));
+                    (db, gb)
+                }
+            };
+            for m in dt {
+                db.push(m)?;
+            }
+            for m in gt {
+                gb.push(m)?;
+            }
+            db.iou_matrix(gb, iscrowd)
+        });
+    }
     let db: Vec<_> = dt.iter().map(crate::overlap::coco_bounds).collect();
     let gb: Vec<_> = gt.iter().map(crate::overlap::coco_bounds).collect();
     let mut out = vec![0.0; dt.len() * gt.len()];

@@ -9,7 +9,8 @@
 //! - [`coco`]: COCO RLE exactly as pycocotools: uncompressed and compressed `counts`, polygons,
 //!   boxes, area, `toBbox`, merge, IoU with `iscrowd` ([`CocoRle`]).
 //! - [`batch`]: many COCO masks of one image as runs in one buffer, with areas and bounds, for fast
-//!   pairwise intersections ([`batch::CocoBatch`], used by the competition metric).
+//!   pairwise intersections and IoU matrices ([`batch::CocoBatch`], used by [`coco::iou_matrix`]
+//!   and the competition metric).
 //!
 //! The three orders are three types, so a row-major string can never be read as a column-major
 //! one by accident. All of them convert to and from [`cellseg_core::BitMask`] and
