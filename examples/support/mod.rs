@@ -1,9 +1,61 @@
-//! Shared pieces of the examples: an `indicatif` progress bar that observes the training engine.
+//! Shared pieces of the training examples: an `indicatif` progress bar that observes the training
+//! engine, overlay PNGs of held-out predictions and the closing report.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use cellseg::train::{EvalRecord, NonFiniteStep, RunPlan, StepStats, TrainObserver, TrainReport};
+use anyhow::Context;
+use cellseg::data::Sample;
+use cellseg::postproc::Processed;
+use cellseg::train::{
+    EvalRecord, EvalReport, NonFiniteStep, RunPlan, StepStats, TrainObserver, TrainReport, overlay,
+};
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// One line: the overall metric and the metric per cell type (or cell line).
+pub fn print_report(what: &str, r: &EvalReport) {
+    let per: Vec<String> = r.per_type.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+    println!("{what:<10} metric {:.3}   [{}]", r.score, per.join(", "));
+}
+
+/// Writes overlay PNGs of the first `n` held-out images into `dir`; returns their paths.
+///
+/// # Errors
+/// The folder cannot be created or a PNG cannot be written (naming the path).
+pub fn write_overlays(
+    dir: &Path,
+    samples: &[Sample],
+    processed: &[Processed],
+    n: usize,
+) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut paths = Vec::new();
+    for (s, p) in samples.iter().zip(processed).take(n) {
+        let path = dir.join(format!("{}.png", s.id));
+        overlay::write_overlay(&path, &s.image, &p.detections)?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// The best validation, the step count and time, and where the checkpoints, logs, curves and
+/// overlays are.
+pub fn print_outputs(report: &TrainReport, train_s: f64, whole_s: f64, overlays: &[PathBuf]) {
+    if let Some(b) = &report.best {
+        println!("best validation metric {:.3} at step {}", b.score, b.step);
+    }
+    println!("steps: {} in {train_s:.0} s (whole run {whole_s:.0} s)", report.steps);
+    if let Some(c) = &report.last_checkpoint {
+        println!("checkpoint: {}", c.display());
+    }
+    if let Some(c) = &report.best_checkpoint {
+        println!("best checkpoint: {}", c.display());
+    }
+    println!("metrics log: {}", report.metrics_log.display());
+    println!("curves: {}", report.curves.display());
+    for o in overlays {
+        println!("overlay: {}", o.display());
+    }
+}
 
 /// A progress bar with loss, learning rate, speed and ETA; evaluations and checkpoints are printed
 /// above it.

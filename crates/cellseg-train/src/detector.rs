@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 
 use cellseg_backbones::{BackboneConfig, FpnConfig, TinyConfig, TinyConvNet};
-use cellseg_core::{CellType, Detections};
+use cellseg_core::{CellType, Detections, LivecellClass};
 use cellseg_data::{Augment, AugmentConfig, Batch, Sample};
 use cellseg_heads::MaskRcnn;
 use cellseg_heads::config::HeadsConfig;
@@ -236,6 +236,29 @@ impl TrainData for SampleData {
 pub struct DetectorValidator {
     samples: Vec<Sample>,
     pipeline: Pipeline,
+    class_space: Option<ClassSpace>,
+}
+
+/// A label space other than the three Sartorius cell types (e.g. LIVECell's 8 cell lines), for
+/// [`DetectorValidator::with_class_space`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassSpace {
+    /// The name of each label (`names[label]`); an image's per-group score is reported under the
+    /// name of its ground truth's majority label (`label_<n>` past the end of the list).
+    pub names: Vec<String>,
+    /// The Sartorius cell type whose post-processing thresholds every image gets (cellseg-postproc
+    /// indexes its per-type parameters by the 3 Sartorius types, and would reject other labels).
+    pub postproc_as: CellType,
+}
+
+impl ClassSpace {
+    /// LIVECell's 8 cell lines in the seed's `LIVECELL_CLASSES` order (SEED.md §1.4).
+    pub fn livecell(postproc_as: CellType) -> Self {
+        Self {
+            names: LivecellClass::ALL.iter().map(|c| c.name().to_string()).collect(),
+            postproc_as,
+        }
+    }
 }
 
 /// The outcome of [`DetectorValidator::evaluate`].
@@ -255,7 +278,17 @@ impl DetectorValidator {
     /// # Errors
     /// An invalid post-processing config.
     pub fn new(samples: Vec<Sample>, postproc: PostprocConfig) -> Result<Self, HookError> {
-        Ok(Self { samples, pipeline: Pipeline::new(postproc)? })
+        Ok(Self { samples, pipeline: Pipeline::new(postproc)?, class_space: None })
+    }
+
+    /// Scores a model whose labels are not the 3 Sartorius cell types (e.g. the 8 LIVECell cell
+    /// lines): per-group scores use `space.names` of each image's majority ground-truth label, and
+    /// every prediction is post-processed with the thresholds of `space.postproc_as` (the
+    /// predicted labels are kept in [`Evaluation::processed`]).
+    #[must_use]
+    pub fn with_class_space(mut self, space: ClassSpace) -> Self {
+        self.class_space = Some(space);
+        self
     }
 
     /// The held-out samples.
@@ -274,12 +307,27 @@ impl DetectorValidator {
         for s in &self.samples {
             let batch = Batch::collate(vec![s.clone()], SIZE_DIVISOR);
             let dets = model.predict(&batch)?.remove(0);
-            let p = self.pipeline.run_binary(&s.id, &dets)?;
+            let p = match &self.class_space {
+                None => self.pipeline.run_binary(&s.id, &dets)?,
+                Some(space) => {
+                    let mut relabelled = dets.clone();
+                    relabelled.labels.iter_mut().for_each(|l| *l = space.postproc_as.label());
+                    let mut p = self.pipeline.run_binary(&s.id, &relabelled)?;
+                    p.detections.labels =
+                        p.source_indices.iter().map(|&i| dets.labels[i]).collect();
+                    p
+                }
+            };
             let ious = IouMatrix::from_cropped(&s.instances.masks, &p.detections.masks)
                 .map_err(|e| format!("{}: {e}", s.id))?;
             let score = image_score(&ious);
-            if let Some(t) = majority_type(&s.instances.labels) {
-                by_type.entry(t.name().to_string()).or_default().push(score.clone());
+            let group = match &self.class_space {
+                None => majority_type(&s.instances.labels).map(|t| t.name().to_string()),
+                Some(space) => majority_label(&s.instances.labels)
+                    .map(|l| space.names.get(l).cloned().unwrap_or_else(|| format!("label_{l}"))),
+            };
+            if let Some(g) = group {
+                by_type.entry(g).or_default().push(score.clone());
             }
             scores.push(score);
             processed.push(p);
@@ -308,6 +356,16 @@ fn majority_type(labels: &[usize]) -> Option<CellType> {
     if n == 0 { None } else { CellType::from_label(best) }
 }
 
+/// The most frequent label (ties: the lowest).
+fn majority_label(labels: &[usize]) -> Option<usize> {
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for &l in labels {
+        *counts.entry(l).or_default() += 1;
+    }
+    // `max_by_key` keeps the last maximum: scan in reverse so the lowest label wins ties.
+    counts.iter().rev().max_by_key(|&(_, c)| *c).map(|(&l, _)| l)
+}
+
 impl Validator<Detector> for DetectorValidator {
     fn validate(&mut self, model: &mut Detector) -> Result<EvalReport, HookError> {
         Ok(self.evaluate(model)?.report)
@@ -323,5 +381,44 @@ mod tests {
         assert_eq!(majority_type(&[1, 2, 2]), Some(CellType::Cort));
         assert_eq!(majority_type(&[1, 0]), Some(CellType::Shsy5y));
         assert_eq!(majority_type(&[]), None);
+    }
+
+    #[test]
+    fn majority_label_covers_any_label_space() {
+        assert_eq!(majority_label(&[7, 3, 7, 3, 5]), Some(3));
+        assert_eq!(majority_label(&[6, 6, 1]), Some(6));
+        assert_eq!(majority_label(&[]), None);
+        let space = ClassSpace::livecell(CellType::Shsy5y);
+        assert_eq!(space.names.len(), 8);
+        assert_eq!(space.names[0], "skbr3");
+        assert_eq!(space.names[7], "shsy5y");
+    }
+
+    #[test]
+    fn livecell_labels_are_scored_per_cell_line() {
+        let mut cfg = DetectorConfig { trunk: Trunk::Tiny, ..DetectorConfig::default() };
+        cfg.tiny = TinyConfig { widths: [8, 8, 16, 16] };
+        cfg.neck = FpnConfig { out_channels: 8, num_outs: 5 };
+        cfg.heads.num_classes = 8;
+        cfg.heads.rpn.feat_channels = 8;
+        cfg.heads.bbox_head.fc_channels = 16;
+        cfg.heads.mask_head.num_convs = 1;
+        cfg.heads.mask_head.conv_channels = 8;
+        // Untrained: keep every detection so that predicted labels 0..=7 reach post-processing.
+        cfg.heads.test.score_thr = 0.0;
+        let model = Detector::from_config(Device::Cpu, &cfg).unwrap();
+        let mut samples =
+            cellseg_data::synthetic::samples(2, cellseg_core::ImageSize::new(64, 64), 0);
+        for (s, class) in samples.iter_mut().zip([LivecellClass::Shsy5y, LivecellClass::Skov3]) {
+            s.instances.labels.iter_mut().for_each(|l| *l = class.label());
+        }
+        let postproc = PostprocConfig { confidence_threshold: [0.0; 3], ..Default::default() };
+        let v = DetectorValidator::new(samples, postproc)
+            .unwrap()
+            .with_class_space(ClassSpace::livecell(CellType::Shsy5y));
+        let e = v.evaluate(&model).unwrap();
+        let keys: Vec<&str> = e.report.per_type.keys().map(String::as_str).collect();
+        assert_eq!(keys, vec!["shsy5y", "skov3"]);
+        assert!(e.processed.iter().all(|p| p.detections.labels.iter().all(|&l| l < 8)));
     }
 }

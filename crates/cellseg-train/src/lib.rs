@@ -65,6 +65,7 @@ pub mod observer;
 pub mod optim;
 pub mod overlay;
 pub mod plot;
+pub mod pretrained;
 pub mod sampler;
 pub mod schedule;
 pub mod trainer;
@@ -78,5 +79,8 @@ pub use error::{Error, HookError, Result, ShapeMismatch};
 pub use losses::{DecayWeights, LossWeighting, Losses};
 pub use observer::{EvalRecord, EvalReport, NonFiniteStep, RunPlan, StepStats, TrainObserver};
 pub use optim::{Optimizer, clip_grad_norm};
+pub use pretrained::{
+    PretrainedConfig, PretrainedReport, RunCheckpoint, load_pretrained, resolve_checkpoint_file,
+};
 pub use schedule::LrSchedule;
 pub use trainer::{Start, TrainData, TrainReport, TrainableModel, Trainer, Validator};

@@ -1,0 +1,204 @@
+//! Config and data of `examples/train_maskrcnn.rs` (a module of the example, also compiled into
+//! `tests/train_maskrcnn.rs`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cellseg::core::ImageSize;
+use cellseg::data::dsb::DsbDataset;
+use cellseg::data::sartorius::{SartoriusDataset, SartoriusOptions};
+use cellseg::data::{AugmentConfig, Sample, Strictness, synthetic};
+use cellseg::postproc::PostprocConfig;
+use cellseg::train::TrainConfig;
+use cellseg::train::detector::DetectorConfig;
+use cellseg::train::pretrained::PretrainedConfig;
+use serde::Deserialize;
+
+/// The whole config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// libtorch intra-op threads (0: libtorch's default).
+    pub threads: i32,
+    /// Overlay PNGs written for the first held-out images.
+    pub overlays: usize,
+    /// The synthetic default data (no `--data` / `--csv`).
+    pub synthetic: SyntheticSection,
+    /// Real DSB2018 nuclei added to the synthetic default.
+    pub dsb: DsbSection,
+    /// How real data is split.
+    pub data: DataSection,
+    /// How `--pretrained` weights are loaded (default: the seed's re-initialised class layers).
+    pub pretrained: PretrainedConfig,
+    /// The architecture (default: the seed's R50 stride-1 Mask R-CNN).
+    pub model: DetectorConfig,
+    /// Training augmentations (default: the seed's).
+    pub augment: AugmentConfig,
+    /// Post-processing before the metric (default: the seed's).
+    pub postproc: PostprocConfig,
+    /// The training engine (default: the seed's finetuning recipe).
+    pub train: TrainConfig,
+}
+
+/// Synthetic cells of the three types (cellseg-data `synthetic`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticSection {
+    /// Training images (types cycle shsy5y, astro, cort).
+    pub train_images: usize,
+    /// Held-out images.
+    pub val_images: usize,
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// Seed of the training images (the held-out ones use `seed + 1_000_000`).
+    pub seed: u64,
+}
+
+impl Default for SyntheticSection {
+    fn default() -> Self {
+        Self { train_images: 48, val_images: 12, height: 256, width: 256, seed: 0 }
+    }
+}
+
+/// The real DSB2018 nuclei added to the synthetic default (not used with `--data` / `--csv`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DsbSection {
+    /// Add them (default true).
+    pub enabled: bool,
+    /// Folder with `stage1_solution_subset.csv` and `images/` (default: the repository's copy).
+    pub dir: PathBuf,
+    /// Images (the last by id) held out for their own validation line; the others train.
+    pub val_images: usize,
+}
+
+impl Default for DsbSection {
+    fn default() -> Self {
+        Self { enabled: true, dir: PathBuf::from("tests/data/dsb2018_stage1_test"), val_images: 10 }
+    }
+}
+
+/// What the example trains and validates on.
+pub struct Data {
+    /// Training samples.
+    pub train: Vec<Sample>,
+    /// Held-out samples scored during training.
+    pub val: Vec<Sample>,
+    /// Held-out real DSB2018 images (synthetic default only).
+    pub dsb_val: Vec<Sample>,
+}
+
+/// How the real data is split (`--data` / `--csv`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// Number of folds (seed: 5, `GroupKFold`).
+    pub folds: usize,
+    /// The held-out fold (seed trains one model per fold; 0 here).
+    pub fold: usize,
+    /// `"plate_well"` (seed) or `"id"` (one group per image, for CSVs without `sample_id`).
+    pub group_by: GroupBy,
+    /// Each training image is visited this many times per epoch, each time with its own random
+    /// crop (ours, for small data sets; the seed: 1).
+    pub repeat: usize,
+}
+
+/// The groups of the fold split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// `plate_well` from `sample_id` (the seed's GroupKFold).
+    PlateWell,
+    /// One group per image id.
+    Id,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self { folds: 5, fold: 0, group_by: GroupBy::PlateWell, repeat: 1 }
+    }
+}
+
+/// The DSB2018 images of `cfg.dir`: (training, held out).
+pub fn load_dsb(cfg: &DsbSection) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
+    let csv = cfg.dir.join("stage1_solution_subset.csv");
+    let ds =
+        DsbDataset::read(&csv, &cfg.dir.join("images"), Strictness::Strict).with_context(|| {
+            format!(
+                "reading the DSB2018 images of {} (set dsb.enabled = false to skip them)",
+                csv.display()
+            )
+        })?;
+    let mut all = cellseg::data::sample::preload(&ds)?;
+    let val = all.split_off(all.len().saturating_sub(cfg.val_images));
+    Ok((all, val))
+}
+
+/// The training and held-out samples: synthetic (+ DSB2018) when `paths` is `None`, else the
+/// `(csv, image folder)` of a Sartorius-layout data set split by `cfg.data`.
+///
+/// # Errors
+/// Unreadable or malformed data, naming the file and row; too few groups for the folds.
+pub fn load_data(cfg: &Config, paths: Option<&(PathBuf, PathBuf)>) -> anyhow::Result<Data> {
+    match paths {
+        None => {
+            let s = &cfg.synthetic;
+            let size = ImageSize::new(s.height, s.width);
+            let mut train = synthetic::samples(s.train_images, size, s.seed);
+            let val = synthetic::samples(s.val_images, size, s.seed.wrapping_add(1_000_000));
+            let mut dsb_val = Vec::new();
+            if cfg.dsb.enabled {
+                let (t, v) = load_dsb(&cfg.dsb)?;
+                train.extend(t);
+                dsb_val = v;
+            }
+            Ok(Data { train, val, dsb_val })
+        }
+        Some((csv, images)) => {
+            let d = &cfg.data;
+            let ds = SartoriusDataset::read_csv(csv, images, &SartoriusOptions::default())
+                .with_context(|| {
+                    format!("reading {} with images in {}", csv.display(), images.display())
+                })?;
+            let folds = match d.group_by {
+                GroupBy::PlateWell => ds.group_kfold(d.folds)?,
+                GroupBy::Id => {
+                    let ids = ds.ids();
+                    cellseg::data::folds::group_kfold(&ids, d.folds)?
+                }
+            };
+            let all = cellseg::data::sample::preload(&ds)?;
+            let (mut train, mut val) = (Vec::new(), Vec::new());
+            for (s, f) in all.into_iter().zip(folds) {
+                if f == d.fold { val.push(s) } else { train.push(s) }
+            }
+            let train =
+                train.iter().flat_map(|s| std::iter::repeat_n(s, d.repeat)).cloned().collect();
+            Ok(Data { train, val, dsb_val: Vec::new() })
+        }
+    }
+}
+
+/// Reads and checks the config file.
+///
+/// # Errors
+/// Unreadable file; unknown keys and wrong types (naming the key, line and file); a `data.fold`
+/// not below `data.folds`, a zero `data.repeat` or an invalid `[train]` (naming the file).
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg: Config =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    anyhow::ensure!(
+        cfg.data.fold < cfg.data.folds,
+        "{}: data.fold = {} must be below data.folds = {}",
+        path.display(),
+        cfg.data.fold,
+        cfg.data.folds
+    );
+    anyhow::ensure!(cfg.data.repeat > 0, "{}: data.repeat must be at least 1", path.display());
+    cfg.train.validate().with_context(|| format!("checking [train] of {}", path.display()))?;
+    Ok(cfg)
+}

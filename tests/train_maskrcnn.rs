@@ -1,0 +1,108 @@
+//! The config and data loading of `examples/train_maskrcnn.rs`: every committed config parses, the
+//! seed-recipe config holds the seed's values, bad keys / types / folds name the key and the file,
+//! and a data folder with a missing image names the image.
+
+#[path = "../examples/train_maskrcnn/setup.rs"]
+#[allow(dead_code)]
+mod setup;
+
+use std::path::{Path, PathBuf};
+
+use cellseg::backbones::{BackboneKind, Norm};
+use cellseg::train::detector::Trunk;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch folder removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir()
+            .join(format!("cellseg-train-maskrcnn-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn every_committed_config_loads() {
+    for name in ["demo", "sartorius_tiny", "sartorius_r50", "train_maskrcnn"] {
+        let path = repo().join("configs").join(format!("{name}.toml"));
+        let cfg = setup::load_config(&path).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        cfg.augment.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn the_seed_recipe_config_holds_the_seed_values() {
+    let cfg = setup::load_config(&repo().join("configs/train_maskrcnn.toml")).unwrap();
+    assert_eq!(cfg.model.trunk, Trunk::Backbone);
+    assert_eq!(cfg.model.backbone.kind, BackboneKind::Resnet50);
+    assert_eq!(cfg.model.backbone.stem_stride, 1);
+    assert_eq!(cfg.model.backbone.norm, Norm::BatchNormEval);
+    assert_eq!(cfg.model.heads.num_classes, 8);
+    assert_eq!(cfg.model.heads.rpn.anchors.strides, vec![2, 4, 8, 16, 32]);
+    assert_eq!((cfg.augment.crop.height, cfg.augment.crop.width), (256, 256));
+    assert_eq!(cfg.train.optimizer.lr, 2e-4);
+    assert_eq!((cfg.train.epochs, cfg.train.batch_size), (40, 4));
+    assert!(cfg.train.loss.decay);
+    assert_eq!(cfg.train.seed, 42);
+    assert_eq!((cfg.data.folds, cfg.data.group_by), (5, setup::GroupBy::PlateWell));
+    assert_eq!(cfg.pretrained.reinit_patterns, ["fc_cls", "fc_reg", "conv_logits"]);
+}
+
+#[test]
+fn bad_configs_name_the_key_and_the_file() {
+    let dir = Scratch::new("bad");
+    for (text, needle) in [
+        ("[train]\nepoch = 3\n", "epoch"),
+        ("[train]\nepochs = \"three\"\n", "epochs"),
+        ("[model.backbone]\nkind = \"resnet51\"\n", "resnet51"),
+        ("[data]\nfolds = 4\nfold = 4\n", "data.fold"),
+        ("[data]\nrepeat = 0\n", "data.repeat"),
+        ("[trian]\n", "trian"),
+    ] {
+        let path = dir.write("bad.toml", text);
+        let msg = format!("{:#}", setup::load_config(&path).unwrap_err());
+        assert!(msg.contains(needle), "{text:?}: {msg}");
+        assert!(msg.contains("bad.toml"), "{text:?}: {msg}");
+    }
+}
+
+#[test]
+fn a_missing_image_is_named() {
+    let real = repo().join("../shared/realdata/sartorius");
+    if !real.exists() {
+        eprintln!("skipped: {} is absent", real.display());
+        return;
+    }
+    let dir = Scratch::new("missing-image");
+    let images = dir.0.join("train");
+    std::fs::create_dir_all(&images).unwrap();
+    for id in ["0030fd0e6378", "2d8810967b36", "f17f964687b3"] {
+        let name = format!("{id}.png");
+        std::fs::copy(real.join("train_images").join(&name), images.join(&name)).unwrap();
+    }
+    std::fs::copy(real.join("train_subset.csv"), dir.0.join("train.csv")).unwrap();
+    let cfg = setup::load_config(&repo().join("configs/sartorius_tiny.toml")).unwrap();
+    let paths = (dir.0.join("train.csv"), images);
+    let err = setup::load_data(&cfg, Some(&paths)).err().expect("an image is missing");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("ffc2ead3e8cc"), "{msg}");
+}
