@@ -5,15 +5,17 @@ use tch::{Kind, Tensor};
 
 use crate::config::AssignerConfig;
 
-/// IoU of every box in `a` `[N, 4]` with every box in `b` `[M, 4]`: `[N, M]`, `overlap / max(union, 1e-6)`.
+/// IoU of every box in `a` `[..., N, 4]` with every box in `b` `[..., M, 4]`: `[..., N, M]`,
+/// `overlap / max(union, 1e-6)`. Leading (batch) dimensions must match; the arithmetic of a pair
+/// does not depend on them.
 pub fn pairwise_iou(a: &Tensor, b: &Tensor) -> Tensor {
-    let area_a = (a.select(1, 2) - a.select(1, 0)) * (a.select(1, 3) - a.select(1, 1));
-    let area_b = (b.select(1, 2) - b.select(1, 0)) * (b.select(1, 3) - b.select(1, 1));
-    let lt = a.slice(1, 0, 2, 1).unsqueeze(1).maximum(&b.slice(1, 0, 2, 1).unsqueeze(0));
-    let rb = a.slice(1, 2, 4, 1).unsqueeze(1).minimum(&b.slice(1, 2, 4, 1).unsqueeze(0));
+    let area_a = (a.select(-1, 2) - a.select(-1, 0)) * (a.select(-1, 3) - a.select(-1, 1));
+    let area_b = (b.select(-1, 2) - b.select(-1, 0)) * (b.select(-1, 3) - b.select(-1, 1));
+    let lt = a.slice(-1, 0, 2, 1).unsqueeze(-2).maximum(&b.slice(-1, 0, 2, 1).unsqueeze(-3));
+    let rb = a.slice(-1, 2, 4, 1).unsqueeze(-2).minimum(&b.slice(-1, 2, 4, 1).unsqueeze(-3));
     let wh = (rb - lt).clamp_min(0.0);
-    let inter = wh.select(2, 0) * wh.select(2, 1);
-    let union = (area_a.unsqueeze(1) + area_b.unsqueeze(0) - &inter).clamp_min(1e-6);
+    let inter = wh.select(-1, 0) * wh.select(-1, 1);
+    let union = (area_a.unsqueeze(-1) + area_b.unsqueeze(-2) - &inter).clamp_min(1e-6);
     inter / union
 }
 

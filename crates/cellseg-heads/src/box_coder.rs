@@ -23,8 +23,14 @@ impl BoxCoder {
         Self { cfg: cfg.clone() }
     }
 
+    /// `[4]` float32 on the device of `like`, filled there: a host-to-device copy would
+    /// synchronise the CUDA stream at every encode/decode.
     fn vec4(&self, v: [f64; 4], like: &Tensor) -> Tensor {
-        Tensor::from_slice(&v.map(|x| x as f32)).to_device(like.device())
+        let t = Tensor::empty([4], (tch::Kind::Float, like.device()));
+        for (i, x) in v.into_iter().enumerate() {
+            let _ = t.get(i as i64).fill_(x);
+        }
+        t
     }
 
     /// Deltas `[N, 4]` taking `boxes` `[N, 4]` to `targets` `[N, 4]` (float32, xyxy).

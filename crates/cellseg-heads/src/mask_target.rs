@@ -15,6 +15,19 @@ use crate::roi_align::{axis_samples, grid_from};
 
 const MARGIN: usize = 2;
 
+/// One image's positive RoIs for [`mask_targets_batch`], on the host.
+#[derive(Debug, Clone, Copy)]
+pub struct MaskTargetJob<'a> {
+    /// `[P * 4]` xyxy boxes, row-major.
+    pub boxes: &'a [f32],
+    /// `[P]` GT index of each box (0-based into `masks`).
+    pub gt_index: &'a [i64],
+    /// The GT masks of the image.
+    pub masks: &'a [CroppedMask],
+    /// The unpadded image size.
+    pub size: ImageSize,
+}
+
 /// `[P, M, M]` float targets for `boxes` `[P, 4]` whose GTs are `gt_index` `[P]` (0-based into `masks`).
 pub fn mask_targets(
     boxes: &Tensor,
@@ -30,8 +43,85 @@ pub fn mask_targets(
     if p == 0 || masks.is_empty() {
         return Tensor::zeros([p, m, m], (Kind::Float, dev));
     }
+    let b = Vec::<f32>::try_from(boxes.to_kind(Kind::Float).to_device(Device::Cpu).reshape([-1]))
+        .unwrap_or_default();
+    let gi = Vec::<i64>::try_from(gt_index.to_device(Device::Cpu).to_kind(Kind::Int64))
+        .unwrap_or_default();
+    let job = MaskTargetJob { boxes: &b, gt_index: &gi, masks, size };
+    mask_targets_batch(&[job], m, aligned, binarize, dev).remove(0)
+}
+
+/// One RoI group (same adaptive grid) of a job: where its inputs lie in the payload.
+struct GroupPlan {
+    gy: i64,
+    gx: i64,
+    n: i64,
+    /// Offset of `starts [n * 4], slots [n], window tops [n], window lefts [n]`.
+    off: i64,
+}
+
+/// Host-side preparation of one job.
+struct JobPlan {
+    p: i64,
+    h: i64,
+    w: i64,
+    hm: i64,
+    wm: i64,
+    slots: i64,
+    /// Offset of the GT windows `[slots, hm, wm]`.
+    win_off: i64,
+    groups: Vec<GroupPlan>,
+    /// Offset of the `[p]` permutation from group order back to RoI order.
+    inv_off: i64,
+}
+
+/// [`mask_targets`] of several images (one `[P_b, M, M]` tensor each, on `dev`) with ONE
+/// host-to-device copy for all of them: the GT windows, the RoI starts and the group indices of
+/// every image travel in one float32 payload (indices are exact in float32). Each image keeps
+/// its own window size and RoI groups, so every number equals the per-image [`mask_targets`].
+pub fn mask_targets_batch(
+    jobs: &[MaskTargetJob<'_>],
+    m: i64,
+    aligned: bool,
+    binarize: bool,
+    dev: Device,
+) -> Vec<Tensor> {
+    let mut payload: Vec<f32> = Vec::new();
+    let plans: Vec<Option<JobPlan>> =
+        jobs.iter().map(|j| plan_job(j, m, aligned, &mut payload)).collect();
+    let payload = if payload.is_empty() {
+        Tensor::zeros([0], (Kind::Float, dev))
+    } else {
+        Tensor::from_slice(&payload).to_device(dev)
+    };
+    jobs.iter()
+        .zip(plans)
+        .map(|(job, plan)| {
+            let Some(pl) = plan else {
+                let p = (job.boxes.len() / 4) as i64;
+                return Tensor::zeros([p, m, m], (Kind::Float, dev));
+            };
+            let out = run_job(&payload, &pl, m);
+            if binarize { out.ge(0.5).to_kind(Kind::Float) } else { out }
+        })
+        .collect()
+}
+
+/// Appends the inputs of `job` to `payload`; `None` when it has no RoI or no mask (zeros).
+fn plan_job(
+    job: &MaskTargetJob<'_>,
+    m: i64,
+    aligned: bool,
+    payload: &mut Vec<f32>,
+) -> Option<JobPlan> {
+    let p = (job.boxes.len() / 4) as i64;
+    let masks = job.masks;
+    let size = job.size;
+    if p == 0 || masks.is_empty() {
+        return None;
+    }
     let (h, w) = (size.height as i64, size.width as i64);
-    let b = boxes.to_kind(Kind::Float).to_device(Device::Cpu);
+    let b = Tensor::from_slice(job.boxes).view([p, 4]);
     let bx = Tensor::stack(
         &[
             b.select(1, 0).clamp(0.0, w as f64),
@@ -41,11 +131,10 @@ pub fn mask_targets(
         ],
         1,
     );
-    let gi = Vec::<i64>::try_from(gt_index.to_device(Device::Cpu).to_kind(Kind::Int64))
-        .unwrap_or_default();
+    let gi = job.gt_index;
     // Windows of the GTs in use.
     let mut used: BTreeMap<i64, usize> = BTreeMap::new();
-    for &g in &gi {
+    for &g in gi {
         let next = used.len();
         used.entry(g).or_insert(next);
     }
@@ -60,7 +149,9 @@ pub fn mask_targets(
     }
     let hm = wins.iter().map(|r| r.2).max().unwrap_or(1);
     let wm = wins.iter().map(|r| r.3).max().unwrap_or(1);
-    let mut buf = vec![0f32; used.len() * hm * wm];
+    let win_off = payload.len();
+    payload.resize(win_off + used.len() * hm * wm, 0.0);
+    let buf = &mut payload[win_off..];
     for (&g, &slot) in &used {
         let mk = &masks[g as usize];
         let (t, l, hh, ww) = mk.rect();
@@ -74,13 +165,11 @@ pub fn mask_targets(
             }
         }
     }
-    let windows =
-        Tensor::from_slice(&buf).view([used.len() as i64, 1, hm as i64, wm as i64]).to_device(dev);
-    let slots: Vec<i64> = gi.iter().map(|g| used[g] as i64).collect();
+    let slots: Vec<usize> = gi.iter().map(|g| used[g]).collect();
     let off = if aligned { 0.5 } else { 0.0 };
     let bxv = Vec::<f32>::try_from(bx.reshape([-1])).unwrap_or_default();
     // Group the RoIs by their adaptive grid.
-    let mut groups: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
+    let mut groups: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
     let mut starts = Vec::with_capacity(p as usize * 4);
     for (i, r) in bxv.chunks(4).enumerate() {
         let (x1, y1) = (r[0] - off, r[1] - off);
@@ -92,32 +181,60 @@ pub fn mask_targets(
         starts.extend_from_slice(&[x1, y1, rw / m as f32, rh / m as f32]);
         let gy = (rh / m as f32).ceil().max(0.0) as i64;
         let gx = (rw / m as f32).ceil().max(0.0) as i64;
-        groups.entry((gy, gx)).or_default().push(i as i64);
+        groups.entry((gy, gx)).or_default().push(i);
     }
-    let st = Tensor::from_slice(&starts).view([p, 4]).to_device(dev);
-    let mut idx_parts = Vec::new();
-    let mut out_parts = Vec::new();
+    let mut plans = Vec::with_capacity(groups.len());
+    let mut order = Vec::with_capacity(p as usize);
     for ((gy, gx), members) in groups {
-        let idx = Tensor::from_slice(&members).to_device(dev);
-        let n = members.len() as i64;
+        plans.push(GroupPlan { gy, gx, n: members.len() as i64, off: payload.len() as i64 });
+        for &i in &members {
+            payload.extend_from_slice(&starts[i * 4..i * 4 + 4]);
+        }
+        payload.extend(members.iter().map(|&i| slots[i] as f32));
+        payload.extend(members.iter().map(|&i| wins[slots[i]].0 as f32));
+        payload.extend(members.iter().map(|&i| wins[slots[i]].1 as f32));
+        order.extend(members);
+    }
+    // Row i of the result is row inv[i] of the groups' concatenation.
+    let mut inv = vec![0f32; order.len()];
+    for (j, &i) in order.iter().enumerate() {
+        inv[i] = j as f32;
+    }
+    let inv_off = payload.len() as i64;
+    payload.extend(inv);
+    Some(JobPlan {
+        p,
+        h,
+        w,
+        hm: hm as i64,
+        wm: wm as i64,
+        slots: used.len() as i64,
+        win_off: win_off as i64,
+        groups: plans,
+        inv_off,
+    })
+}
+
+/// The `[P, M, M]` (not binarised) targets of one planned job, from the device `payload`.
+fn run_job(payload: &Tensor, pl: &JobPlan, m: i64) -> Tensor {
+    let dev = payload.device();
+    let windows =
+        payload.narrow(0, pl.win_off, pl.slots * pl.hm * pl.wm).view([pl.slots, 1, pl.hm, pl.wm]);
+    let mut out_parts = Vec::new();
+    for g in &pl.groups {
+        let (gy, gx, n) = (g.gy, g.gx, g.n);
         if gy == 0 || gx == 0 {
             out_parts.push(Tensor::zeros([n, m, m], (Kind::Float, dev)));
-            idx_parts.push(idx);
             continue;
         }
-        let s = st.index_select(0, &idx);
-        let ys = axis_samples(&s.select(1, 1), &s.select(1, 3), m, gy, h);
-        let xs = axis_samples(&s.select(1, 0), &s.select(1, 2), m, gx, w);
-        let sl: Vec<i64> = members.iter().map(|&i| slots[i as usize]).collect();
-        let sl = Tensor::from_slice(&sl).to_device(dev);
-        let top: Vec<f32> =
-            members.iter().map(|&i| wins[slots[i as usize] as usize].0 as f32).collect();
-        let left: Vec<f32> =
-            members.iter().map(|&i| wins[slots[i as usize] as usize].1 as f32).collect();
-        let top = Tensor::from_slice(&top).to_device(dev).unsqueeze(1);
-        let left = Tensor::from_slice(&left).to_device(dev).unsqueeze(1);
-        let yn = ((&ys.coords - top) * 2.0 + 1.0) / (hm as f64) - 1.0;
-        let xn = ((&xs.coords - left) * 2.0 + 1.0) / (wm as f64) - 1.0;
+        let s = payload.narrow(0, g.off, 4 * n).view([n, 4]);
+        let sl = payload.narrow(0, g.off + 4 * n, n).to_kind(Kind::Int64);
+        let top = payload.narrow(0, g.off + 5 * n, n).unsqueeze(1);
+        let left = payload.narrow(0, g.off + 6 * n, n).unsqueeze(1);
+        let ys = axis_samples(&s.select(1, 1), &s.select(1, 3), m, gy, pl.h);
+        let xs = axis_samples(&s.select(1, 0), &s.select(1, 2), m, gx, pl.w);
+        let yn = ((&ys.coords - top) * 2.0 + 1.0) / (pl.hm as f64) - 1.0;
+        let xn = ((&xs.coords - left) * 2.0 + 1.0) / (pl.wm as f64) - 1.0;
         let grid = grid_from(&xn, &yn);
         // bilinear, zero padding: outside the window the mask is 0.
         let sampled = windows.index_select(0, &sl).grid_sampler_2d(&grid, 0, 0, false);
@@ -130,11 +247,9 @@ pub fn mask_targets(
         let pooled =
             (sampled * valid).avg_pool2d([gy, gx], [gy, gx], [0, 0], false, true, None::<i64>);
         out_parts.push(pooled.squeeze_dim(1));
-        idx_parts.push(idx);
     }
-    let idx = Tensor::cat(&idx_parts, 0);
-    let out = Tensor::cat(&out_parts, 0).index_select(0, &idx.argsort(0, false));
-    if binarize { out.ge(0.5).to_kind(Kind::Float) } else { out }
+    let inv = payload.narrow(0, pl.inv_off, pl.p).to_kind(Kind::Int64);
+    Tensor::cat(&out_parts, 0).index_select(0, &inv)
 }
 
 #[cfg(test)]

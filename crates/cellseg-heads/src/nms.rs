@@ -1,17 +1,84 @@
 //! Batched, class-aware NMS on the device of the tensors (mmcv 1.3.17 `ops/nms.py` semantics:
 //! suppress when IoU > thr, strictly; result sorted by score).
 //!
-//! The IoU matrix is computed on the device in row chunks and packed into 64-bit words there; one
-//! host copy of the packed bits feeds the greedy scan, so there is no per-box synchronisation.
+//! The IoU matrix is computed on the device in chunks and packed into 64-bit words there
+//! ([`overlap_bits`]); one host copy of the packed bits feeds the greedy scan ([`greedy_keep`]),
+//! so there is no per-box synchronisation. Both are public so that callers with many independent
+//! NMS problems (the RPN: images × levels) can pack all of them and copy them in one transfer.
 
 use tch::{Device, Kind, Tensor};
 
 use crate::assigner::pairwise_iou;
 
 /// Above this many boxes, [`batched_nms`] runs one NMS per id instead of the offset trick.
-const SPLIT_THR: i64 = 4000;
+pub(crate) const SPLIT_THR: i64 = 4000;
 /// Elements of one chunk of the IoU matrix.
 const CHUNK_ELEMENTS: i64 = 1 << 22;
+
+/// Packed "IoU > `iou_thr`" bits of the boxes of each batch row with each other, computed on
+/// the device of `boxes`: `boxes` `[B, N, 4]` (float32) gives `[B, N, W]` int64 with
+/// `W = ceil(N / 64)`; bit `j % 64` of word `j / 64` of row `i` is set when
+/// IoU(box i, box j) > `iou_thr`.
+///
+/// Works in chunks of at most `CHUNK_ELEMENTS` IoU values (several batch rows at once when they
+/// fit, else row ranges of one batch row). No host synchronisation.
+pub fn overlap_bits(boxes: &Tensor, iou_thr: f64) -> Tensor {
+    let (b, n) = (boxes.size()[0], boxes.size()[1]);
+    let dev = boxes.device();
+    let words = (n + 63) / 64;
+    if b == 0 || n == 0 {
+        return Tensor::zeros([b, n, words], (Kind::Int64, dev));
+    }
+    // 1 << i for i in 0..64, built on the device (bit 63 is i64::MIN).
+    let weights = Tensor::ones([64], (Kind::Int64, dev))
+        .bitwise_left_shift(&Tensor::arange(64, (Kind::Int64, dev)));
+    let (imgs, rows) = if n * n <= CHUNK_ELEMENTS {
+        ((CHUNK_ELEMENTS / (n * n)).clamp(1, b), n)
+    } else {
+        (1, (CHUNK_ELEMENTS / n).max(1))
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b {
+        let ie = (i + imgs).min(b);
+        let bx = boxes.slice(0, i, ie, 1);
+        let mut parts = Vec::new();
+        let mut s = 0;
+        while s < n {
+            let e = (s + rows).min(n);
+            let over = pairwise_iou(&bx.slice(1, s, e, 1), &bx).gt(iou_thr);
+            let over = over.constant_pad_nd([0, words * 64 - n]).view([ie - i, e - s, words, 64]);
+            parts.push((over.to_kind(Kind::Int64) * &weights).sum_dim_intlist(
+                3,
+                false,
+                Kind::Int64,
+            ));
+            s = e;
+        }
+        out.push(Tensor::cat(&parts, 1));
+        i = ie;
+    }
+    Tensor::cat(&out, 0)
+}
+
+/// Greedy scan (on the host) over the packed bits of `n` boxes in score order (`bits` row-major
+/// `[n, ceil(n / 64)]`, as one batch row of [`overlap_bits`]): the kept positions, ascending.
+/// Boxes with `skip(i)` are neither kept nor suppress others (as if they had been removed first).
+pub fn greedy_keep(bits: &[i64], n: usize, skip: impl Fn(usize) -> bool) -> Vec<usize> {
+    let w = n.div_ceil(64);
+    let mut removed = vec![0u64; w];
+    let mut keep = Vec::new();
+    for i in 0..n {
+        if skip(i) || removed[i / 64] >> (i % 64) & 1 == 1 {
+            continue;
+        }
+        keep.push(i);
+        for (r, &b) in removed.iter_mut().zip(&bits[i * w..(i + 1) * w]) {
+            *r |= b as u64;
+        }
+    }
+    keep
+}
 
 /// Greedy NMS of `boxes` `[N, 4]` with `scores` `[N]`: kept indices `[K]` (int64), by score desc.
 pub fn nms(boxes: &Tensor, scores: &Tensor, iou_thr: f64) -> Tensor {
@@ -22,35 +89,10 @@ pub fn nms(boxes: &Tensor, scores: &Tensor, iou_thr: f64) -> Tensor {
     }
     let (_, order) = scores.sort_stable(true, 0, true);
     let sorted = boxes.index_select(0, &order).to_kind(Kind::Float);
-    let words = (n + 63) / 64;
-    let weights = {
-        let w: Vec<i64> = (0..64).map(|i| (1u64 << i) as i64).collect();
-        Tensor::from_slice(&w).to_device(dev)
-    };
-    let rows = (CHUNK_ELEMENTS / n).max(1);
-    let mut packed = Vec::new();
-    let mut s = 0;
-    while s < n {
-        let e = (s + rows).min(n);
-        let over = pairwise_iou(&sorted.slice(0, s, e, 1), &sorted).gt(iou_thr);
-        let over = over.constant_pad_nd([0, words * 64 - n]).view([e - s, words, 64]);
-        packed.push((over.to_kind(Kind::Int64) * &weights).sum_dim_intlist(2, false, Kind::Int64));
-        s = e;
-    }
-    let bits = Tensor::cat(&packed, 0).to_device(Device::Cpu).reshape([-1]);
+    let bits = overlap_bits(&sorted.unsqueeze(0), iou_thr).to_device(Device::Cpu).reshape([-1]);
     let bits = Vec::<i64>::try_from(bits).unwrap_or_default();
-    let w = words as usize;
-    let mut removed = vec![0u64; w];
-    let mut keep = Vec::new();
-    for i in 0..n as usize {
-        if removed[i / 64] >> (i % 64) & 1 == 1 {
-            continue;
-        }
-        keep.push(i as i64);
-        for (r, &b) in removed.iter_mut().zip(&bits[i * w..(i + 1) * w]) {
-            *r |= b as u64;
-        }
-    }
+    let keep: Vec<i64> =
+        greedy_keep(&bits, n as usize, |_| false).into_iter().map(|i| i as i64).collect();
     order.index_select(0, &Tensor::from_slice(&keep).to_device(dev))
 }
 

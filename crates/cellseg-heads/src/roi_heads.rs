@@ -11,13 +11,12 @@ use crate::assigner::MaxIouAssigner;
 use crate::box_coder::BoxCoder;
 use crate::box_head::{BoxHead, BoxPredictions};
 use crate::config::HeadsConfig;
-use crate::convert::instances_to_tensors;
 use crate::losses::{box_loss, ce_sum};
 use crate::mask_head::MaskHead;
-use crate::mask_target::mask_targets;
+use crate::mask_target::{MaskTargetJob, mask_targets_batch};
 use crate::nms::batched_nms;
 use crate::roi_align::RoiExtractor;
-use crate::sampler::RandomSampler;
+use crate::sampler::{RandomSampler, host_counts, positions};
 
 /// Detections of one image before mask pasting.
 #[derive(Debug)]
@@ -116,6 +115,12 @@ impl RoiHead {
     }
 
     /// Assigns and samples `proposals[b]` `[N_b, 4]` against `targets[b]` and builds all targets.
+    ///
+    /// Host synchronisations for the whole batch: one copy of every GT box and label to the
+    /// device, one copy of the candidate counts of every image back (the sampler needs them),
+    /// one copy of the positive boxes and their GT indices back (mask targets are planned on
+    /// the host), and one copy of all mask-target inputs to the device
+    /// ([`mask_targets_batch`]). The results, and the random draws, equal image-by-image sampling.
     pub fn sample(
         &self,
         proposals: &[Tensor],
@@ -125,31 +130,38 @@ impl RoiHead {
         let _g = tch::no_grad_guard();
         let c = self.cfg.num_classes;
         let m = self.cfg.mask_head.mask_size;
+        let gts = gts_to_device(targets, device);
+        // 1. Assign every image (device only) and copy all candidate counts at once.
+        let mut assigned = Vec::with_capacity(proposals.len());
+        for (props, (gt_boxes, gt_labels)) in proposals.iter().zip(&gts) {
+            let props = props.to_kind(Kind::Float).to_device(device);
+            let res = self.assigner.assign(&props, gt_boxes, gt_labels);
+            let g = gt_boxes.size()[0];
+            assigned.push(if self.cfg.bbox_head.sampler.add_gt_as_proposals && g > 0 {
+                (
+                    Tensor::cat(&[gt_boxes, &props], 0),
+                    Tensor::cat(
+                        &[&Tensor::arange_start(1, g + 1, (Kind::Int64, device)), &res.gt_inds],
+                        0,
+                    ),
+                    Tensor::cat(&[gt_labels, &res.labels], 0),
+                )
+            } else {
+                (props, res.gt_inds, res.labels)
+            });
+        }
+        let counts = host_counts(assigned.iter().map(|a| &a.1));
+        // 2. Sample (same draws, same order as image by image) and build the rows.
         let mut rois = Vec::new();
         let mut labels = Vec::new();
         let mut is_pos = Vec::new();
         let mut tg = Vec::new();
         let mut pos_rois = Vec::new();
         let mut pos_labels = Vec::new();
-        let mut mtg = Vec::new();
-        for (b, (props, inst)) in proposals.iter().zip(targets).enumerate() {
-            let (gt_boxes, gt_labels) = instances_to_tensors(inst, device);
-            let props = props.to_kind(Kind::Float).to_device(device);
-            let res = self.assigner.assign(&props, &gt_boxes, &gt_labels);
-            let g = gt_boxes.size()[0];
-            let (boxes, gt_inds, lab) = if self.cfg.bbox_head.sampler.add_gt_as_proposals && g > 0 {
-                (
-                    Tensor::cat(&[&gt_boxes, &props], 0),
-                    Tensor::cat(
-                        &[&Tensor::arange_start(1, g + 1, (Kind::Int64, device)), &res.gt_inds],
-                        0,
-                    ),
-                    Tensor::cat(&[&gt_labels, &res.labels], 0),
-                )
-            } else {
-                (props, res.gt_inds, res.labels)
-            };
-            let s = self.sampler.sample(&gt_inds);
+        let mut pos_host = Vec::new();
+        let mut num_pos = Vec::new();
+        for (b, ((boxes, gt_inds, lab), (gt_boxes, _))) in assigned.iter().zip(&gts).enumerate() {
+            let s = self.sampler.sample_counted(gt_inds, counts[b].0, counts[b].1);
             let (np, nn_) = (s.pos_inds.size()[0], s.neg_inds.size()[0]);
             let pb = boxes.index_select(0, &s.pos_inds);
             let nb = boxes.index_select(0, &s.neg_inds);
@@ -171,16 +183,47 @@ impl RoiHead {
             }
             pos_rois.push(Tensor::cat(&[bcol(np), pb.shallow_clone()], 1));
             pos_labels.push(pl);
-            mtg.push(mask_targets(
-                &pb,
-                &pos_gt,
-                &inst.masks,
-                inst.image_size,
-                m,
-                self.cfg.mask_head.aligned_targets,
-                self.cfg.mask_head.binarize_targets,
+            // Positive boxes and their GT index (exact in float32) for the host.
+            pos_host.push(Tensor::cat(
+                &[pb.to_kind(Kind::Float), pos_gt.to_kind(Kind::Float).unsqueeze(1)],
+                1,
             ));
+            num_pos.push(np as usize);
         }
+        // 3. Mask targets: one copy of the positives back, one copy of the inputs forth.
+        let host = if pos_host.is_empty() {
+            Vec::new()
+        } else {
+            Vec::<f32>::try_from(Tensor::cat(&pos_host, 0).to_device(Device::Cpu).reshape([-1]))
+                .unwrap_or_default()
+        };
+        let mut boxes_h = Vec::with_capacity(num_pos.len());
+        let mut gi_h = Vec::with_capacity(num_pos.len());
+        let mut at = 0;
+        for &np in &num_pos {
+            let rows = &host[at * 5..(at + np) * 5];
+            boxes_h.push(rows.chunks(5).flat_map(|r| r[..4].to_vec()).collect::<Vec<f32>>());
+            gi_h.push(rows.chunks(5).map(|r| r[4] as i64).collect::<Vec<i64>>());
+            at += np;
+        }
+        let jobs: Vec<MaskTargetJob<'_>> = boxes_h
+            .iter()
+            .zip(&gi_h)
+            .zip(targets)
+            .map(|((boxes, gt_index), inst)| MaskTargetJob {
+                boxes,
+                gt_index,
+                masks: &inst.masks,
+                size: inst.image_size,
+            })
+            .collect();
+        let mtg = mask_targets_batch(
+            &jobs,
+            m,
+            self.cfg.mask_head.aligned_targets,
+            self.cfg.mask_head.binarize_targets,
+            device,
+        );
         let f = (Kind::Float, device);
         SampledRois {
             rois: Tensor::cat(&rois, 0),
@@ -202,7 +245,9 @@ impl RoiHead {
         let pred = self.box_predictions(feats, &sampled.rois);
         let r = sampled.rois.size()[0] as f64;
         let cls = ce_sum(&pred.cls, &sampled.labels, r);
-        let pos = sampled.is_pos.nonzero().view([-1]);
+        // The positive rows, ascending (= `nonzero`), without a host synchronisation: their
+        // number is known (`pos_rois`).
+        let pos = positions(&sampled.is_pos, sampled.pos_rois.size()[0]);
         let c = self.cfg.num_classes;
         let reg = if pos.size()[0] > 0 {
             let lab = sampled.labels.index_select(0, &pos);
@@ -282,6 +327,28 @@ impl RoiHead {
         }
         out
     }
+}
+
+/// GT boxes `[G_b, 4]` (float32) and labels `[G_b]` (int64) of every image on `device`, from ONE
+/// host-to-device copy (labels travel as float32, exact below 2^24).
+pub fn gts_to_device(targets: &[Instances], device: Device) -> Vec<(Tensor, Tensor)> {
+    let mut v: Vec<f32> = Vec::new();
+    for inst in targets {
+        for (b, &l) in inst.boxes.iter().zip(&inst.labels) {
+            v.extend_from_slice(&[b.x1, b.y1, b.x2, b.y2, l as f32]);
+        }
+    }
+    let all = Tensor::from_slice(&v).view([-1, 5]).to_device(device);
+    let mut at = 0;
+    targets
+        .iter()
+        .map(|inst| {
+            let g = inst.boxes.len() as i64;
+            let t = all.narrow(0, at, g);
+            at += g;
+            (t.narrow(1, 0, 4), t.select(1, 4).to_kind(Kind::Int64))
+        })
+        .collect()
 }
 
 /// `[R, 5]` RoIs from per-image boxes `[N_b, 4]`.

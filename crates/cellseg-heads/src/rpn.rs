@@ -4,15 +4,17 @@
 //! # Checkpoint keys
 //! `rpn_head.rpn_conv.{weight,bias}`, `rpn_head.rpn_cls.{weight,bias}`, `rpn_head.rpn_reg.{weight,bias}`.
 
-use tch::{Kind, Tensor, nn, nn::Module};
+use std::sync::Mutex;
+
+use tch::{Device, Kind, Tensor, nn, nn::Module};
 
 use crate::anchors::AnchorGenerator;
 use crate::assigner::MaxIouAssigner;
 use crate::box_coder::BoxCoder;
 use crate::config::{ProposalConfig, RpnConfig};
 use crate::losses::{bce_sum, box_loss};
-use crate::nms::batched_nms;
-use crate::sampler::RandomSampler;
+use crate::nms::{SPLIT_THR, greedy_keep, overlap_bits};
+use crate::sampler::{RandomSampler, host_counts};
 
 /// Raw RPN outputs, one tensor per level.
 #[derive(Debug)]
@@ -52,6 +54,34 @@ pub struct RpnHead {
     assigner: MaxIouAssigner,
     sampler: RandomSampler,
     cfg: RpnConfig,
+    /// Anchors of the last feature sizes and device seen by [`RpnHead::level_anchors`]: building
+    /// them copies the base anchors host-to-device (a synchronisation per level), and a training
+    /// step asks twice (losses and proposals) with the same sizes.
+    anchor_cache: Mutex<Option<AnchorCache>>,
+}
+
+/// Anchors of one set of feature sizes on one device.
+#[derive(Debug)]
+struct AnchorCache {
+    sizes: Vec<(i64, i64)>,
+    device: Device,
+    anchors: Vec<Tensor>,
+}
+
+/// Clips `boxes` `[B, K, 4]` in place to `[0, w] × [0, h]` of `sizes[b] = (h, w)` (one pair of
+/// launches when all images share a size).
+fn clip_per_image(boxes: &Tensor, sizes: &[(i64, i64)]) {
+    let clip = |t: &Tensor, (h, w): (i64, i64)| {
+        let _ = t.slice(-1, 0, 4, 2).clamp_(0.0, w as f64);
+        let _ = t.slice(-1, 1, 4, 2).clamp_(0.0, h as f64);
+    };
+    if sizes.iter().all(|&s| s == sizes[0]) {
+        clip(boxes, sizes[0]);
+    } else {
+        for (b, &s) in sizes.iter().enumerate() {
+            clip(&boxes.get(b as i64), s);
+        }
+    }
 }
 
 fn normal_conv(p: nn::Path, i: i64, o: i64, k: i64, pad: i64) -> nn::Conv2D {
@@ -78,6 +108,7 @@ impl RpnHead {
             assigner: MaxIouAssigner::new(&cfg.assigner),
             sampler: RandomSampler::new(&cfg.sampler),
             cfg: cfg.clone(),
+            anchor_cache: Mutex::new(None),
         }
     }
 
@@ -98,15 +129,40 @@ impl RpnHead {
         RpnOutputs { cls, reg }
     }
 
-    /// Anchors of every level for `out` (`[H_l * W_l * A, 4]`).
+    /// Anchors of every level for `out` (`[H_l * W_l * A, 4]`). The tensors are shared with a
+    /// cache (the last sizes and device), so callers must not modify them in place.
     pub fn level_anchors(&self, out: &RpnOutputs) -> Vec<Tensor> {
         let sizes: Vec<(i64, i64)> = out.cls.iter().map(|c| (c.size()[2], c.size()[3])).collect();
-        self.anchors.all_anchors(&sizes, out.cls[0].device())
+        let device = out.cls[0].device();
+        let mut cache = self.anchor_cache.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.as_ref() {
+            Some(c) if c.sizes == sizes && c.device == device => {}
+            _ => {
+                let anchors = self.anchors.all_anchors(&sizes, device);
+                *cache = Some(AnchorCache { sizes, device, anchors });
+            }
+        }
+        cache
+            .as_ref()
+            .map(|c| c.anchors.iter().map(Tensor::shallow_clone).collect())
+            .unwrap_or_default()
     }
 
     /// Proposals of every image (mmdet `_get_bboxes_single`): per level the top `nms_pre` scores,
     /// decode + clip to `image_sizes[b] = (h, w)`, drop boxes with `w, h <= min_bbox_size`, NMS per
     /// level, keep `max_per_img`. The result carries no gradient.
+    ///
+    /// All images are processed together: top-k per level on `[B, N_l]`, one decode for every
+    /// image and level, and the NMS of every (image, level) pair packed on the device
+    /// ([`overlap_bits`]) and copied to the host in ONE transfer together with the min-size
+    /// filter; the greedy scans run on the host and the kept indices go back in one copy. So the
+    /// whole batch costs two host synchronisations instead of several per image and level.
+    ///
+    /// The result equals per-image [`crate::nms::batched_nms`] with level ids, including its
+    /// choice between the offset trick (at most `SPLIT_THR` = 4000 boxes left; the shift changes
+    /// the IoU rounding) and one NMS per level. Boxes of different levels never suppress each
+    /// other, and both paths end with a stable sort by score, so the kept sets and their order
+    /// are the same.
     pub fn proposals(
         &self,
         out: &RpnOutputs,
@@ -114,49 +170,116 @@ impl RpnHead {
         cfg: &ProposalConfig,
     ) -> Vec<Proposals> {
         let _guard = tch::no_grad_guard();
+        let bsz = image_sizes.len() as i64;
+        if bsz == 0 {
+            return Vec::new();
+        }
         let anchors = self.level_anchors(out);
         let dev = out.cls[0].device();
-        (0..image_sizes.len())
-            .map(|b| {
-                let mut boxes = Vec::new();
-                let mut scores = Vec::new();
-                let mut ids = Vec::new();
-                for (l, (c, r)) in out.cls.iter().zip(&out.reg).enumerate() {
-                    let s = c.get(b as i64).permute([1, 2, 0]).reshape([-1]).sigmoid();
-                    let d = r.get(b as i64).permute([1, 2, 0]).reshape([-1, 4]);
-                    let n = s.size()[0];
-                    let (s, idx) = if cfg.nms_pre > 0 && n > cfg.nms_pre as i64 {
-                        s.topk(cfg.nms_pre as i64, 0, true, true)
-                    } else {
-                        let (v, i) = s.sort(0, true);
-                        (v, i)
-                    };
-                    let a = anchors[l].index_select(0, &idx);
-                    let d = d.index_select(0, &idx);
-                    boxes.push(self.coder.decode(&a, &d, Some(image_sizes[b])));
-                    ids.push(Tensor::full([s.size()[0]], l as i64, (Kind::Int64, dev)));
-                    scores.push(s);
-                }
-                let mut boxes = Tensor::cat(&boxes, 0);
-                let mut scores = Tensor::cat(&scores, 0);
-                let mut ids = Tensor::cat(&ids, 0);
-                if cfg.min_bbox_size >= 0.0 {
-                    let w = boxes.select(1, 2) - boxes.select(1, 0);
-                    let h = boxes.select(1, 3) - boxes.select(1, 1);
-                    let keep = w
-                        .gt(cfg.min_bbox_size)
-                        .logical_and(&h.gt(cfg.min_bbox_size))
-                        .nonzero()
-                        .view([-1]);
-                    boxes = boxes.index_select(0, &keep);
-                    scores = scores.index_select(0, &keep);
-                    ids = ids.index_select(0, &keep);
-                }
-                let keep = batched_nms(&boxes, &scores, &ids, cfg.nms_iou);
-                let keep = keep.slice(0, 0, (cfg.max_per_img as i64).min(keep.size()[0]), 1);
+        // 1. Per level, the top `nms_pre` (or all, sorted) of every image at once.
+        let mut scores = Vec::new();
+        let mut level_anchors = Vec::new();
+        let mut deltas = Vec::new();
+        let mut level_ids = Vec::new();
+        let mut lens = Vec::new();
+        for (l, (c, r)) in out.cls.iter().zip(&out.reg).enumerate() {
+            let s = c.narrow(0, 0, bsz).permute([0, 2, 3, 1]).reshape([bsz, -1]).sigmoid();
+            let d = r.narrow(0, 0, bsz).permute([0, 2, 3, 1]).reshape([bsz, -1, 4]);
+            let n = s.size()[1];
+            let (s, idx) = if cfg.nms_pre > 0 && n > cfg.nms_pre as i64 {
+                s.topk(cfg.nms_pre as i64, 1, true, true)
+            } else {
+                s.sort(1, true)
+            };
+            let k = s.size()[1];
+            level_anchors.push(anchors[l].index_select(0, &idx.reshape([-1])).view([bsz, k, 4]));
+            deltas.push(d.gather(1, &idx.unsqueeze(2).expand([bsz, k, 4], false), false));
+            level_ids.push(Tensor::full([k], l as i64, (Kind::Float, dev)));
+            lens.push(k);
+            scores.push(s);
+        }
+        let scores = Tensor::cat(&scores, 1); // [B, K], descending within each level
+        let kt = scores.size()[1];
+        // 2. One decode for all images and levels, then the clip to each image.
+        let boxes = self
+            .coder
+            .decode(
+                &Tensor::cat(&level_anchors, 1).view([-1, 4]),
+                &Tensor::cat(&deltas, 1).view([-1, 4]),
+                None,
+            )
+            .view([bsz, kt, 4]);
+        clip_per_image(&boxes, image_sizes);
+        // 3. Min-size filter (a mask; the host applies it during the greedy scans).
+        let valid = if cfg.min_bbox_size >= 0.0 {
+            let w = boxes.select(2, 2) - boxes.select(2, 0);
+            let h = boxes.select(2, 3) - boxes.select(2, 1);
+            w.gt(cfg.min_bbox_size).logical_and(&h.gt(cfg.min_bbox_size))
+        } else {
+            Tensor::ones([bsz, kt], (Kind::Bool, dev))
+        };
+        // 4. The boxes `batched_nms` would compare: levels shifted apart when the image has at
+        // most SPLIT_THR boxes left, else the boxes themselves.
+        let nms_boxes = {
+            let vb = valid.unsqueeze(2);
+            let lo = boxes.where_scalarother(&vb, f64::INFINITY).amin([1, 2], false);
+            let hi = boxes.where_scalarother(&vb, f64::NEG_INFINITY).amax([1, 2], false);
+            let span = hi - &lo + 1.0;
+            let ids = Tensor::cat(&level_ids, 0);
+            let shifted = (&boxes - lo.view([bsz, 1, 1]))
+                + (ids.unsqueeze(0) * span.unsqueeze(1)).unsqueeze(2);
+            let small = valid.sum_dim_intlist(1, false, Kind::Int64).le(SPLIT_THR);
+            shifted.where_self(&small.view([bsz, 1, 1]), &boxes)
+        };
+        // 5. Packed overlap bits of every (image, level) and the filter mask: one host copy.
+        let mut payload = Vec::new();
+        let mut off = 0;
+        for &k in &lens {
+            if k > 0 {
+                payload
+                    .push(overlap_bits(&nms_boxes.narrow(1, off, k), cfg.nms_iou).view([bsz, -1]));
+            }
+            off += k;
+        }
+        payload.push(valid.to_kind(Kind::Int64));
+        let host =
+            Vec::<i64>::try_from(Tensor::cat(&payload, 1).to_device(Device::Cpu).reshape([-1]))
+                .unwrap_or_default();
+        // 6. Greedy scans on the host; kept positions (flat in [B * K]) ascending per image.
+        let row = host.len() / bsz as usize;
+        let kt_u = kt as usize;
+        let mut keep_all: Vec<i64> = Vec::new();
+        let mut counts = Vec::with_capacity(bsz as usize);
+        for b in 0..bsz as usize {
+            let r = &host[b * row..(b + 1) * row];
+            let ok = &r[row - kt_u..];
+            let before = keep_all.len();
+            let (mut pos, mut base) = (0usize, 0usize);
+            for &k in &lens {
+                let k = k as usize;
+                let w = k.div_ceil(64);
+                let kept = greedy_keep(&r[pos..pos + k * w], k, |i| ok[base + i] == 0);
+                keep_all.extend(kept.into_iter().map(|i| (b * kt_u + base + i) as i64));
+                pos += k * w;
+                base += k;
+            }
+            counts.push((keep_all.len() - before) as i64);
+        }
+        let keep_all = Tensor::from_slice(&keep_all).to_device(dev);
+        // 7. Per image: sorted by score (stable: ties in level, then rank order), top max_per_img.
+        let flat_boxes = boxes.view([-1, 4]);
+        let flat_scores = scores.view([-1]);
+        let mut start = 0;
+        counts
+            .into_iter()
+            .map(|c| {
+                let keep = keep_all.narrow(0, start, c);
+                start += c;
+                let (_, o) = flat_scores.index_select(0, &keep).sort_stable(true, 0, true);
+                let keep = keep.index_select(0, &o).narrow(0, 0, c.min(cfg.max_per_img as i64));
                 Proposals {
-                    boxes: boxes.index_select(0, &keep),
-                    scores: scores.index_select(0, &keep),
+                    boxes: flat_boxes.index_select(0, &keep),
+                    scores: flat_scores.index_select(0, &keep),
                 }
             })
             .collect()
@@ -179,14 +302,26 @@ impl RpnHead {
         let mut reg_pred = Vec::new();
         let mut reg_tgt = Vec::new();
         let mut avg = 0f64;
-        for (b, gt) in gt_boxes.iter().enumerate() {
+        // Assign every image first, so that the sampler's candidate counts of the whole batch
+        // come to the host in one copy (instead of two `nonzero` per image).
+        let assigned: Vec<(Tensor, Tensor)> = {
+            let _g = tch::no_grad_guard();
+            gt_boxes
+                .iter()
+                .map(|gt| {
+                    let gt = gt.to_kind(Kind::Float).to_device(anchors.device());
+                    let labels = Tensor::zeros([gt.size()[0]], (Kind::Int64, anchors.device()));
+                    let res = self.assigner.assign(&anchors, &gt, &labels);
+                    (gt, res.gt_inds)
+                })
+                .collect()
+        };
+        let counts = host_counts(assigned.iter().map(|a| &a.1));
+        for (b, (gt, gt_inds)) in assigned.iter().enumerate() {
             let (pos, neg, tgt) = {
                 let _g = tch::no_grad_guard();
-                let gt = gt.to_kind(Kind::Float).to_device(anchors.device());
-                let labels = Tensor::zeros([gt.size()[0]], (Kind::Int64, anchors.device()));
-                let res = self.assigner.assign(&anchors, &gt, &labels);
-                let s = self.sampler.sample(&res.gt_inds);
-                let pos_gt = (res.gt_inds.index_select(0, &s.pos_inds) - 1).clamp_min(0);
+                let s = self.sampler.sample_counted(gt_inds, counts[b].0, counts[b].1);
+                let pos_gt = (gt_inds.index_select(0, &s.pos_inds) - 1).clamp_min(0);
                 let tgt = if s.pos_inds.size()[0] > 0 {
                     self.coder
                         .encode(&anchors.index_select(0, &s.pos_inds), &gt.index_select(0, &pos_gt))
@@ -213,5 +348,105 @@ impl RpnHead {
             avg,
         );
         RpnLosses { cls: cls_loss, reg: reg_loss }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::VarStore;
+
+    /// Random RPN outputs for `b` images of `side × side` (anchor strides 2–32).
+    fn outputs(head: &RpnHead, b: i64, side: i64) -> RpnOutputs {
+        let a = head.anchor_generator().num_base_anchors();
+        let mut cls = Vec::new();
+        let mut reg = Vec::new();
+        for s in [2, 4, 8, 16, 32] {
+            let n = side / s;
+            // Rounded logits make equal scores (ties) common.
+            cls.push((Tensor::randn([b, a, n, n], (Kind::Float, Device::Cpu)) * 3.0).round());
+            reg.push(Tensor::randn([b, 4 * a, n, n], (Kind::Float, Device::Cpu)) * 0.5);
+        }
+        RpnOutputs { cls, reg }
+    }
+
+    /// The straightforward per-image algorithm (mmdet `_get_bboxes_single`) with
+    /// [`crate::nms::batched_nms`], as the reference.
+    fn reference(
+        head: &RpnHead,
+        out: &RpnOutputs,
+        b: i64,
+        size: (i64, i64),
+        cfg: &ProposalConfig,
+    ) -> (Tensor, Tensor) {
+        let anchors = head.level_anchors(out);
+        let (mut boxes, mut scores, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        for (l, (c, r)) in out.cls.iter().zip(&out.reg).enumerate() {
+            let s = c.get(b).permute([1, 2, 0]).reshape([-1]).sigmoid();
+            let d = r.get(b).permute([1, 2, 0]).reshape([-1, 4]);
+            let n = s.size()[0];
+            let (s, idx) = if cfg.nms_pre > 0 && n > cfg.nms_pre as i64 {
+                s.topk(cfg.nms_pre as i64, 0, true, true)
+            } else {
+                s.sort(0, true)
+            };
+            let a = anchors[l].index_select(0, &idx);
+            boxes.push(head.coder.decode(&a, &d.index_select(0, &idx), Some(size)));
+            ids.push(Tensor::full([s.size()[0]], l as i64, (Kind::Int64, Device::Cpu)));
+            scores.push(s);
+        }
+        let (mut boxes, mut scores, mut ids) =
+            (Tensor::cat(&boxes, 0), Tensor::cat(&scores, 0), Tensor::cat(&ids, 0));
+        if cfg.min_bbox_size >= 0.0 {
+            let w = boxes.select(1, 2) - boxes.select(1, 0);
+            let h = boxes.select(1, 3) - boxes.select(1, 1);
+            let keep = w.gt(cfg.min_bbox_size).logical_and(&h.gt(cfg.min_bbox_size));
+            let keep = keep.nonzero().view([-1]);
+            boxes = boxes.index_select(0, &keep);
+            scores = scores.index_select(0, &keep);
+            ids = ids.index_select(0, &keep);
+        }
+        let keep = crate::nms::batched_nms(&boxes, &scores, &ids, cfg.nms_iou);
+        let keep = keep.slice(0, 0, (cfg.max_per_img as i64).min(keep.size()[0]), 1);
+        (boxes.index_select(0, &keep), scores.index_select(0, &keep))
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(t.reshape([-1])).unwrap()
+    }
+
+    /// Batched proposals equal the proposals of each image alone and the per-image reference
+    /// with `batched_nms`, on both NMS paths (offset
+    /// trick for few boxes, one NMS per level for many) and with the min-size filter.
+    #[test]
+    fn batch_equals_one_image_at_a_time() {
+        tch::manual_seed(2);
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = RpnConfig { in_channels: 4, feat_channels: 4, ..RpnConfig::default() };
+        let head = RpnHead::new(&vs.root(), &cfg);
+        for (nms_pre, min_size) in [(100usize, 0.0), (2000, 2.0), (0, -1.0)] {
+            let out = outputs(&head, 3, 64);
+            let sizes = [(64, 64), (50, 61), (64, 40)];
+            let pc =
+                ProposalConfig { nms_pre, max_per_img: 300, nms_iou: 0.7, min_bbox_size: min_size };
+            let all = head.proposals(&out, &sizes, &pc);
+            for (b, &size) in sizes.iter().enumerate() {
+                let one = RpnOutputs {
+                    cls: out.cls.iter().map(|c| c.narrow(0, b as i64, 1)).collect(),
+                    reg: out.reg.iter().map(|r| r.narrow(0, b as i64, 1)).collect(),
+                };
+                let single = head.proposals(&one, &[size], &pc);
+                assert!(all[b].boxes.size()[0] > 0);
+                assert_eq!(values(&all[b].boxes), values(&single[0].boxes), "{nms_pre} image {b}");
+                assert_eq!(
+                    values(&all[b].scores),
+                    values(&single[0].scores),
+                    "{nms_pre} image {b}"
+                );
+                let (rb, rs) = reference(&head, &out, b as i64, size, &pc);
+                assert_eq!(values(&all[b].boxes), values(&rb), "{nms_pre} image {b} (reference)");
+                assert_eq!(values(&all[b].scores), values(&rs), "{nms_pre} image {b} (reference)");
+            }
+        }
     }
 }

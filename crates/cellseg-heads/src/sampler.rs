@@ -5,7 +5,7 @@
 //! `.unique()`). The GT-as-proposal prepending is done by the caller (see
 //! [`crate::roi_heads`]), which keeps the assignment of the original proposals as mmdet does.
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::config::SamplerConfig;
 
@@ -31,13 +31,62 @@ impl RandomSampler {
     }
 
     /// Samples from `gt_inds` `[N]` (int64, as in [`crate::assigner::AssignResult::gt_inds`]).
+    ///
+    /// One host synchronisation (the two counts); callers with several images should gather
+    /// [`candidate_counts`] of all of them, copy them at once and call [`Self::sample_counted`].
     pub fn sample(&self, gt_inds: &Tensor) -> SampleResult {
-        let num_pos = (self.cfg.num as f64 * self.cfg.pos_fraction) as i64;
-        let pos = choose(&gt_inds.gt(0).nonzero().view([-1]), num_pos);
-        let num_neg = self.cfg.num as i64 - pos.size()[0];
-        let neg = choose(&gt_inds.eq(0).nonzero().view([-1]), num_neg);
+        let c = Vec::<i64>::try_from(candidate_counts(gt_inds).to_device(Device::Cpu))
+            .unwrap_or_default();
+        self.sample_counted(gt_inds, c[0], c[1])
+    }
+
+    /// [`Self::sample`] when the numbers of positives (`gt_inds > 0`) and negatives
+    /// (`gt_inds == 0`) are already known on the host: no host synchronisation. The candidate
+    /// index lists come from [`positions`] (equal to `nonzero`), and the random draws are the
+    /// same as [`Self::sample`].
+    pub fn sample_counted(&self, gt_inds: &Tensor, num_pos: i64, num_neg: i64) -> SampleResult {
+        let budget = (self.cfg.num as f64 * self.cfg.pos_fraction) as i64;
+        let pos = choose(&positions(&gt_inds.gt(0), num_pos), budget);
+        let num_neg_wanted = self.cfg.num as i64 - pos.size()[0];
+        let neg = choose(&positions(&gt_inds.eq(0), num_neg), num_neg_wanted);
         SampleResult { pos_inds: pos, neg_inds: neg }
     }
+}
+
+/// Ascending positions `[count]` (int64) of the true entries of the bool `mask` `[N]`, i.e.
+/// `mask.nonzero()`, when their number `count` is known on the host: every true entry is
+/// scattered to its rank (cumulative sum), the false ones to a spare last slot that is dropped.
+/// No host synchronisation, O(N).
+pub fn positions(mask: &Tensor, count: i64) -> Tensor {
+    let n = mask.size()[0];
+    let dev = mask.device();
+    let rank = mask.cumsum(0, Kind::Int64) - 1;
+    let slot = rank.where_scalarother(mask, count);
+    Tensor::zeros([count + 1], (Kind::Int64, dev))
+        .scatter(0, &slot, &Tensor::arange(n, (Kind::Int64, dev)))
+        .narrow(0, 0, count)
+}
+
+/// `[2]` int64 on the device of `gt_inds`: the numbers of positives and negatives (no sync).
+pub fn candidate_counts(gt_inds: &Tensor) -> Tensor {
+    Tensor::stack(
+        &[
+            gt_inds.gt(0).sum_dim_intlist(0, false, Kind::Int64),
+            gt_inds.eq(0).sum_dim_intlist(0, false, Kind::Int64),
+        ],
+        0,
+    )
+}
+
+/// `(positives, negatives)` of every `gt_inds` (see [`candidate_counts`]), in one
+/// device-to-host copy.
+pub fn host_counts<'a>(gt_inds: impl Iterator<Item = &'a Tensor>) -> Vec<(i64, i64)> {
+    let c: Vec<Tensor> = gt_inds.map(candidate_counts).collect();
+    if c.is_empty() {
+        return Vec::new();
+    }
+    let v = Vec::<i64>::try_from(Tensor::cat(&c, 0).to_device(Device::Cpu)).unwrap_or_default();
+    v.chunks(2).map(|p| (p[0], p[1])).collect()
 }
 
 /// At most `k` of `inds`, drawn at random, sorted.
@@ -53,7 +102,34 @@ fn choose(inds: &Tensor, k: i64) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+
+    #[test]
+    fn positions_equal_nonzero() {
+        tch::manual_seed(1);
+        for n in [0i64, 1, 7, 1000] {
+            let m = Tensor::rand([n], (Kind::Float, Device::Cpu)).gt(0.6);
+            let want = Vec::<i64>::try_from(m.nonzero().view([-1])).unwrap();
+            let got = Vec::<i64>::try_from(positions(&m, want.len() as i64)).unwrap();
+            assert_eq!(got, want, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn counted_sampling_equals_plain_sampling() {
+        let g = Tensor::from_slice(&[1i64, 0, 0, 2, -1, 0, 3, 3, 0, 0, 0, 4, 0, -1, 0]);
+        let s = RandomSampler::new(&SamplerConfig {
+            num: 6,
+            pos_fraction: 0.5,
+            add_gt_as_proposals: false,
+        });
+        tch::manual_seed(4);
+        let a = s.sample(&g);
+        tch::manual_seed(4);
+        let b = s.sample_counted(&g, 5, 8);
+        for (x, y) in [(&a.pos_inds, &b.pos_inds), (&a.neg_inds, &b.neg_inds)] {
+            assert_eq!(Vec::<i64>::try_from(x).unwrap(), Vec::<i64>::try_from(y).unwrap());
+        }
+    }
 
     #[test]
     fn respects_budget_and_sorts() {
