@@ -27,8 +27,8 @@ mod support;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cellseg::train::detector::{ClassSpace, Detector, DetectorValidator, SampleData};
-use cellseg::train::{CheckpointStore, Start, Trainer};
+use cellseg::train::CheckpointStore;
+use cellseg::train::detector::{ClassSpace, Detector, DetectorValidator};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -101,20 +101,13 @@ fn main() -> anyhow::Result<()> {
         Some(validator.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?)
     };
 
-    let mut data = SampleData::new(train, cfg.augment.clone())
-        .map_err(|e| anyhow::anyhow!("augment config: {e}"))?;
-    let trainer = Trainer::new(cfg.train.clone())?;
-    let start = if args.resume { Start::Resume } else { Start::Fresh };
-    let t_train = Instant::now();
-    let mut progress = support::ProgressObserver::new();
-    let report = trainer.fit(&mut model, &mut data, Some(&mut validator), &mut progress, start)?;
-    let train_s = t_train.elapsed().as_secs_f64();
-
-    let after = validator.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?;
-    let overlays = support::write_overlays(
-        &cfg.train.run_dir.join("overlays"),
-        validator.samples(),
-        &after.processed,
+    let support::Fitted { report, after, train_s, overlays } = support::fit_and_evaluate(
+        &mut model,
+        train,
+        &cfg.augment,
+        &cfg.train,
+        &mut validator,
+        args.resume,
         cfg.overlays,
     )?;
 

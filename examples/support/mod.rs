@@ -4,12 +4,58 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cellseg::data::Sample;
+use cellseg::data::{AugmentConfig, Sample};
 use cellseg::postproc::Processed;
+use cellseg::train::detector::{Detector, DetectorValidator, Evaluation, SampleData};
 use cellseg::train::{
-    EvalRecord, EvalReport, NonFiniteStep, RunPlan, StepStats, TrainObserver, TrainReport, overlay,
+    EvalRecord, EvalReport, NonFiniteStep, RunPlan, Start, StepStats, TrainConfig, TrainObserver,
+    TrainReport, Trainer, overlay,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// What [`fit_and_evaluate`] returns.
+pub struct Fitted {
+    /// The engine's report (checkpoints, logs, best validation).
+    pub report: TrainReport,
+    /// The final validation of the trained model.
+    pub after: Evaluation,
+    /// Seconds spent in training.
+    pub train_s: f64,
+    /// Overlay PNGs of the first held-out images.
+    pub overlays: Vec<PathBuf>,
+}
+
+/// Trains `model` on `train` (fresh or resumed) with a progress bar, validates it on `validator`,
+/// and writes `n_overlays` overlay PNGs under `<run_dir>/overlays`.
+///
+/// # Errors
+/// Config, training, evaluation or overlay errors.
+pub fn fit_and_evaluate(
+    model: &mut Detector,
+    train: Vec<Sample>,
+    augment: &AugmentConfig,
+    train_cfg: &TrainConfig,
+    validator: &mut DetectorValidator,
+    resume: bool,
+    n_overlays: usize,
+) -> anyhow::Result<Fitted> {
+    let mut data = SampleData::new(train, augment.clone())
+        .map_err(|e| anyhow::anyhow!("augment config: {e}"))?;
+    let trainer = Trainer::new(train_cfg.clone())?;
+    let start = if resume { Start::Resume } else { Start::Fresh };
+    let t_train = std::time::Instant::now();
+    let mut progress = ProgressObserver::new();
+    let report = trainer.fit(model, &mut data, Some(validator), &mut progress, start)?;
+    let train_s = t_train.elapsed().as_secs_f64();
+    let after = validator.evaluate(model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?;
+    let overlays = write_overlays(
+        &train_cfg.run_dir.join("overlays"),
+        validator.samples(),
+        &after.processed,
+        n_overlays,
+    )?;
+    Ok(Fitted { report, after, train_s, overlays })
+}
 
 /// One line: the overall metric and the metric per cell type (or cell line).
 pub fn print_report(what: &str, r: &EvalReport) {
