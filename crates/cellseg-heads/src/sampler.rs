@@ -115,23 +115,6 @@ mod tests {
     }
 
     #[test]
-    fn counted_sampling_equals_plain_sampling() {
-        let g = Tensor::from_slice(&[1i64, 0, 0, 2, -1, 0, 3, 3, 0, 0, 0, 4, 0, -1, 0]);
-        let s = RandomSampler::new(&SamplerConfig {
-            num: 6,
-            pos_fraction: 0.5,
-            add_gt_as_proposals: false,
-        });
-        tch::manual_seed(4);
-        let a = s.sample(&g);
-        tch::manual_seed(4);
-        let b = s.sample_counted(&g, 5, 8);
-        for (x, y) in [(&a.pos_inds, &b.pos_inds), (&a.neg_inds, &b.neg_inds)] {
-            assert_eq!(Vec::<i64>::try_from(x).unwrap(), Vec::<i64>::try_from(y).unwrap());
-        }
-    }
-
-    #[test]
     fn respects_budget_and_sorts() {
         tch::manual_seed(0);
         let g = Tensor::from_slice(&[1i64, 0, 0, 2, -1, 0, 3, 3, 0, 0]).to_device(Device::Cpu);
