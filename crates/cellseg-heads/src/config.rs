@@ -350,7 +350,7 @@ impl Default for HeadsConfig {
 }
 
 impl HeadsConfig {
-    /// Checks the semantic constraints once (thresholds in [0,1], non-empty lists, …).
+    /// Checks the semantic constraints once (thresholds in `[0, 1]`, non-empty lists, …).
     ///
     /// # Errors
     /// [`Error::Config`] naming the key.
