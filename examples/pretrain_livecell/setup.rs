@@ -68,13 +68,19 @@ impl Default for Config {
     }
 }
 
+/// Synthetic cells written as LIVECell cell lines (the default data without json paths).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyntheticSection {
+    /// Training images.
     pub train_images: usize,
+    /// Validation images.
     pub val_images: usize,
+    /// Image height.
     pub height: usize,
+    /// Image width.
     pub width: usize,
+    /// Seed of the training images (the validation images use `seed + 1_000_000`).
     pub seed: u64,
 }
 
