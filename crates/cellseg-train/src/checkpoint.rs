@@ -458,12 +458,13 @@ impl CheckpointStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::ScheduleConfig;
     use tch::{Device, Kind, nn};
 
-    fn state(step: u64) -> TrainState {
+    /// A minimal state at `step` (also used by the other modules' tests).
+    pub(crate) fn state(step: u64) -> TrainState {
         TrainState {
             format: STATE_FORMAT,
             step,

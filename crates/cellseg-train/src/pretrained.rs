@@ -321,10 +321,9 @@ pub fn load_pretrained(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{STATE_FILE, STATE_FORMAT, TrainState, named_variables};
-    use crate::config::{ScheduleConfig, TrainConfig};
+    use crate::checkpoint::tests::state;
+    use crate::checkpoint::{STATE_FILE, named_variables};
     use crate::detector::{Detector, DetectorConfig, Trunk};
-    use crate::schedule::LrSchedule;
     use crate::trainer::TrainableModel;
     use cellseg_backbones::{FpnConfig, TinyConfig};
     use tch::Device;
@@ -342,22 +341,6 @@ mod tests {
         cfg.heads.mask_head.num_convs = 1;
         cfg.heads.mask_head.conv_channels = 8;
         Detector::from_config(Device::Cpu, &cfg).unwrap()
-    }
-
-    fn state(step: u64) -> TrainState {
-        TrainState {
-            format: STATE_FORMAT,
-            step,
-            epoch: 1,
-            batch_in_epoch: 0,
-            schedule: LrSchedule::new(&ScheduleConfig::default(), 1e-3, 10),
-            rng_algorithm: crate::sampler::ALGORITHM.into(),
-            optimizer_steps: BTreeMap::new(),
-            loss_scale: None,
-            nonfinite_steps: 0,
-            best: None,
-            config: TrainConfig::default(),
-        }
     }
 
     /// A run folder with one checkpoint of `model`, written by the checkpoint code.
