@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use cellseg::train::CheckpointStore;
-use cellseg::train::detector::{ClassSpace, Detector, DetectorValidator};
+use cellseg::train::detector::{ClassSpace, Detector, DetectorValidator, SampleData};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -101,10 +101,11 @@ fn main() -> anyhow::Result<()> {
         Some(validator.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?)
     };
 
+    let data = SampleData::new(train, cfg.augment.clone())
+        .map_err(|e| anyhow::anyhow!("augment config: {e}"))?;
     let support::Fitted { report, after, train_s, overlays } = support::fit_and_evaluate(
         &mut model,
-        train,
-        &cfg.augment,
+        data,
         &cfg.train,
         &mut validator,
         args.resume,

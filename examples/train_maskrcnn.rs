@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use cellseg::train::TrainableModel;
-use cellseg::train::detector::{Detector, DetectorValidator};
+use cellseg::train::detector::{Detector, DetectorValidator, SampleData};
 use cellseg::train::pretrained::load_pretrained;
 use clap::Parser;
 
@@ -90,8 +90,13 @@ fn main() -> anyhow::Result<()> {
     let paths = real_data_paths(&args);
     let setup::Data { train, val, dsb_val } = setup::load_data(&cfg, paths.as_ref())?;
     println!(
-        "data: {} training images, {} held-out images ({}){}",
+        "data: {} training images{}, {} held-out images ({}){}",
         train.len(),
+        if cfg.data.repeat > 1 {
+            format!(" (x{} per epoch)", cfg.data.repeat)
+        } else {
+            String::new()
+        },
         val.len(),
         paths.as_ref().map_or("synthetic cells".into(), |(c, _)| c.display().to_string()),
         if dsb_val.is_empty() {
@@ -126,10 +131,12 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
 
+    let data = SampleData::new(train, cfg.augment.clone())
+        .map_err(|e| anyhow::anyhow!("augment config: {e}"))?
+        .with_repeat(cfg.data.repeat);
     let support::Fitted { report, after, train_s, overlays } = support::fit_and_evaluate(
         &mut model,
-        train,
-        &cfg.augment,
+        data,
         &cfg.train,
         &mut validator,
         args.resume,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cellseg::data::{AugmentConfig, Sample};
+use cellseg::data::Sample;
 use cellseg::postproc::Processed;
 use cellseg::train::detector::{Detector, DetectorValidator, Evaluation, SampleData};
 use cellseg::train::{
@@ -25,22 +25,19 @@ pub struct Fitted {
     pub overlays: Vec<PathBuf>,
 }
 
-/// Trains `model` on `train` (fresh or resumed) with a progress bar, validates it on `validator`,
+/// Trains `model` on `data` (fresh or resumed) with a progress bar, validates it on `validator`,
 /// and writes `n_overlays` overlay PNGs under `<run_dir>/overlays`.
 ///
 /// # Errors
 /// Config, training, evaluation or overlay errors.
 pub fn fit_and_evaluate(
     model: &mut Detector,
-    train: Vec<Sample>,
-    augment: &AugmentConfig,
+    mut data: SampleData,
     train_cfg: &TrainConfig,
     validator: &mut DetectorValidator,
     resume: bool,
     n_overlays: usize,
 ) -> anyhow::Result<Fitted> {
-    let mut data = SampleData::new(train, augment.clone())
-        .map_err(|e| anyhow::anyhow!("augment config: {e}"))?;
     let trainer = Trainer::new(train_cfg.clone())?;
     let start = if resume { Start::Resume } else { Start::Fresh };
     let t_train = std::time::Instant::now();

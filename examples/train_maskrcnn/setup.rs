@@ -174,8 +174,6 @@ pub fn load_data(cfg: &Config, paths: Option<&(PathBuf, PathBuf)>) -> anyhow::Re
             for (s, f) in all.into_iter().zip(folds) {
                 if f == d.fold { val.push(s) } else { train.push(s) }
             }
-            let train =
-                train.iter().flat_map(|s| std::iter::repeat_n(s, d.repeat)).cloned().collect();
             Ok(Data { train, val, dsb_val: Vec::new() })
         }
     }

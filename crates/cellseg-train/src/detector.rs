@@ -183,6 +183,8 @@ impl TrainableModel for Detector {
 pub struct SampleData {
     samples: Vec<Sample>,
     augment: Augment,
+    /// Each sample is visited this many times per epoch (index `i` is sample `i / repeat`).
+    repeat: usize,
 }
 
 impl SampleData {
@@ -191,7 +193,20 @@ impl SampleData {
     /// # Errors
     /// An invalid augmentation config.
     pub fn new(samples: Vec<Sample>, augment: AugmentConfig) -> Result<Self, HookError> {
-        Ok(Self { samples, augment: Augment::new(augment)? })
+        Ok(Self { samples, augment: Augment::new(augment)?, repeat: 1 })
+    }
+
+    /// Visits each sample `repeat` times per epoch (at least once), each visit with its own
+    /// augmentation draw — for small data sets, without copying the images.
+    #[must_use]
+    pub fn with_repeat(mut self, repeat: usize) -> Self {
+        self.repeat = repeat.max(1);
+        self
+    }
+
+    /// The sample behind epoch index `i`.
+    fn sample(&self, i: usize) -> &Sample {
+        &self.samples[i / self.repeat]
     }
 
     /// The samples.
@@ -204,11 +219,11 @@ impl TrainData for SampleData {
     type Batch = Batch;
 
     fn len(&self) -> usize {
-        self.samples.len()
+        self.samples.len() * self.repeat
     }
 
     fn image_ids(&self, indices: &[usize]) -> Vec<String> {
-        indices.iter().map(|&i| self.samples[i].id.clone()).collect()
+        indices.iter().map(|&i| self.sample(i).id.clone()).collect()
     }
 
     /// Augments each sample (a crop that keeps no cell falls back to the un-augmented sample,
@@ -216,7 +231,7 @@ impl TrainData for SampleData {
     fn batch(&mut self, indices: &[usize], seed: u64) -> Result<Batch, HookError> {
         let mut out = Vec::with_capacity(indices.len());
         for (k, &i) in indices.iter().enumerate() {
-            let s = &self.samples[i];
+            let s = self.sample(i);
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((k as u64 + 1) << 32) ^ i as u64);
             match self.augment.apply(s, &mut rng) {
                 Ok(a) => out.push(a),
@@ -381,6 +396,21 @@ mod tests {
         assert_eq!(majority_type(&[1, 2, 2]), Some(CellType::Cort));
         assert_eq!(majority_type(&[1, 0]), Some(CellType::Shsy5y));
         assert_eq!(majority_type(&[]), None);
+    }
+
+    #[test]
+    fn repeat_visits_each_sample_in_turn_without_copies() {
+        let samples = cellseg_data::synthetic::samples(2, cellseg_core::ImageSize::new(32, 32), 0);
+        let ids: Vec<String> = samples.iter().map(|s| s.id.clone()).collect();
+        let data = SampleData::new(samples, AugmentConfig::default()).unwrap().with_repeat(3);
+        assert_eq!(data.len(), 6);
+        assert_eq!(data.samples().len(), 2);
+        let want: Vec<String> = [0, 0, 0, 1, 1, 1].iter().map(|&i| ids[i].clone()).collect();
+        assert_eq!(data.image_ids(&[0, 1, 2, 3, 4, 5]), want);
+        assert_eq!(
+            SampleData::new(Vec::new(), AugmentConfig::default()).unwrap().with_repeat(0).repeat,
+            1
+        );
     }
 
     #[test]
