@@ -30,7 +30,7 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
 echo "setup: installing torch==2.11.0 and test packages into .venv (about 4.6 GB, 1-3 minutes)" >&2
-.venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.11.0" "${TEST_PACKAGES[@]}"
+.venv/bin/python -m pip install --quiet --no-cache-dir --disable-pip-version-check "torch==2.11.0" "${TEST_PACKAGES[@]}"
 
 TORCH_DIR=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 TORCH_VERSION=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
