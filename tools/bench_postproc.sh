@@ -10,6 +10,11 @@ REALDATA=${REALDATA:-../shared/realdata}
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT="$TARGET/postproc-bench"
 mkdir -p "$OUT"
+# Criterion writes its estimates here, fresh for this run: a relative CARGO_TARGET_DIR would otherwise
+# send them under the bench crate's folder while the table below read stale ones.
+export CRITERION_HOME
+CRITERION_HOME="$(realpath "$OUT")/criterion"
+rm -rf "$CRITERION_HOME"
 INPUT="$OUT/input.json"
 
 echo "== generating the input from $REALDATA" >&2
@@ -22,7 +27,7 @@ CELLSEG_POSTPROC_BENCH_INPUT="$(realpath "$INPUT")" \
 echo "== Python baseline (seed algorithm)" >&2
 "$PY" tools/postproc_bench.py time "$INPUT" "${REPEATS:-5}" > "$OUT/python.json"
 
-"$PY" - "$TARGET/criterion/pipeline" "$OUT/python.json" <<'PYEOF'
+"$PY" - "$CRITERION_HOME/pipeline" "$OUT/python.json" <<'PYEOF'
 import glob, json, os, sys
 crit, py = sys.argv[1], json.load(open(sys.argv[2]))
 print(f"{'image':<16}{'candidates':>11}{'kept':>6}{'python ms':>12}{'rust ms':>10}{'ratio':>9}")

@@ -6,9 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REAL=${REALDATA:-../shared/realdata}
-TARGET=${CARGO_TARGET_DIR:-target}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
+# Criterion's estimates go to a fresh folder of this run, read back below. (Left to itself, criterion
+# resolves a relative CARGO_TARGET_DIR from the bench crate's folder, and the table read stale files.)
+export CRITERION_HOME="$OUT/criterion"
 echo "== load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)" >&2
 echo "== Python baselines (numpy, pycocotools $(.venv/bin/python -c 'import pycocotools; print(getattr(pycocotools, "__version__", "2.x"))'))" >&2
 .venv/bin/python tools/rle_bench.py "$REAL" "$OUT"
@@ -16,7 +18,7 @@ echo "== Python baselines (numpy, pycocotools $(.venv/bin/python -c 'import pyco
 echo "== criterion" >&2
 CELLSEG_BENCH_DIR="$OUT" cargo bench -p cellseg-rle --bench rle -- --noplot >&2
 CELLSEG_BENCH_DIR="$OUT" cargo bench -p cellseg-metrics --bench metrics -- --noplot >&2
-.venv/bin/python - "$OUT" "$TARGET/criterion" <<'PY'
+.venv/bin/python - "$OUT" "$CRITERION_HOME" <<'PY'
 import json, os, sys
 out, crit = sys.argv[1:3]
 py = json.load(open(os.path.join(out, "rle_python.json")))
