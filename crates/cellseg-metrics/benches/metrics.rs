@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use cellseg_core::ImageSize;
 use cellseg_metrics::coco_dataset::CocoDataset;
 use cellseg_metrics::cocoeval::{self, CocoEvalParams, IouType};
-use cellseg_metrics::competition::{IouMatrix, image_score, mean_score, score_coco_strs};
+use cellseg_metrics::competition::{
+    IouMatrix, image_score, mean_score, score_all, score_coco_strs,
+};
 use cellseg_rle::CocoRle;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use rayon::prelude::*;
 
 type Image = (ImageSize, Vec<String>, Vec<String>);
 
@@ -75,13 +76,10 @@ fn benches(c: &mut Criterion) {
             black_box(mean_score(&scores))
         })
     });
-    // The same, images spread over rayon's threads (all cores of the machine).
+    // The same through `score_all`: images spread over rayon's threads (all cores).
     g.bench_function(BenchmarkId::new("all_images_rayon", images.len()), |b| {
         b.iter(|| {
-            let scores: Vec<_> = images
-                .par_iter()
-                .map(|(size, t, p)| score_coco_strs(t, p, *size).unwrap())
-                .collect();
+            let scores = score_all(&images, |(size, t, p)| score_coco_strs(t, p, *size)).unwrap();
             black_box(mean_score(&scores))
         })
     });

@@ -36,6 +36,7 @@ use std::cell::RefCell;
 use cellseg_core::{CroppedMask, ImageSize};
 use cellseg_rle::batch::CocoBatch;
 use cellseg_rle::{CocoRle, KaggleRle};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -341,6 +342,21 @@ pub fn image_score(ious: &IouMatrix) -> ImageScore {
     out
 }
 
+/// Scores many images, spread over rayon's threads (each image is scored on one thread, so the
+/// result is the same as scoring them one after the other): `score(&images[k])` in image order.
+/// Use it with any of the per-image scorers, e.g. `|(t, p, size)| score_coco_strs(t, p, *size)`.
+///
+/// # Errors
+/// The error of the first image (in image order) whose `score` fails.
+pub fn score_all<I, F>(images: &[I], score: F) -> Result<Vec<ImageScore>>
+where
+    I: Sync,
+    F: Fn(&I) -> Result<ImageScore> + Sync,
+{
+    let scores: Vec<Result<ImageScore>> = images.par_iter().map(|im| score(im)).collect();
+    scores.into_iter().collect()
+}
+
 /// Mean of image scores (0 images give `None`).
 pub fn mean_score<'a>(scores: impl IntoIterator<Item = &'a ImageScore>) -> Option<f64> {
     let (mut sum, mut n) = (0.0, 0usize);
@@ -416,6 +432,35 @@ mod tests {
         let s = image_score(&m);
         assert_eq!(s.score, 0.0);
         assert_eq!(s.fn_[0], 3);
+    }
+
+    #[test]
+    fn score_all_keeps_image_order_and_reports_the_first_error() {
+        let size = ImageSize::new(8, 8);
+        let square = |r: usize, c: usize| {
+            let mut m = BitMask::zeros(size);
+            for (y, x) in (r..r + 3).flat_map(|y| (c..c + 3).map(move |x| (y, x))) {
+                m.set(y, x, true);
+            }
+            CocoRle::from_mask(&m).to_counts_string()
+        };
+        // Image k predicts a square k columns off the truth's: scores fall with k.
+        let images: Vec<(Vec<String>, Vec<String>)> =
+            (0..40).map(|k| (vec![square(2, 0)], vec![square(2, k % 6)])).collect();
+        let score = |(t, p): &(Vec<String>, Vec<String>)| score_coco_strs(t, p, size);
+        let all = score_all(&images, score).unwrap();
+        let one_by_one: Vec<_> = images.iter().map(|im| score(im).unwrap()).collect();
+        assert_eq!(all, one_by_one);
+        assert_eq!(all[0].score, 1.0);
+        assert_eq!(all[3].score, 0.0);
+        // Two bad images: the error is the first one's, whichever thread fails first.
+        let mut bad = images.clone();
+        bad[7].1[0] = "not a counts string".into();
+        bad[30].0[0] = "0P".into();
+        let want = score(&bad[7]).unwrap_err().to_string();
+        for _ in 0..5 {
+            assert_eq!(score_all(&bad, score).unwrap_err().to_string(), want);
+        }
     }
 
     proptest! {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cellseg_core::ImageSize;
 use cellseg_rle::KaggleRle;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::coco_dataset::CocoDataset;
@@ -240,17 +241,22 @@ pub fn evaluate_competition(
             got: preds.len(),
         });
     }
-    let mut images = Vec::with_capacity(truth.len());
-    for (t, p) in truth.iter().zip(preds) {
-        let ious = IouMatrix::from_kaggle(&t.masks, p)?;
-        images.push(ImageReport {
-            id: t.id.clone(),
-            cell_type: t.cell_type.clone(),
-            n_truth: t.masks.len(),
-            n_pred: p.len(),
-            score: competition::image_score(&ious),
-        });
-    }
+    // Images are scored on rayon's threads, each on one; the report keeps the truth's order.
+    let images: Vec<Result<ImageReport>> = truth
+        .par_iter()
+        .zip(preds)
+        .map(|(t, p)| {
+            let ious = IouMatrix::from_kaggle(&t.masks, p)?;
+            Ok(ImageReport {
+                id: t.id.clone(),
+                cell_type: t.cell_type.clone(),
+                n_truth: t.masks.len(),
+                n_pred: p.len(),
+                score: competition::image_score(&ious),
+            })
+        })
+        .collect();
+    let images = images.into_iter().collect::<Result<Vec<_>>>()?;
     let overall = competition::mean_score(images.iter().map(|i| &i.score)).unwrap_or(0.0);
     let mut per: BTreeMap<String, (f64, usize)> = BTreeMap::new();
     for im in &images {
