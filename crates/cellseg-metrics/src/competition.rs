@@ -353,7 +353,7 @@ where
     I: Sync,
     F: Fn(&I) -> Result<ImageScore> + Sync,
 {
-    let scores: Vec<Result<ImageScore>> = images.par_iter().map(|im| score(im)).collect();
+    let scores: Vec<Result<ImageScore>> = images.par_iter().map(&score).collect();
     scores.into_iter().collect()
 }
 
