@@ -36,7 +36,6 @@ use std::cell::RefCell;
 use cellseg_core::{CroppedMask, ImageSize};
 use cellseg_rle::batch::CocoBatch;
 use cellseg_rle::{CocoRle, KaggleRle};
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -342,8 +341,9 @@ pub fn image_score(ious: &IouMatrix) -> ImageScore {
     out
 }
 
-/// Scores many images, spread over rayon's threads (each image is scored on one thread, so the
-/// result is the same as scoring them one after the other): `score(&images[k])` in image order.
+/// Scores many images, spread over rayon's threads with the `rayon` feature (on by default; each
+/// image is scored on one thread, so the result is the same as scoring them one after the
+/// other): `score(&images[k])` in image order.
 /// Use it with any of the per-image scorers, e.g. `|(t, p, size)| score_coco_strs(t, p, *size)`.
 ///
 /// # Errors
@@ -353,7 +353,13 @@ where
     I: Sync,
     F: Fn(&I) -> Result<ImageScore> + Sync,
 {
-    let scores: Vec<Result<ImageScore>> = images.par_iter().map(&score).collect();
+    #[cfg(feature = "rayon")]
+    let scores: Vec<Result<ImageScore>> = {
+        use rayon::prelude::*;
+        images.par_iter().map(&score).collect()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let scores: Vec<Result<ImageScore>> = images.iter().map(&score).collect();
     scores.into_iter().collect()
 }
 

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use cellseg_core::ImageSize;
 use cellseg_rle::KaggleRle;
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::coco_dataset::CocoDataset;
@@ -241,21 +240,25 @@ pub fn evaluate_competition(
             got: preds.len(),
         });
     }
-    // Images are scored on rayon's threads, each on one; the report keeps the truth's order.
-    let images: Vec<Result<ImageReport>> = truth
-        .par_iter()
-        .zip(preds)
-        .map(|(t, p)| {
-            let ious = IouMatrix::from_kaggle(&t.masks, p)?;
-            Ok(ImageReport {
-                id: t.id.clone(),
-                cell_type: t.cell_type.clone(),
-                n_truth: t.masks.len(),
-                n_pred: p.len(),
-                score: competition::image_score(&ious),
-            })
+    // Images are scored on rayon's threads (`rayon` feature), each on one; the report keeps the
+    // truth's order.
+    let score = |(t, p): (&TruthImage, &Vec<KaggleRle>)| -> Result<ImageReport> {
+        let ious = IouMatrix::from_kaggle(&t.masks, p)?;
+        Ok(ImageReport {
+            id: t.id.clone(),
+            cell_type: t.cell_type.clone(),
+            n_truth: t.masks.len(),
+            n_pred: p.len(),
+            score: competition::image_score(&ious),
         })
-        .collect();
+    };
+    #[cfg(feature = "rayon")]
+    let images: Vec<Result<ImageReport>> = {
+        use rayon::prelude::*;
+        truth.par_iter().zip(preds).map(score).collect()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let images: Vec<Result<ImageReport>> = truth.iter().zip(preds).map(score).collect();
     let images = images.into_iter().collect::<Result<Vec<_>>>()?;
     let overall = competition::mean_score(images.iter().map(|i| &i.score)).unwrap_or(0.0);
     let mut per: BTreeMap<String, (f64, usize)> = BTreeMap::new();
