@@ -69,7 +69,11 @@ fn real_data_paths(args: &Args) -> Option<(PathBuf, PathBuf)> {
     Some((csv, images))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    cellseg::exit_code(run())
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

@@ -53,6 +53,49 @@ fn tch_version() -> &'static str {
     "2.11.0"
 }
 
+/// The text a binary prints for an error: its message, then each cause on a line of its own,
+/// leaving out a cause whose text the line before already contains. The workspace's errors put
+/// their I/O or parse cause in their own message (`cannot read a.csv: No such file or directory`)
+/// and also return it as their `source`, so a plain report of the chain (anyhow's) would print
+/// that cause twice.
+///
+/// ```
+/// let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+/// let err = anyhow::Error::new(cellseg::core::Error::ConfigIo { path: "a.toml".into(), source: io })
+///     .context("loading the config");
+/// assert_eq!(
+///     cellseg::error_report(err.as_ref()),
+///     "loading the config\n  caused by: cannot read config a.toml: No such file"
+/// );
+/// ```
+pub fn error_report(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut last = out.clone();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !last.contains(&text) {
+            out.push_str("\n  caused by: ");
+            out.push_str(&text);
+        }
+        last = text;
+        cause = c.source();
+    }
+    out
+}
+
+/// The exit of a binary's `main`: success, or the error printed to stderr with [`error_report`]
+/// (prefixed `error: `) and exit code 1.
+pub fn exit_code<E: AsRef<dyn std::error::Error>>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_report(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The best device here: the first CUDA GPU when there is one, else the CPU.
 pub fn best_device() -> tch::Device {
     tch::Device::cuda_if_available()
