@@ -32,6 +32,7 @@ use cellseg_data::{Augment, AugmentConfig, Batch, Sample};
 use cellseg_heads::MaskRcnn;
 use cellseg_heads::config::HeadsConfig;
 use cellseg_metrics::competition::{ImageScore, IouMatrix, image_score, mean_score};
+use cellseg_postproc::vote::majority_label;
 use cellseg_postproc::{Pipeline, PostprocConfig, Processed};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -336,11 +337,14 @@ impl DetectorValidator {
             let ious = IouMatrix::from_cropped(&s.instances.masks, &p.detections.masks)
                 .map_err(|e| format!("{}: {e}", s.id))?;
             let score = image_score(&ious);
-            let group = match &self.class_space {
-                None => majority_type(&s.instances.labels).map(|t| t.name().to_string()),
-                Some(space) => majority_label(&s.instances.labels)
-                    .map(|l| space.names.get(l).cloned().unwrap_or_else(|| format!("label_{l}"))),
-            };
+            // The image's group: its majority ground-truth label, named in the class space.
+            let group = majority_label(&s.instances.labels).map(|l| {
+                let name = match &self.class_space {
+                    None => CellType::from_label(l).map(|t| t.name().to_string()),
+                    Some(space) => space.names.get(l).cloned(),
+                };
+                name.unwrap_or_else(|| format!("label_{l}"))
+            });
             if let Some(g) = group {
                 by_type.entry(g).or_default().push(score.clone());
             }
@@ -359,28 +363,6 @@ impl DetectorValidator {
     }
 }
 
-/// The most frequent cell type among `labels` (ties: the lowest label).
-fn majority_type(labels: &[usize]) -> Option<CellType> {
-    let mut counts = [0usize; 3];
-    for &l in labels {
-        if l < 3 {
-            counts[l] += 1;
-        }
-    }
-    let (best, &n) = counts.iter().enumerate().rev().max_by_key(|&(_, c)| *c)?;
-    if n == 0 { None } else { CellType::from_label(best) }
-}
-
-/// The most frequent label (ties: the lowest).
-fn majority_label(labels: &[usize]) -> Option<usize> {
-    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
-    for &l in labels {
-        *counts.entry(l).or_default() += 1;
-    }
-    // `max_by_key` keeps the last maximum: scan in reverse so the lowest label wins ties.
-    counts.iter().rev().max_by_key(|&(_, c)| *c).map(|(&l, _)| l)
-}
-
 impl Validator<Detector> for DetectorValidator {
     fn validate(&mut self, model: &mut Detector) -> Result<EvalReport, HookError> {
         Ok(self.evaluate(model)?.report)
@@ -390,13 +372,6 @@ impl Validator<Detector> for DetectorValidator {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn majority_prefers_the_most_frequent_then_the_lowest() {
-        assert_eq!(majority_type(&[1, 2, 2]), Some(CellType::Cort));
-        assert_eq!(majority_type(&[1, 0]), Some(CellType::Shsy5y));
-        assert_eq!(majority_type(&[]), None);
-    }
 
     #[test]
     fn repeat_visits_each_sample_in_turn_without_copies() {
@@ -414,10 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn majority_label_covers_any_label_space() {
-        assert_eq!(majority_label(&[7, 3, 7, 3, 5]), Some(3));
-        assert_eq!(majority_label(&[6, 6, 1]), Some(6));
-        assert_eq!(majority_label(&[]), None);
+    fn livecell_class_space_names_the_eight_cell_lines() {
         let space = ClassSpace::livecell(CellType::Shsy5y);
         assert_eq!(space.names.len(), 8);
         assert_eq!(space.names[0], "skbr3");
