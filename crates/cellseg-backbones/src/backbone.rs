@@ -215,6 +215,13 @@ pub struct BackboneConfig {
     /// Stochastic depth of the EfficientNet blocks (timm `drop_path_rate`, linear in the block
     /// index); ignored by ResNets. Default 0.2 (the seed's timm call).
     pub drop_path_rate: f64,
+    /// mmdet `zero_init_residual`: a new ResNet / ResNeXt starts with the scale (`bn3.weight`)
+    /// of the last batch norm of every bottleneck at 0, so that each block starts as its
+    /// shortcut. Only the initial values change: weights loaded afterwards (any pretrained
+    /// checkpoint, as the seed always loads) replace them. Ignored by EfficientNets (timm has
+    /// no such init). Default true (mmdet 2.17 `ResNet`'s default, applied there whenever no
+    /// pretrained weights are given); torchvision's `resnet50()` default is false.
+    pub zero_init_residual: bool,
 }
 
 impl Default for BackboneConfig {
@@ -226,6 +233,7 @@ impl Default for BackboneConfig {
             norm: Norm::BatchNormEval,
             frozen_stages: -1,
             drop_path_rate: 0.2,
+            zero_init_residual: true,
         }
     }
 }

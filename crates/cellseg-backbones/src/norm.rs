@@ -68,6 +68,14 @@ impl BatchNorm2d {
         }
     }
 
+    /// Sets the scale (`weight`) to 0: the layer then outputs its `bias` (mmdet's
+    /// `zero_init_residual` for the last batch norm of a residual branch).
+    pub(crate) fn zero_scale(&mut self) {
+        tch::no_grad(|| {
+            let _ = self.weight.zero_();
+        });
+    }
+
     /// The behaviour in training.
     pub fn norm(&self) -> Norm {
         self.norm

@@ -80,6 +80,7 @@ impl Bottleneck {
         v: ResNetVariant,
         norm: Norm,
         frozen: bool,
+        zero_init_residual: bool,
     ) -> Self {
         let width = v.width(planes);
         let c_out = planes * EXPANSION;
@@ -90,7 +91,10 @@ impl Bottleneck {
         let conv2 = Conv2d::new(&(p / "conv2"), width, width, 3, o3);
         let bn2 = BatchNorm2d::new(&(p / "bn2"), width, BN_EPS, norm, frozen);
         let conv3 = Conv2d::new(&(p / "conv3"), width, c_out, 1, o);
-        let bn3 = BatchNorm2d::new(&(p / "bn3"), c_out, BN_EPS, norm, frozen);
+        let mut bn3 = BatchNorm2d::new(&(p / "bn3"), c_out, BN_EPS, norm, frozen);
+        if zero_init_residual {
+            bn3.zero_scale();
+        }
         let downsample = (stride != 1 || c_in != c_out).then(|| {
             let d = p / "downsample";
             Downsample {
@@ -133,8 +137,8 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    /// Builds the trunk under `p` with `cfg.stem_stride`, `cfg.norm` and `cfg.frozen_stages`
-    /// (the other fields of `cfg` are ignored).
+    /// Builds the trunk under `p` with `cfg.stem_stride`, `cfg.norm`, `cfg.frozen_stages` and
+    /// `cfg.zero_init_residual` (the other fields of `cfg` are ignored).
     ///
     /// # Panics
     /// If `cfg.stem_stride` is not 1 or 2 or the depth is not 50/101/152 (checked by
@@ -164,8 +168,16 @@ impl ResNet {
             let blocks = (0..n)
                 .map(|b| {
                     let s = if b == 0 { first_stride } else { 1 };
-                    let block =
-                        Bottleneck::new(&(&lp / b), c_in, planes, s, v, cfg.norm, is_frozen);
+                    let block = Bottleneck::new(
+                        &(&lp / b),
+                        c_in,
+                        planes,
+                        s,
+                        v,
+                        cfg.norm,
+                        is_frozen,
+                        cfg.zero_init_residual,
+                    );
                     c_in = planes * EXPANSION;
                     block
                 })
@@ -234,6 +246,28 @@ mod tests {
                 assert_eq!(spec.stride, w);
                 assert_eq!(o.size(), [1, spec.channels, 32 / w as i64, 32 / w as i64]);
             }
+        }
+    }
+
+    #[test]
+    fn zero_init_residual_starts_every_bottleneck_as_its_shortcut() {
+        let v = BackboneKind::Resnet50.resnet().unwrap();
+        let x = Tensor::randn([1, 256, 8, 8], (Kind::Float, Device::Cpu));
+        for zero in [true, false] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = BackboneConfig { zero_init_residual: zero, ..Default::default() };
+            let m = ResNet::new(&vs.root(), v, &cfg);
+            let vars = vs.variables();
+            let bn3: Vec<_> = vars.iter().filter(|(k, _)| k.ends_with("bn3.weight")).collect();
+            assert_eq!(bn3.len(), 16);
+            for (k, w) in bn3 {
+                let want = if zero { 0.0 } else { 1.0 };
+                assert!(w.eq(want).all().int64_value(&[]) == 1, "{k}");
+            }
+            // layer1.1 has no downsample: with the zero scale it is relu(x).
+            let block = &m.layer1[1];
+            let y = tch::no_grad(|| block.forward(&x, false));
+            assert_eq!(y.equal(&x.relu()), zero);
         }
     }
 
