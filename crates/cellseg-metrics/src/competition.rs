@@ -450,7 +450,7 @@ mod tests {
             }
             CocoRle::from_mask(&m).to_counts_string()
         };
-        // Image k predicts a square k columns off the truth's: scores fall with k.
+        // Image k predicts the truth square moved k % 6 columns: its score falls with k % 6.
         let images: Vec<(Vec<String>, Vec<String>)> =
             (0..40).map(|k| (vec![square(2, 0)], vec![square(2, k % 6)])).collect();
         let score = |(t, p): &(Vec<String>, Vec<String>)| score_coco_strs(t, p, size);
