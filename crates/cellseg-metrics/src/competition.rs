@@ -31,8 +31,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cell::RefCell;
-
 use cellseg_core::{CroppedMask, ImageSize};
 use cellseg_rle::batch::CocoBatch;
 use cellseg_rle::{CocoRle, KaggleRle};
@@ -213,23 +211,7 @@ impl IouMatrix {
         floor: f64,
     ) -> Result<Self> {
         // One pair of batches per thread, reused from image to image (no reallocation once warm).
-        thread_local! {
-            static SCRATCH: RefCell<Option<(CocoBatch, CocoBatch)>> = const { RefCell::new(None) };
-        }
-        SCRATCH.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let (tb, pb) = match slot.as_mut() {
-                Some((tb, pb)) => {
-                    tb.reset(size)?;
-                    pb.reset(size)?;
-                    (tb, pb)
-                }
-                None => {
-                    let pair = (CocoBatch::new(size)?, CocoBatch::new(size)?);
-                    let (tb, pb) = slot.insert(pair);
-                    (tb, pb)
-                }
-            };
+        CocoBatch::with_pair(size, |tb, pb| {
             for s in truth {
                 tb.push_counts_str(s.as_ref())?;
             }

@@ -32,6 +32,7 @@
 //! ```
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use cellseg_core::ImageSize;
 
@@ -94,6 +95,35 @@ impl CocoBatch {
         self.areas.clear();
         self.simple.clear();
         Ok(())
+    }
+
+    /// Runs `f` on two empty batches of `size`, reused from call to call on this thread (no
+    /// reallocation once warm: the per-image work of an IoU matrix or a metric over many images).
+    /// A call from inside `f` gets two new batches.
+    ///
+    /// # Errors
+    /// [`Error::ImageTooLarge`] (as [`CocoBatch::new`]), or `f`'s error.
+    pub fn with_pair<R, E: From<Error>>(
+        size: ImageSize,
+        f: impl FnOnce(&mut Self, &mut Self) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        thread_local! {
+            static PAIR: RefCell<Option<(CocoBatch, CocoBatch)>> = const { RefCell::new(None) };
+        }
+        with_scratch(&PAIR, |slot| {
+            let (a, b) = match slot {
+                Some((a, b)) => {
+                    a.reset(size)?;
+                    b.reset(size)?;
+                    (a, b)
+                }
+                None => {
+                    let (a, b) = slot.insert((Self::new(size)?, Self::new(size)?));
+                    (a, b)
+                }
+            };
+            f(a, b)
+        })
     }
 
     /// The image size.
@@ -362,11 +392,7 @@ impl CocoBatch {
             static SCRATCH: RefCell<(Vec<[i32; 4]>, Vec<u8>)> =
                 const { RefCell::new((Vec::new(), Vec::new())) };
         }
-        // A call from inside `f` (the scratch is in use) gets buffers of its own.
-        SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => self.test_all(other, &mut scratch, f),
-            Err(_) => self.test_all(other, &mut Default::default(), f),
-        });
+        with_scratch(&SCRATCH, |scratch| self.test_all(other, scratch, f));
     }
 
     /// The work of [`CocoBatch::candidates_by_testing_all`], in the buffers given.
@@ -398,15 +424,10 @@ impl CocoBatch {
 
     /// [`CocoBatch::for_each_candidate`] through a coarse grid over the image.
     fn candidates_from_grid(&self, other: &Self, f: impl FnMut(usize, usize)) {
-        // The grid's buffers, reused from call to call on each thread.
         thread_local! {
             static GRID: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
         }
-        // A call from inside `f` (the scratch is in use) gets buffers of its own.
-        GRID.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => self.grid(other, &mut scratch, f),
-            Err(_) => self.grid(other, &mut Default::default(), f),
-        });
+        with_scratch(&GRID, |scratch| self.grid(other, scratch, f));
     }
 
     /// The work of [`CocoBatch::candidates_from_grid`], in the buffers given.
@@ -636,6 +657,18 @@ fn long_value(s: &[u8], mut p: usize) -> (i64, usize) {
     (0, usize::MAX)
 }
 
+/// Runs `f` on this thread's value of `key`, reused from call to call (buffers keep their
+/// capacity); a call made while the value is in use (from inside `f`) gets a fresh default.
+fn with_scratch<T: Default, R>(
+    key: &'static LocalKey<RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut T::default()),
+    })
+}
+
 /// Finds the column of increasing positions, with additions while they stay close.
 struct ColumnWalk {
     col: u32,
@@ -841,6 +874,27 @@ mod tests {
             batch.candidates_by_testing_all(&batch, |_, _| n += 1);
         });
         assert_eq!(n, 2 * 4 * 4);
+    }
+
+    #[test]
+    fn with_pair_gives_empty_batches_even_when_nested() {
+        let size = ImageSize::new(3, 3);
+        let eye = CocoRle::from_counts(vec![0, 1, 3, 1, 3, 1], size).unwrap();
+        for _ in 0..2 {
+            CocoBatch::with_pair(size, |a, b| {
+                assert!(a.is_empty() && b.is_empty() && a.size() == size);
+                a.push(&eye)?;
+                CocoBatch::with_pair(ImageSize::new(2, 2), |c, d| {
+                    assert!(c.is_empty() && d.is_empty() && c.size() == ImageSize::new(2, 2));
+                    Ok::<_, Error>(())
+                })?;
+                assert_eq!(a.len(), 1);
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        }
+        let err = CocoBatch::with_pair(ImageSize::new(1 << 20, 1 << 13), |_, _| Ok::<_, Error>(()));
+        assert!(matches!(err, Err(Error::ImageTooLarge { .. })));
     }
 
     #[test]

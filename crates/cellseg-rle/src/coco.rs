@@ -617,23 +617,7 @@ pub fn iou_matrix(dt: &[CocoRle], gt: &[CocoRle], iscrowd: &[bool]) -> Result<Ve
         && dt.iter().chain(gt).all(|m| m.size == size)
     {
         // One image size (the usual case): both sides as run batches, reused per thread.
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Option<(CocoBatch, CocoBatch)>> =
-                const { std::cell::RefCell::new(None) };
-        }
-        return SCRATCH.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let (db, gb) = match slot.as_mut() {
-                Some((db, gb)) => {
-                    db.reset(size)?;
-                    gb.reset(size)?;
-                    (db, gb)
-                }
-                None => {
-                    let (db, gb) = slot.insert((CocoBatch::new(size)?, CocoBatch::new(size)?));
-                    (db, gb)
-                }
-            };
+        return CocoBatch::with_pair(size, |db, gb| {
             for m in dt {
                 db.push(m)?;
             }
