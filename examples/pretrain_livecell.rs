@@ -61,11 +61,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    support::init_tracing();
     let args = Args::parse();
     let t0 = Instant::now();
     let paths: Vec<&std::path::Path> = args.config.iter().map(PathBuf::as_path).collect();

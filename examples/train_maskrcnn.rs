@@ -74,11 +74,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    support::init_tracing();
     let args = Args::parse();
     let t0 = Instant::now();
     let mut cfg = setup::load_config(&args.config)?;

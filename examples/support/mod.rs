@@ -13,6 +13,16 @@ use cellseg::train::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Log to stderr, filtered by `RUST_LOG` (default `warn`: the progress bar and the report carry
+/// the run).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+}
+
 /// What [`fit_and_evaluate`] returns.
 pub struct Fitted {
     /// The engine's report (checkpoints, logs, best validation).
