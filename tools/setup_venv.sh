@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-STAMP=.venv/.cellseg-ready-v1
+STAMP=.venv/.cellseg-ready-v2
 # Python packages for parity fixtures and baselines (never needed at run time).
 TEST_PACKAGES=(
   "torchvision==0.26.0"
@@ -31,6 +31,13 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 echo "setup: installing torch==2.11.0 and test packages into .venv (about 4.6 GB, 1-3 minutes)" >&2
 .venv/bin/python -m pip install --quiet --no-cache-dir --disable-pip-version-check "torch==2.11.0" "${TEST_PACKAGES[@]}"
+# The seed's own library as the parity oracle (../shared/docs/ORACLES.md): mmdet 2.17.0 and mmcv 1.3.17 "lite"
+# (no compiled ops; tools/mmdet_shim.py backs them with torchvision kernels). mmcv 1.3.17 is an sdist whose build
+# needs `wheel`, hence --no-build-isolation; --no-deps keeps torch, numpy and opencv as installed above.
+.venv/bin/python -m pip install --quiet --no-cache-dir --disable-pip-version-check wheel
+MMCV_WITH_OPS=0 .venv/bin/python -m pip install --quiet --no-cache-dir --disable-pip-version-check \
+  --no-build-isolation --no-deps \
+  "mmcv==1.3.17" "mmdet==2.17.0" addict yapf platformdirs six terminaltables
 
 TORCH_DIR=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 TORCH_VERSION=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
