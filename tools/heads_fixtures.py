@@ -128,12 +128,24 @@ def maskrcnn_fixture(outdir):
         obj, deltas = model.rpn.head(flist)
         proposals, _ = model.rpn(images, feats)
         props = proposals[0]
+        # The same proposals with their objectness scores (torchvision's rpn.forward drops them).
+        anchors = model.rpn.anchor_generator(images, flist)
+        num_anchors = [o[0].numel() for o in obj]
+        o2, d2 = torchvision.models.detection.rpn.concat_box_prediction_layers(obj, deltas)
+        boxes2 = model.rpn.box_coder.decode(d2.detach(), anchors).view(1, -1, 4)
+        fb, fs = model.rpn.filter_proposals(boxes2, o2.detach(), images.image_sizes, num_anchors)
+        assert torch.equal(fb[0], props)
+        prop_scores = fs[0]
         box_feats = model.roi_heads.box_roi_pool(feats, [props], images.image_sizes)
         cls, reg = model.roi_heads.box_predictor(model.roi_heads.box_head(box_feats))
         dets, _ = model.roi_heads(feats, proposals, images.image_sizes)
         d = dets[0]
         mask_feats = model.roi_heads.mask_roi_pool(feats, [d["boxes"]], images.image_sizes)
         mask_logits = model.roi_heads.mask_predictor(model.roi_heads.mask_head(mask_feats))
+        # torchvision's own paste of its 28x28 probabilities (expand by 1 px, integer box, bilinear).
+        pasted = torchvision.models.detection.roi_heads.paste_masks_in_image(
+            d["masks"], d["boxes"], (h, w), padding=1
+        )[:, 0]
     t = {"image": x}
     for i, f in enumerate(flist):
         t[f"fpn_{i}"] = f
@@ -141,6 +153,7 @@ def maskrcnn_fixture(outdir):
         t[f"rpn_cls_{i}"] = o
         t[f"rpn_reg_{i}"] = r
     t["proposals"] = props
+    t["proposal_scores"] = prop_scores
     t["box_feats"] = box_feats
     t["cls_logits"] = cls
     t["box_deltas"] = reg
@@ -149,6 +162,8 @@ def maskrcnn_fixture(outdir):
     t["det_labels"] = d["labels"]
     t["mask_feats"] = mask_feats
     t["mask_logits"] = mask_logits
+    t["mask_probs"] = d["masks"][:, 0]
+    t["pasted"] = pasted
     save_file({k: v.contiguous() for k, v in t.items()}, f"{outdir}/stages.safetensors")
     save_file(rename(model.state_dict()), f"{outdir}/weights.safetensors")
 

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use cellseg_core::{BitMask, ImageSize, Instances};
-use cellseg_heads::{MaskRcnn, MaskRcnnConfig};
+use cellseg_heads::DetectorConfig;
 use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 
 fn env(key: &str, default: usize) -> usize {
@@ -70,11 +70,11 @@ fn main() -> anyhow::Result<()> {
     let amp = std::env::var("AMP").as_deref() == Ok("1") && device.is_cuda();
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
-    let mut cfg = MaskRcnnConfig::default();
+    let mut cfg = DetectorConfig::default();
     cfg.heads.num_classes = 3;
     // torchvision's maskrcnn_resnet50_fpn without pretrained weights uses training-mode BatchNorm2d.
     cfg.backbone.norm = cellseg_backbones::Norm::BatchNorm;
-    let model = MaskRcnn::new(&vs.root(), &cfg)?;
+    let model = cfg.build(&vs.root())?;
     let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 1e-3)?;
     let size = ImageSize::new(256, 256);
     let mut seed = 1u64;
@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let d = model.predict(&img, &[full])?;
         sync(device);
-        n = d[0].len();
+        n = d[0].boxes.len();
         if i >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }

@@ -1,10 +1,11 @@
 //! Conversions between tensors and the pure vocabulary of `cellseg-core`.
 
 use cellseg_core::{BoxXyxy, Detections, ImageSize, Instances};
+use cellseg_postproc::{SoftDetections, SoftMask};
 use tch::{Device, Kind, Tensor};
 
 use crate::Result;
-use crate::paste::paste_masks;
+use crate::ops::paste::{PastedWindow, paste_masks};
 use crate::roi_heads::RawDetections;
 
 /// GT boxes `[G, 4]` (float32) and labels `[G]` (int64) of `inst` on `device`.
@@ -20,12 +21,46 @@ pub fn instances_to_tensors(inst: &Instances, device: Device) -> (Tensor, Tensor
 /// Boxes `[N, 4]` as [`BoxXyxy`].
 pub fn tensor_to_boxes(t: &Tensor) -> Vec<BoxXyxy> {
     let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).reshape([-1]))
-        .unwrap_or_default();
+        .expect("a float32 tensor converts to Vec<f32>");
     v.chunks(4).map(|c| BoxXyxy::new(c[0], c[1], c[2], c[3])).collect()
 }
 
+/// Scores `[K]` and labels `[K]` of raw detections on the host.
+fn scores_and_labels(raw: &RawDetections) -> (Vec<f32>, Vec<usize>) {
+    let scores = Vec::<f32>::try_from(raw.scores.to_kind(Kind::Float).to_device(Device::Cpu))
+        .expect("a float32 tensor converts to Vec<f32>");
+    let labels = Vec::<i64>::try_from(raw.labels.to_kind(Kind::Int64).to_device(Device::Cpu))
+        .expect("an int64 tensor converts to Vec<i64>")
+        .into_iter()
+        .map(|l| l.max(0) as usize)
+        .collect();
+    (scores, labels)
+}
+
+/// [`SoftDetections`] from raw detections and their pasted soft windows (one per detection, from
+/// [`crate::ops::paste::paste_soft`]), stored as the seed does: `floor(prob · 255)`.
+///
+/// # Errors
+/// When a window leaves the image (ruled out by the paste) or the arrays disagree.
+pub fn to_soft_detections(
+    raw: &RawDetections,
+    pasted: Vec<PastedWindow>,
+    size: ImageSize,
+) -> Result<SoftDetections> {
+    let boxes = tensor_to_boxes(&raw.boxes);
+    let (scores, labels) = scores_and_labels(raw);
+    let masks = pasted
+        .into_iter()
+        .map(|((t, l, h, w), v)| SoftMask::from_probabilities(size, t, l, h, w, &v))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let out = SoftDetections { image_size: size, boxes, scores, labels, masks };
+    out.validate()?;
+    Ok(out)
+}
+
 /// Pure [`Detections`] from raw detections and their mask probabilities `[K, M, M]` (or `None`
-/// for boxes only), pasted and binarised at `mask_thr`.
+/// for boxes only), pasted and binarised at `mask_thr` (`prob >= mask_thr`, as mmdet's
+/// `mask_thr_binary`).
 ///
 /// # Errors
 /// When the core types reject the arrays (lengths, mask sizes).
@@ -36,13 +71,7 @@ pub fn to_detections(
     mask_thr: f32,
 ) -> Result<Detections> {
     let boxes = tensor_to_boxes(&raw.boxes);
-    let scores = Vec::<f32>::try_from(raw.scores.to_kind(Kind::Float).to_device(Device::Cpu))
-        .unwrap_or_default();
-    let labels: Vec<usize> = Vec::<i64>::try_from(raw.labels.to_device(Device::Cpu))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|l| l.max(0) as usize)
-        .collect();
+    let (scores, labels) = scores_and_labels(raw);
     let masks = match probs {
         Some(p) if !boxes.is_empty() => paste_masks(p, &raw.boxes, size, mask_thr)?,
         _ => Vec::new(),

@@ -38,6 +38,15 @@ pub enum Error {
         /// The other length.
         right: usize,
     },
+    /// An error of the post-processing vocabulary (soft masks).
+    #[error(transparent)]
+    Postproc(#[from] cellseg_postproc::Error),
+    /// The architecture is named in the config but cannot be built by this version.
+    #[error("arch `{arch}` is not built yet (this version builds mask_rcnn)")]
+    NotBuilt {
+        /// The config name of the architecture.
+        arch: &'static str,
+    },
     /// An error of the backbone crate.
     #[error(transparent)]
     Backbone(#[from] cellseg_backbones::Error),

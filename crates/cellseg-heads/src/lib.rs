@@ -1,15 +1,19 @@
-//! RPN and RoI heads, their ops (anchors, box coder, assigner, sampler, RoIAlign, NMS, mask paste)
-//! and the Mask R-CNN detector, with mmdet 2.17 semantics (`REFERENCE.md` §1) and every difference
-//! from torchvision as a config switch (§2), so that torchvision is the numerical oracle.
+//! RPN and RoI heads, their ops and training targets, and the detectors assembled from them, with
+//! mmdet 2.17 semantics (`REFERENCE.md` §1) and every difference from torchvision as a config
+//! switch (§2). Real mmdet 2.17 and torchvision are the numerical oracles.
 //!
-//! - Ops: [`anchors`], [`box_coder`], [`assigner`] (chunked MaxIoU), [`sampler`],
-//!   [`roi_align`] (tensor-only, differentiable, adaptive sampling), [`nms`], [`paste`].
-//! - Heads: [`rpn`], [`box_head`], [`mask_head`], [`roi_heads`] (targets, losses, detection).
-//! - Detector: [`MaskRcnn`], configured from TOML ([`MaskRcnnConfig`]).
+//! Laid out like mmdet's `models/` (a reader of the seed finds each counterpart by name), each
+//! component owning its config:
+//! - [`ops`]: anchors, box coder, RoIAlign + RoI extractor, NMS, mask paste, loss primitives.
+//! - [`assign`]: MaxIoU assigner (chunked), random sampler, mask targets, the per-stage
+//!   [`assign::roi_sampler::RoiSampler`] (GT-added rows remembered).
+//! - [`heads`]: RPN head, box head (class-specific or class-agnostic), mask head.
+//! - [`roi_heads`]: one [`roi_heads::stage::RoiStage`], the standard head, `multiclass_nms`.
+//! - [`detectors`]: the [`TwoStageDetector`] interface, [`DetectorConfig`] (`arch`), [`MaskRcnn`].
 //!
 //! # Example
 //! ```
-//! use cellseg_heads::roi_align::roi_align;
+//! use cellseg_heads::ops::roi_align::roi_align;
 //! use tch::{Device, Kind, Tensor};
 //!
 //! let feats = Tensor::arange(16, (Kind::Float, Device::Cpu)).view([1, 1, 4, 4]);
@@ -22,24 +26,16 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod anchors;
-pub mod assigner;
-pub mod box_coder;
-pub mod box_head;
+pub mod assign;
 pub mod config;
 pub mod convert;
+pub mod detectors;
 pub mod error;
-pub mod losses;
-pub mod mask_head;
-pub mod mask_rcnn;
-pub mod mask_target;
-pub mod nms;
-pub mod paste;
-pub mod roi_align;
+pub mod heads;
+pub mod ops;
 pub mod roi_heads;
-pub mod rpn;
-pub mod sampler;
 
 pub use config::HeadsConfig;
+pub use detectors::mask_rcnn::MaskRcnn;
+pub use detectors::{Arch, BoxScores, DetectorConfig, Features, Losses, Trunk, TwoStageDetector};
 pub use error::{Error, Result};
-pub use mask_rcnn::{Losses, MaskRcnn, MaskRcnnConfig};

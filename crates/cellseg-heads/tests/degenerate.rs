@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use cellseg_backbones::{FpnConfig, TinyConfig, TinyConvNet};
 use cellseg_core::{BitMask, BoxXyxy, CroppedMask, ImageSize, Instances};
-use cellseg_heads::MaskRcnn;
 use cellseg_heads::config::HeadsConfig;
+use cellseg_heads::{MaskRcnn, TwoStageDetector};
 use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 
 /// The seed's heads (anchor strides 2–32, samplers, proposal counts, 8 classes) with narrow layers.
@@ -63,7 +63,7 @@ fn checked_step(
     model: &MaskRcnn,
     images: &Tensor,
     targets: &[Instances],
-) -> Vec<(&'static str, f64)> {
+) -> Vec<(String, f64)> {
     let mut opt = nn::Sgd::default().build(vs, 1e-2).unwrap();
     let losses = model.losses(images, targets).unwrap();
     let values = losses.values();
@@ -88,7 +88,7 @@ fn checked_step(
     values
 }
 
-fn loss(values: &[(&'static str, f64)], key: &str) -> f64 {
+fn loss(values: &[(String, f64)], key: &str) -> f64 {
     values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).unwrap()
 }
 

@@ -2,8 +2,8 @@
 //! state. libtorch's generator is process-global, so this comparison lives in its own test binary:
 //! in the library's unit tests other threads drew between the two seeds and made it flaky.
 
+use cellseg_heads::assign::sampler::RandomSampler;
 use cellseg_heads::config::SamplerConfig;
-use cellseg_heads::sampler::RandomSampler;
 use tch::Tensor;
 
 #[test]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use cellseg_backbones::{FpnConfig, TinyConfig, TinyConvNet};
 use cellseg_core::{BoxXyxy, CroppedMask, Detections, ImageSize, Instances};
-use cellseg_heads::MaskRcnn;
 use cellseg_heads::config::HeadsConfig;
+use cellseg_heads::{MaskRcnn, TwoStageDetector};
 use tch::{Device, Tensor, nn, nn::OptimizerConfig};
 
 /// Side of the square synthetic images (already a multiple of the coarsest stride, 32).
@@ -139,7 +139,8 @@ fn evaluate(model: &MaskRcnn, data: &[(Tensor, Instances)]) -> f64 {
     let mut s = 0.0;
     for (img, inst) in data {
         let d = model.predict(img, &[inst.image_size]).unwrap();
-        s += sartorius_map(&d[0], inst);
+        // Soft masks binarised at mmdet's default `mask_thr_binary` 0.5.
+        s += sartorius_map(&d[0].binarize(0.5).unwrap(), inst);
     }
     s / data.len() as f64
 }

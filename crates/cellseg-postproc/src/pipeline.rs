@@ -63,6 +63,24 @@ impl SoftDetections {
         }
         Ok(())
     }
+
+    /// The same detections with every mask binarised at `threshold` (bytes `> threshold · 255`,
+    /// [`SoftMask::binarize`]), without any other post-processing step.
+    ///
+    /// # Errors
+    /// As [`Self::validate`], or a threshold outside `[0, 1]`.
+    pub fn binarize(&self, threshold: f64) -> Result<Detections> {
+        self.validate()?;
+        let masks =
+            self.masks.iter().map(|m| m.binarize(threshold)).collect::<Result<Vec<_>>>()?;
+        Ok(Detections::new(
+            self.image_size,
+            self.boxes.clone(),
+            self.scores.clone(),
+            self.labels.clone(),
+            masks,
+        )?)
+    }
 }
 
 /// The post-processed instances of one image.

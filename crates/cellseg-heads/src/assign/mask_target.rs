@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use cellseg_core::{CroppedMask, ImageSize};
 use tch::{Device, Kind, Tensor};
 
-use crate::roi_align::{axis_samples, grid_from};
+use crate::ops::roi_align::{axis_samples, grid_from};
 
 const MARGIN: usize = 2;
 
@@ -296,7 +296,7 @@ mod tests {
                 bv[3].clamp(0.0, 40.0),
             ];
             let roi = Tensor::from_slice(&[0.0, cl[0], cl[1], cl[2], cl[3]]).view([1, 5]);
-            let want = crate::roi_align::roi_align(
+            let want = crate::ops::roi_align::roi_align(
                 &full(if *g == 0 { &a } else { &b }),
                 &roi,
                 7,

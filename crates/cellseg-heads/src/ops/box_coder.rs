@@ -4,9 +4,36 @@
 //! `decode`: `d * stds + means`, `dw, dh` clamped (both sides, `±|log(16/1000)|`, or max only for
 //! torchvision), then optionally clipped to `[0, W] × [0, H]` of the unpadded image.
 
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::config::{BoxCoderConfig, DeltaClamp};
+/// How `dw`, `dh` are clamped when decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaClamp {
+    /// Clamp to `±|log(16/1000)|` (mmdet `wh_ratio_clip`).
+    BothSides,
+    /// Clamp only from above at `log(1000/16)` (torchvision).
+    MaxOnly,
+}
+
+/// Delta box coder (mmdet `DeltaXYWHBBoxCoder`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoxCoderConfig {
+    /// Means subtracted from the deltas.
+    pub means: [f64; 4],
+    /// Stds dividing the deltas (torchvision's weights are `1/stds`).
+    pub stds: [f64; 4],
+    /// Clamp rule for `dw`, `dh`.
+    pub clamp: DeltaClamp,
+}
+
+impl Default for BoxCoderConfig {
+    fn default() -> Self {
+        Self { means: [0.0; 4], stds: [1.0; 4], clamp: DeltaClamp::BothSides }
+    }
+}
 
 /// `|log(16 / 1000)|`, the mmdet `wh_ratio_clip` bound (= torchvision's `bbox_xform_clip`).
 pub const WH_CLAMP: f64 = 4.135_166_556_742_356;

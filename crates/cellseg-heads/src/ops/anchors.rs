@@ -6,9 +6,33 @@
 //! [`AnchorConfig::round_anchors`] (torchvision). The grid shifts are `arange(W) * s`, and anchors
 //! are laid out `(H, W, A)` row-major, which is the order of the RPN outputs.
 
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::AnchorConfig;
+/// Anchor generator (mmdet `AnchorGenerator`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnchorConfig {
+    /// One stride per RPN level, high → low resolution (seed: 2, 4, 8, 16, 32 with the stride-1 stem).
+    pub strides: Vec<u32>,
+    /// Anchor scales in units of the level stride (seed: `[8]`).
+    pub scales: Vec<f64>,
+    /// Aspect ratios h/w (seed: `[0.5, 1, 2]`).
+    pub ratios: Vec<f64>,
+    /// Round the base anchors to integers (torchvision: true; mmdet 2.x: false).
+    pub round_anchors: bool,
+}
+
+impl Default for AnchorConfig {
+    fn default() -> Self {
+        Self {
+            strides: vec![2, 4, 8, 16, 32], // seed: conv1 stride 1
+            scales: vec![8.0],              // mmdet default
+            ratios: vec![0.5, 1.0, 2.0],    // mmdet default
+            round_anchors: false,           // mmdet 2.x
+        }
+    }
+}
 
 /// Generates the anchors of each level.
 #[derive(Debug, Clone)]

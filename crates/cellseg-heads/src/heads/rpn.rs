@@ -4,17 +4,84 @@
 //! # Checkpoint keys
 //! `rpn_head.rpn_conv.{weight,bias}`, `rpn_head.rpn_cls.{weight,bias}`, `rpn_head.rpn_reg.{weight,bias}`.
 
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor, nn, nn::Module};
 
-use crate::anchors::AnchorGenerator;
-use crate::assigner::MaxIouAssigner;
-use crate::box_coder::BoxCoder;
-use crate::config::{ProposalConfig, RpnConfig};
-use crate::losses::{bce_sum, box_loss};
-use crate::nms::{SPLIT_THR, greedy_keep, overlap_bits};
-use crate::sampler::{RandomSampler, host_counts};
+use crate::assign::assigner::AssignerConfig;
+use crate::assign::assigner::MaxIouAssigner;
+use crate::assign::sampler::SamplerConfig;
+use crate::assign::sampler::{RandomSampler, host_counts};
+use crate::ops::anchors::{AnchorConfig, AnchorGenerator};
+use crate::ops::box_coder::BoxCoder;
+use crate::ops::box_coder::BoxCoderConfig;
+use crate::ops::losses::BoxLoss;
+use crate::ops::losses::{bce_sum, box_loss};
+use crate::ops::nms::{SPLIT_THR, greedy_keep, overlap_bits};
+
+/// Proposal generation (mmdet `rpn_proposal` / `test_cfg.rpn`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProposalConfig {
+    /// Top-scoring anchors kept per level before NMS (0 = all).
+    pub nms_pre: usize,
+    /// Proposals kept per image after NMS.
+    pub max_per_img: usize,
+    /// NMS IoU threshold (suppress when IoU > thr).
+    pub nms_iou: f64,
+    /// Keep boxes with `w > min_bbox_size` and `h > min_bbox_size` (strict, mmdet).
+    pub min_bbox_size: f64,
+    /// After the NMS, keep only proposals with objectness `> score_thr` (the seed's ensemble:
+    /// 0.9 / 0.9 / 0.95 per cell type, SEED.md §4.2; not in mmdet, whose default is none).
+    pub score_thr: Option<f64>,
+}
+
+impl Default for ProposalConfig {
+    fn default() -> Self {
+        Self { nms_pre: 2000, max_per_img: 1000, nms_iou: 0.7, min_bbox_size: 0.0, score_thr: None }
+    }
+}
+
+/// RPN head and its training / test settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpnConfig {
+    /// Input (= FPN) channels.
+    pub in_channels: i64,
+    /// Channels of the 3×3 conv.
+    pub feat_channels: i64,
+    /// Anchors.
+    pub anchors: AnchorConfig,
+    /// Box coder (stds 1).
+    pub coder: BoxCoderConfig,
+    /// Assigner (0.7 / 0.3 / 0.3).
+    pub assigner: AssignerConfig,
+    /// Sampler (256 at 0.5).
+    pub sampler: SamplerConfig,
+    /// Regression loss.
+    pub loss_bbox: BoxLoss,
+    /// Training proposals.
+    pub train_proposals: ProposalConfig,
+    /// Test proposals.
+    pub test_proposals: ProposalConfig,
+}
+
+impl Default for RpnConfig {
+    fn default() -> Self {
+        Self {
+            in_channels: 256,
+            feat_channels: 256,
+            anchors: AnchorConfig::default(),
+            coder: BoxCoderConfig::default(),
+            assigner: AssignerConfig::default(),
+            sampler: SamplerConfig::default(),
+            loss_bbox: BoxLoss::L1,
+            train_proposals: ProposalConfig::default(),
+            test_proposals: ProposalConfig { nms_pre: 2000, ..ProposalConfig::default() },
+        }
+    }
+}
 
 /// Raw RPN outputs, one tensor per level.
 #[derive(Debug)]
@@ -150,7 +217,8 @@ impl RpnHead {
 
     /// Proposals of every image (mmdet `_get_bboxes_single`): per level the top `nms_pre` scores,
     /// decode + clip to `image_sizes[b] = (h, w)`, drop boxes with `w, h <= min_bbox_size`, NMS per
-    /// level, keep `max_per_img`. The result carries no gradient.
+    /// level, then (the seed's ensemble) `score > score_thr`, keep `max_per_img`. The result
+    /// carries no gradient.
     ///
     /// All images are processed together: top-k per level on `[B, N_l]`, one decode for every
     /// image and level, and the NMS of every (image, level) pair packed on the device
@@ -158,7 +226,7 @@ impl RpnHead {
     /// filter; the greedy scans run on the host and the kept indices go back in one copy. So the
     /// whole batch costs two host synchronisations instead of several per image and level.
     ///
-    /// The result equals per-image [`crate::nms::batched_nms`] with level ids, including its
+    /// The result equals per-image [`crate::ops::nms::batched_nms`] with level ids, including its
     /// choice between the offset trick (at most `SPLIT_THR` = 4000 boxes left; the shift changes
     /// the IoU rounding) and one NMS per level. Boxes of different levels never suppress each
     /// other, and both paths end with a stable sort by score, so the kept sets and their order
@@ -242,9 +310,15 @@ impl RpnHead {
             off += k;
         }
         payload.push(valid.to_kind(Kind::Int64));
+        // The score threshold applies after the NMS (a box at or below it can only suppress
+        // boxes scored no higher, which it drops too), so it only filters the kept indices.
+        let above = cfg.score_thr.map(|t| scores.gt(t).to_kind(Kind::Int64));
+        if let Some(a) = &above {
+            payload.push(a.shallow_clone());
+        }
         let host =
             Vec::<i64>::try_from(Tensor::cat(&payload, 1).to_device(Device::Cpu).reshape([-1]))
-                .unwrap_or_default();
+                .expect("overlap bits are int64");
         // 6. Greedy scans on the host; kept positions (flat in [B * K]) ascending per image.
         let row = host.len() / bsz as usize;
         let kt_u = kt as usize;
@@ -252,14 +326,20 @@ impl RpnHead {
         let mut counts = Vec::with_capacity(bsz as usize);
         for b in 0..bsz as usize {
             let r = &host[b * row..(b + 1) * row];
-            let ok = &r[row - kt_u..];
+            let tail = if above.is_some() { 2 * kt_u } else { kt_u };
+            let ok = &r[row - tail..row - tail + kt_u];
+            let above_thr = |i: usize| above.is_none() || r[row - kt_u + i] != 0;
             let before = keep_all.len();
             let (mut pos, mut base) = (0usize, 0usize);
             for &k in &lens {
                 let k = k as usize;
                 let w = k.div_ceil(64);
                 let kept = greedy_keep(&r[pos..pos + k * w], k, |i| ok[base + i] == 0);
-                keep_all.extend(kept.into_iter().map(|i| (b * kt_u + base + i) as i64));
+                keep_all.extend(
+                    kept.into_iter()
+                        .filter(|&i| above_thr(base + i))
+                        .map(|i| (b * kt_u + base + i) as i64),
+                );
                 pos += k * w;
                 base += k;
             }
@@ -371,7 +451,7 @@ mod tests {
     }
 
     /// The straightforward per-image algorithm (mmdet `_get_bboxes_single`) with
-    /// [`crate::nms::batched_nms`], as the reference.
+    /// [`crate::ops::nms::batched_nms`], as the reference.
     fn reference(
         head: &RpnHead,
         out: &RpnOutputs,
@@ -406,7 +486,11 @@ mod tests {
             scores = scores.index_select(0, &keep);
             ids = ids.index_select(0, &keep);
         }
-        let keep = crate::nms::batched_nms(&boxes, &scores, &ids, cfg.nms_iou);
+        let mut keep = crate::ops::nms::batched_nms(&boxes, &scores, &ids, cfg.nms_iou);
+        if let Some(t) = cfg.score_thr {
+            let above = scores.index_select(0, &keep).gt(t).nonzero().view([-1]);
+            keep = keep.index_select(0, &above);
+        }
         let keep = keep.slice(0, 0, (cfg.max_per_img as i64).min(keep.size()[0]), 1);
         (boxes.index_select(0, &keep), scores.index_select(0, &keep))
     }
@@ -424,11 +508,18 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let cfg = RpnConfig { in_channels: 4, feat_channels: 4, ..RpnConfig::default() };
         let head = RpnHead::new(&vs.root(), &cfg);
-        for (nms_pre, min_size) in [(100usize, 0.0), (2000, 2.0), (0, -1.0)] {
+        for (nms_pre, min_size, score_thr) in
+            [(100usize, 0.0, None), (2000, 2.0, None), (0, -1.0, None), (2000, 0.0, Some(0.6))]
+        {
             let out = outputs(&head, 3, 64);
             let sizes = [(64, 64), (50, 61), (64, 40)];
-            let pc =
-                ProposalConfig { nms_pre, max_per_img: 300, nms_iou: 0.7, min_bbox_size: min_size };
+            let pc = ProposalConfig {
+                nms_pre,
+                max_per_img: 300,
+                nms_iou: 0.7,
+                min_bbox_size: min_size,
+                score_thr,
+            };
             let all = head.proposals(&out, &sizes, &pc);
             for (b, &size) in sizes.iter().enumerate() {
                 let one = RpnOutputs {

@@ -15,7 +15,10 @@ use crate::Result;
 const CHUNK_ELEMENTS: i64 = 1 << 24;
 
 /// A pasted window: `(top, left, height, width)` in the image.
-type Rect = (usize, usize, usize, usize);
+pub type Rect = (usize, usize, usize, usize);
+
+/// A pasted mask: its window and the row-major probabilities inside it.
+pub type PastedWindow = (Rect, Vec<f32>);
 
 /// Pixel window `[lo, hi)` of one axis outside which the pasted mask is 0.
 fn window(a0: f32, a1: f32, m: i64, size: usize) -> (usize, usize) {
@@ -27,12 +30,12 @@ fn window(a0: f32, a1: f32, m: i64, size: usize) -> (usize, usize) {
 
 /// Pastes `probs` `[N, M, M]` (probabilities) into boxes `[N, 4]` of an image of `size`:
 /// per mask, the soft window values `[h * w]` and its rectangle.
-pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<(Rect, Vec<f32>)> {
+pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<PastedWindow> {
     let n = probs.size()[0];
     let m = probs.size()[1];
     let dev = probs.device();
     let bx = Vec::<f32>::try_from(boxes.to_kind(Kind::Float).to_device(Device::Cpu).reshape([-1]))
-        .unwrap_or_default();
+        .expect("a float32 tensor converts to Vec<f32>");
     let rects: Vec<Rect> = bx
         .chunks(4)
         .map(|b| {
@@ -44,7 +47,7 @@ pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<(Rect,
             (y0, x0, y1 - y0, x1 - x0)
         })
         .collect();
-    let mut out: Vec<(Rect, Vec<f32>)> = Vec::with_capacity(n as usize);
+    let mut out: Vec<PastedWindow> = Vec::with_capacity(n as usize);
     let mut s = 0usize;
     while s < n as usize {
         // Grow the chunk while the padded window fits the budget.
@@ -73,7 +76,7 @@ pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<(Rect,
         let gy = (py - y0.unsqueeze(1)) / (&y1 - &y0).unsqueeze(1) * 2.0 - 1.0;
         let gx = gx.nan_to_num(0.0, 0.0, 0.0);
         let gy = gy.nan_to_num(0.0, 0.0, 0.0);
-        let grid = crate::roi_align::grid_from(&gx, &gy);
+        let grid = crate::ops::roi_align::grid_from(&gx, &gy);
         let pasted = probs
             .slice(0, s as i64, e as i64, 1)
             .unsqueeze(1)
@@ -81,7 +84,8 @@ pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<(Rect,
             .grid_sampler_2d(&grid, 0, 0, false)
             .squeeze_dim(1)
             .to_device(Device::Cpu);
-        let flat = Vec::<f32>::try_from(pasted.reshape([-1])).unwrap_or_default();
+        let flat = Vec::<f32>::try_from(pasted.reshape([-1]))
+            .expect("a float32 tensor converts to Vec<f32>");
         for (i, r) in rects[s..e].iter().enumerate() {
             let base = i * hm * wm;
             let mut v = Vec::with_capacity(r.2 * r.3);
@@ -123,7 +127,7 @@ mod tests {
         let opts = (Kind::Float, Device::Cpu);
         let ix = ((Tensor::arange(w, opts) + 0.5) - b[0] as f64) / (b[2] - b[0]) as f64 * 2.0 - 1.0;
         let iy = ((Tensor::arange(h, opts) + 0.5) - b[1] as f64) / (b[3] - b[1]) as f64 * 2.0 - 1.0;
-        let grid = crate::roi_align::grid_from(&ix.unsqueeze(0), &iy.unsqueeze(0));
+        let grid = crate::ops::roi_align::grid_from(&ix.unsqueeze(0), &iy.unsqueeze(0));
         mask.view([1, 1, 28, 28]).grid_sampler_2d(&grid, 0, 0, false).view([h, w])
     }
 

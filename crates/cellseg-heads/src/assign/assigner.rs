@@ -1,9 +1,39 @@
 //! Pairwise IoU and the MaxIoU assigner (mmdet 2.17 `max_iou_assigner.py`), computed in chunks of
 //! ground truths so that hundreds of GTs against ~380k anchors stay within a fixed memory budget.
 
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::config::AssignerConfig;
+/// MaxIoU assigner (mmdet `MaxIoUAssigner`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssignerConfig {
+    /// Boxes with max IoU `>= pos_iou_thr` are positive.
+    pub pos_iou_thr: f64,
+    /// Boxes with max IoU in `[0, neg_iou_thr)` are negative.
+    pub neg_iou_thr: f64,
+    /// Minimum IoU for a low-quality match.
+    pub min_pos_iou: f64,
+    /// Enable low-quality matching (each GT gets its best boxes).
+    pub match_low_quality: bool,
+    /// Assign every box that ties a GT's best IoU (mmdet default true).
+    pub gt_max_assign_all: bool,
+    /// Upper bound on `num_gt * num_boxes` elements of one IoU chunk (memory cap).
+    pub chunk_elements: usize,
+}
+
+impl Default for AssignerConfig {
+    fn default() -> Self {
+        Self {
+            pos_iou_thr: 0.7,
+            neg_iou_thr: 0.3,
+            min_pos_iou: 0.3,
+            match_low_quality: true,
+            gt_max_assign_all: true,
+            chunk_elements: 1 << 22,
+        }
+    }
+}
 
 /// IoU of every box in `a` `[..., N, 4]` with every box in `b` `[..., M, 4]`: `[..., N, M]`,
 /// `overlap / max(union, 1e-6)`. Leading (batch) dimensions must match; the arithmetic of a pair

@@ -8,7 +8,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::assigner::pairwise_iou;
+use crate::assign::assigner::pairwise_iou;
 
 /// Above this many boxes, [`batched_nms`] runs one NMS per id instead of the offset trick.
 pub(crate) const SPLIT_THR: i64 = 4000;

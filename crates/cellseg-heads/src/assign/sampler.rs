@@ -5,9 +5,26 @@
 //! `.unique()`). The GT-as-proposal prepending is done by the caller (see
 //! [`crate::roi_heads`]), which keeps the assignment of the original proposals as mmdet does.
 
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::SamplerConfig;
+/// Random sampler (mmdet `RandomSampler`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplerConfig {
+    /// Samples per image.
+    pub num: usize,
+    /// Fraction of positives.
+    pub pos_fraction: f64,
+    /// Prepend the GT boxes to the proposals (RCNN: true, RPN: false).
+    pub add_gt_as_proposals: bool,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self { num: 256, pos_fraction: 0.5, add_gt_as_proposals: false }
+    }
+}
 
 /// Indices chosen by the sampler.
 #[derive(Debug)]
@@ -30,7 +47,7 @@ impl RandomSampler {
         Self { cfg: cfg.clone() }
     }
 
-    /// Samples from `gt_inds` `[N]` (int64, as in [`crate::assigner::AssignResult::gt_inds`]).
+    /// Samples from `gt_inds` `[N]` (int64, as in [`crate::assign::assigner::AssignResult::gt_inds`]).
     ///
     /// One host synchronisation (the two counts); callers with several images should gather
     /// [`candidate_counts`] of all of them, copy them at once and call [`Self::sample_counted`].

@@ -1,8 +1,20 @@
 //! Loss primitives with mmdet's reduction (`sum(loss * weight) / avg_factor`).
 
+use serde::{Deserialize, Serialize};
 use tch::{Reduction, Tensor};
 
-use crate::config::BoxLoss;
+/// Regression loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum BoxLoss {
+    /// `|x|` (mmdet Mask R-CNN config).
+    L1,
+    /// Smooth L1 with `beta` (torchvision: 1/9; cascade stages: 1).
+    SmoothL1 {
+        /// Transition point.
+        beta: f64,
+    },
+}
 
 /// Regression loss of `pred` against `target` (same shape), summed, divided by `avg_factor`.
 /// An empty input gives `pred.sum() * 0` (keeps the graph, as mmdet does).

@@ -10,11 +10,38 @@
 //! the images stacked into one tall image (never replicated per RoI). Differentiable in the features; the
 //! RoIs get no gradient (as in torchvision). Runs on any device.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use tch::{Kind, Tensor};
 
-use crate::config::RoiAlignConfig;
+/// RoIAlign settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoiAlignConfig {
+    /// Output size P (P×P).
+    pub output_size: i64,
+    /// Samples per bin side; 0 = adaptive `ceil(roi/P)` (mmcv default).
+    pub sampling_ratio: i64,
+    /// Half-pixel alignment (mmcv: true; torchvision's MultiScaleRoIAlign: false).
+    pub aligned: bool,
+    /// `finest_scale` of the level mapper (56).
+    pub finest_scale: f64,
+    /// Strides of the pooled levels (seed: 2, 4, 8, 16).
+    pub featmap_strides: Vec<u32>,
+}
+
+impl Default for RoiAlignConfig {
+    fn default() -> Self {
+        Self {
+            output_size: 7,
+            sampling_ratio: 0,
+            aligned: true,
+            finest_scale: 56.0,
+            featmap_strides: vec![2, 4, 8, 16],
+        }
+    }
+}
 
 /// Upper bound on the elements of one `grid_sample` output (memory cap per call).
 const MAX_SAMPLE_ELEMENTS: i64 = 1 << 24;

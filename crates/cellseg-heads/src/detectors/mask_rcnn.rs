@@ -1,0 +1,233 @@
+//! The Mask R-CNN detector: backbone + FPN (`cellseg-backbones`) + [`RpnHead`] +
+//! [`StandardRoiHead`], implementing [`TwoStageDetector`].
+//!
+//! Every stage is reachable: the interface's stages plus [`MaskRcnn::box_predictions`] (raw
+//! logits and deltas) and [`MaskRcnn::mask_logits`]. Variable names are mmdet's state_dict keys
+//! (`backbone.*`, `neck.*`, `rpn_head.*`, `roi_head.*`).
+
+use std::borrow::Cow;
+
+use cellseg_backbones::{Backbone, Fpn, FpnConfig};
+use cellseg_core::Instances;
+use tch::{Tensor, nn};
+
+use crate::config::HeadsConfig;
+use crate::convert::instances_to_tensors;
+use crate::detectors::{Arch, BoxScores, Features, Losses, TwoStageDetector};
+use crate::heads::box_head::BoxPredictions;
+use crate::heads::mask_head::select_class;
+use crate::heads::rpn::{ProposalConfig, RpnHead};
+use crate::roi_heads::standard::StandardRoiHead;
+use crate::roi_heads::{RcnnTestConfig, proposals_to_rois};
+use crate::{Error, Result};
+
+/// Mask R-CNN.
+#[derive(Debug)]
+pub struct MaskRcnn {
+    backbone: Box<dyn Backbone>,
+    neck: Fpn,
+    rpn_head: RpnHead,
+    roi_head: StandardRoiHead,
+    cfg: HeadsConfig,
+}
+
+impl MaskRcnn {
+    /// Builds the detector around any `backbone` (built under `p / "backbone"` by the caller);
+    /// use the VarStore root as `p` to get mmdet's keys.
+    ///
+    /// # Errors
+    /// Invalid configs: the FPN strides must equal the anchor strides, and the RoI strides must
+    /// be their prefix.
+    pub fn with_backbone(
+        p: &nn::Path,
+        backbone: Box<dyn Backbone>,
+        neck: &FpnConfig,
+        heads: &HeadsConfig,
+    ) -> Result<Self> {
+        heads.validate()?;
+        let neck = Fpn::new(&(p / "neck"), neck, &backbone.out_shapes())?;
+        let c = check_strides(&neck, heads)?;
+        let mut rpn_cfg = heads.rpn.clone();
+        rpn_cfg.in_channels = c;
+        Ok(Self {
+            backbone,
+            rpn_head: RpnHead::new(&(p / "rpn_head"), &rpn_cfg),
+            roi_head: StandardRoiHead::new(
+                &(p / "roi_head"),
+                &heads.bbox_head,
+                &heads.mask_head,
+                c,
+                heads.num_classes,
+            ),
+            neck,
+            cfg: heads.clone(),
+        })
+    }
+
+    /// The heads configuration.
+    pub fn config(&self) -> &HeadsConfig {
+        &self.cfg
+    }
+
+    /// The RoI head.
+    pub fn roi_head(&self) -> &StandardRoiHead {
+        &self.roi_head
+    }
+
+    fn features_t(&self, images: &Tensor, train: bool) -> Vec<Tensor> {
+        self.neck.forward(&self.backbone.forward(images, train))
+    }
+
+    /// Class logits `[R, C+1]` and deltas `[R, 4C]` of per-image boxes (concatenated in image order).
+    pub fn box_predictions(&self, feats: &Features, boxes: &[Tensor]) -> BoxPredictions {
+        let rois = proposals_to_rois(boxes, feats.device());
+        self.roi_head.box_predictions(&feats.levels, &rois)
+    }
+
+    /// Mask logits `[R, C, 28, 28]` of per-image boxes (concatenated in image order).
+    pub fn mask_logits(&self, feats: &Features, boxes: &[Tensor]) -> Tensor {
+        let rois = proposals_to_rois(boxes, feats.device());
+        self.roi_head.mask_logits(&feats.levels, &rois)
+    }
+}
+
+/// The FPN's channels, after checking that the anchor strides equal the FPN strides and that the
+/// RoI strides are their prefix.
+pub(crate) fn check_strides(neck: &Fpn, heads: &HeadsConfig) -> Result<i64> {
+    let strides: Vec<u32> = neck.out_shapes().iter().map(|s| s.stride).collect();
+    if strides != heads.rpn.anchors.strides {
+        return Err(Error::Config {
+            key: "heads.rpn.anchors.strides".into(),
+            reason: format!(
+                "must equal the FPN strides {strides:?}, got {:?}",
+                heads.rpn.anchors.strides
+            ),
+        });
+    }
+    for (key, r) in [
+        ("heads.bbox_head.roi.featmap_strides", &heads.bbox_head.roi),
+        ("heads.mask_head.roi.featmap_strides", &heads.mask_head.roi),
+    ] {
+        if !strides.starts_with(&r.featmap_strides) {
+            return Err(Error::Config {
+                key: key.into(),
+                reason: format!("must be a prefix of the FPN strides {strides:?}"),
+            });
+        }
+    }
+    Ok(neck.out_shapes()[0].channels)
+}
+
+impl TwoStageDetector for MaskRcnn {
+    fn arch(&self) -> Arch {
+        Arch::MaskRcnn
+    }
+
+    fn num_classes(&self) -> i64 {
+        self.cfg.num_classes
+    }
+
+    fn rpn_head(&self) -> &RpnHead {
+        &self.rpn_head
+    }
+
+    fn test_proposals(&self) -> &ProposalConfig {
+        &self.cfg.rpn.test_proposals
+    }
+
+    fn rcnn_test(&self) -> &RcnnTestConfig {
+        &self.cfg.test
+    }
+
+    fn features(&self, images: &Tensor) -> Features {
+        Features { levels: self.features_t(images, false), semantic: None }
+    }
+
+    /// Softmax of the box head's logits; the class-specific boxes decoded from the RoIs.
+    fn box_scores(
+        &self,
+        feats: &Features,
+        boxes: &[Tensor],
+        image_sizes: &[(i64, i64)],
+    ) -> BoxScores {
+        let _g = tch::no_grad_guard();
+        let rois = proposals_to_rois(boxes, feats.device());
+        let pred = self.roi_head.box_predictions(&feats.levels, &rois);
+        BoxScores {
+            scores: pred.cls.softmax(-1, tch::Kind::Float),
+            boxes: self.roi_head.stage().bbox_head().decode(&rois, &pred.reg, image_sizes),
+        }
+    }
+
+    /// Sigmoid of the label's channel of the mask head's logits.
+    fn mask_probs(&self, feats: &Features, boxes: &[Tensor], labels: &[Tensor]) -> Tensor {
+        let _g = tch::no_grad_guard();
+        let logits = self.mask_logits(feats, boxes);
+        let labels = Tensor::cat(labels, 0).to_device(logits.device());
+        select_class(&logits, &labels).sigmoid()
+    }
+
+    /// `loss_rpn_cls`, `loss_rpn_bbox`, `loss_cls`, `loss_bbox`, `loss_mask`.
+    ///
+    /// Ground truths whose box has no area (`x2 <= x1` or `y2 <= y1`, e.g. the `(0,0,0,0)` box of
+    /// an emptied mask) are ignored, as mmdet's datasets drop them: their box targets would be
+    /// `log(0/0)` and make the losses NaN.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] when the batch size and the number of targets differ.
+    fn losses(&self, images: &Tensor, targets: &[Instances]) -> Result<Losses> {
+        let targets = checked_targets(images, targets)?;
+        let dev = images.device();
+        let feats = self.features_t(images, true);
+        let out = self.rpn_head.forward(&feats);
+        let gts: Vec<Tensor> = targets.iter().map(|t| instances_to_tensors(t, dev).0).collect();
+        let rpn = self.rpn_head.losses(&out, &gts);
+        let sizes = unpadded_sizes(&targets);
+        let props = self.rpn_head.proposals(&out, &sizes, &self.cfg.rpn.train_proposals);
+        let boxes: Vec<Tensor> = props.into_iter().map(|p| p.boxes.detach()).collect();
+        let sampled = self.roi_head.sample(&boxes, &targets, dev);
+        let roi = self.roi_head.losses(&feats, &sampled);
+        let mut l = Losses::new();
+        l.push("loss_rpn_cls", rpn.cls);
+        l.push("loss_rpn_bbox", rpn.reg);
+        l.push("loss_cls", roi.cls);
+        l.push("loss_bbox", roi.reg);
+        l.push("loss_mask", roi.mask);
+        Ok(l)
+    }
+}
+
+/// `targets` checked against the batch, without ground truths whose box has no area.
+///
+/// # Errors
+/// [`Error::Mismatch`] when the batch size and the number of targets differ.
+pub(crate) fn checked_targets<'a>(
+    images: &Tensor,
+    targets: &'a [Instances],
+) -> Result<Cow<'a, [Instances]>> {
+    let b = images.size()[0] as usize;
+    if b != targets.len() {
+        return Err(Error::Mismatch { what: "images vs targets", left: b, right: targets.len() });
+    }
+    if targets.iter().all(|t| t.boxes.iter().all(|b| b.is_nonempty())) {
+        return Ok(Cow::Borrowed(targets));
+    }
+    Ok(Cow::Owned(targets.iter().map(drop_empty_boxes).collect()))
+}
+
+/// `(h, w)` of every target's image.
+pub(crate) fn unpadded_sizes(targets: &[Instances]) -> Vec<(i64, i64)> {
+    targets.iter().map(|t| (t.image_size.height as i64, t.image_size.width as i64)).collect()
+}
+
+/// `inst` without the instances whose box has no area.
+fn drop_empty_boxes(inst: &Instances) -> Instances {
+    let keep: Vec<usize> = (0..inst.len()).filter(|&i| inst.boxes[i].is_nonempty()).collect();
+    if keep.len() < inst.len() {
+        tracing::debug!(
+            dropped = inst.len() - keep.len(),
+            "ground truths with an empty box ignored"
+        );
+    }
+    inst.select(&keep)
+}
