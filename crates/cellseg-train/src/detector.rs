@@ -1,154 +1,240 @@
-//! The Mask R-CNN adapter: [`Detector`] ([`TrainableModel`] over cellseg-data [`Batch`]es),
-//! [`SampleData`] ([`TrainData`] over in-memory samples with the cellseg-data augmentations) and
-//! [`DetectorValidator`] (predict → cellseg-postproc → competition metric, overall and per cell
-//! type).
+//! The detector adapter: [`Detector`] ([`TrainableModel`] over cellseg-data [`Batch`]es, any
+//! architecture behind [`TwoStageDetector`]), [`SampleData`] ([`TrainData`] over in-memory samples
+//! with the cellseg-data augmentations) and [`DetectorValidator`] (predict soft masks →
+//! cellseg-postproc at the configured mask threshold → competition metric, overall and per cell
+//! type). A run folder describes its model ([`ModelCard`], `model.toml`), and
+//! [`Detector::from_run`] rebuilds the trained model from the folder alone.
 //!
 //! # Example
 //! ```no_run
-//! use cellseg_backbones::{FpnConfig, TinyConfig};
 //! use cellseg_core::ImageSize;
 //! use cellseg_data::{synthetic, AugmentConfig};
-//! use cellseg_heads::config::HeadsConfig;
 //! use cellseg_postproc::PostprocConfig;
-//! use cellseg_train::detector::{Detector, DetectorValidator, SampleData};
+//! use cellseg_train::detector::{Detector, DetectorConfig, DetectorValidator, SampleData, Trunk};
 //! use cellseg_train::{Start, TrainConfig, Trainer};
 //!
 //! let size = ImageSize::new(128, 128);
-//! let heads = HeadsConfig { num_classes: 3, ..HeadsConfig::default() };
-//! let fpn = FpnConfig { out_channels: 32, num_outs: 5 };
-//! let mut model = Detector::tiny(tch::Device::Cpu, &TinyConfig::default(), &fpn, &heads)?;
+//! let mut cfg = DetectorConfig { trunk: Trunk::Tiny, ..DetectorConfig::default() };
+//! cfg.heads.num_classes = 3;
+//! cfg.neck.out_channels = 32;
+//! let mut model = Detector::from_config(tch::Device::Cpu, &cfg)?;
 //! let mut data = SampleData::new(synthetic::samples(12, size, 0), AugmentConfig::default())?;
 //! let mut val = DetectorValidator::new(synthetic::samples(3, size, 1), PostprocConfig::default())?;
-//! let cfg = TrainConfig { epochs: 2, batch_size: 2, ..TrainConfig::default() };
-//! Trainer::new(cfg)?.fit(&mut model, &mut data, Some(&mut val), &mut (), Start::Fresh)?;
+//! let train = TrainConfig { epochs: 2, batch_size: 2, run_dir: "runs/doc".into(), ..TrainConfig::default() };
+//! Trainer::new(train)?.fit(&mut model, &mut data, Some(&mut val), &mut (), Start::Fresh)?;
+//! // The run folder alone rebuilds the trained model.
+//! let again = Detector::from_run(tch::Device::Cpu, "runs/doc")?;
 //! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 //! ```
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use cellseg_backbones::{BackboneConfig, FpnConfig, TinyConfig, TinyConvNet};
-use cellseg_core::{CellType, Detections, LivecellClass};
+use cellseg_core::{CellType, LivecellClass};
+use cellseg_data::normalize::{MEAN_RGB, PAD_VALUE, STD_RGB};
 use cellseg_data::{Augment, AugmentConfig, Batch, Sample};
-use cellseg_heads::MaskRcnn;
-use cellseg_heads::config::HeadsConfig;
+pub use cellseg_heads::detectors::{Arch, DetectorConfig, Trunk};
+use cellseg_heads::TwoStageDetector;
 use cellseg_metrics::competition::{ImageScore, IouMatrix, image_score, mean_score};
 use cellseg_postproc::vote::majority_label;
-use cellseg_postproc::{Pipeline, PostprocConfig, Processed};
+use cellseg_postproc::{Pipeline, PostprocConfig, Processed, SoftDetections};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor, nn};
 
-use crate::error::HookError;
+use crate::error::{Error, HookError};
 use crate::losses::Losses;
 use crate::observer::EvalReport;
-use crate::trainer::{TrainData, TrainableModel, Validator};
+use crate::pretrained::{RunCheckpoint, resolve_checkpoint_file};
+use crate::trainer::{MODEL_CARD_FILE, TrainData, TrainableModel, Validator};
 
 /// Images are padded to a multiple of this (the coarsest FPN level, stride 32).
 pub const SIZE_DIVISOR: usize = 32;
 
-/// The trunk a [`Detector`] is built on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trunk {
-    /// [`TinyConvNet`] (`DetectorConfig::tiny`): CPU demos and tests.
-    Tiny,
-    /// A ResNet / ResNeXt / EfficientNet of cellseg-backbones (`DetectorConfig::backbone`).
-    Backbone,
-}
-
-/// Everything that defines a [`Detector`]'s architecture (the `[model]` table of the example
-/// configs). Defaults: the seed's Mask R-CNN (`configs/maskrcnn.toml`: ResNet-50, stride-1
-/// stem, FPN 256, mmdet 2.17 heads).
+/// How images are turned into the model's input (cellseg-data's normalisation, mmdet's values).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectorConfig {
-    /// Which trunk to build (default [`Trunk::Backbone`]).
-    pub trunk: Trunk,
-    /// Widths of the tiny trunk (used when `trunk = "tiny"`).
-    pub tiny: TinyConfig,
-    /// The backbone (used when `trunk = "backbone"`).
-    pub backbone: BackboneConfig,
-    /// FPN.
-    pub neck: FpnConfig,
-    /// RPN and RoI heads.
-    pub heads: HeadsConfig,
+#[serde(deny_unknown_fields)]
+pub struct InputNormalisation {
+    /// Per-channel mean subtracted, RGB, 0–255 scale.
+    pub mean_rgb: [f32; 3],
+    /// Per-channel std dividing, RGB.
+    pub std_rgb: [f32; 3],
+    /// Grey value of the padding before normalisation.
+    pub pad_value: u8,
+    /// Images are padded to a multiple of this.
+    pub size_divisor: usize,
 }
 
-impl Default for DetectorConfig {
+impl Default for InputNormalisation {
+    /// What cellseg-data's [`Batch::collate`] does.
     fn default() -> Self {
-        Self {
-            trunk: Trunk::Backbone,
-            tiny: TinyConfig::default(),
-            backbone: BackboneConfig::default(),
-            neck: FpnConfig::default(),
-            heads: HeadsConfig::default(),
-        }
+        Self { mean_rgb: MEAN_RGB, std_rgb: STD_RGB, pad_value: PAD_VALUE, size_divisor: SIZE_DIVISOR }
     }
 }
 
-/// A Mask R-CNN and the variables it lives in.
+/// The self-description of a trained model, written as `model.toml` in its run folder: the
+/// architecture, the name of each label, and the input normalisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCard {
+    /// File format version (1).
+    pub format: u32,
+    /// The name of each label (`class_names[label]`).
+    pub class_names: Vec<String>,
+    /// Input normalisation the model was trained with.
+    pub input: InputNormalisation,
+    /// The architecture.
+    pub model: DetectorConfig,
+}
+
+impl ModelCard {
+    /// The current format version.
+    pub const FORMAT: u32 = 1;
+
+    /// Reads and checks `path` (`model.toml`).
+    ///
+    /// # Errors
+    /// [`Error::ModelCard`] naming the file: unreadable, invalid TOML or keys, another format
+    /// version, an input normalisation this version does not apply, or class names that do not
+    /// match the heads.
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let bad = |reason: String| Error::ModelCard { path: path.to_path_buf(), reason };
+        let card: Self = cellseg_core::config::load_toml(path).map_err(|e| bad(e.to_string()))?;
+        if card.format != Self::FORMAT {
+            return Err(bad(format!("format {} (this version reads {})", card.format, Self::FORMAT)));
+        }
+        if card.input != InputNormalisation::default() {
+            return Err(bad(format!(
+                "input normalisation {:?} differs from the one cellseg-data applies {:?}",
+                card.input,
+                InputNormalisation::default()
+            )));
+        }
+        if card.class_names.len() as i64 != card.model.heads.num_classes {
+            return Err(bad(format!(
+                "{} class names for heads.num_classes = {}",
+                card.class_names.len(),
+                card.model.heads.num_classes
+            )));
+        }
+        card.model.validate().map_err(|e| bad(e.to_string()))?;
+        Ok(card)
+    }
+}
+
+/// Default names of `n` labels: the Sartorius cell types for labels 0–2 when `n <= 3`, LIVECell's
+/// cell lines when `n == 8`, else `class_<i>`.
+pub fn default_class_names(n: i64) -> Vec<String> {
+    let n = n.max(0) as usize;
+    if n == LivecellClass::ALL.len() {
+        return LivecellClass::ALL.iter().map(|c| c.name().to_string()).collect();
+    }
+    (0..n)
+        .map(|i| match CellType::from_label(i) {
+            Some(t) if n <= CellType::ALL.len() => t.name().to_string(),
+            _ => format!("class_{i}"),
+        })
+        .collect()
+}
+
+/// A detector of any architecture and the variables it lives in.
 #[derive(Debug)]
 pub struct Detector {
     vs: nn::VarStore,
-    model: MaskRcnn,
+    model: Box<dyn TwoStageDetector>,
+    card: ModelCard,
 }
 
 impl Detector {
-    /// Wraps a model built in `vs`.
-    pub fn new(vs: nn::VarStore, model: MaskRcnn) -> Self {
-        Self { vs, model }
-    }
-
-    /// A Mask R-CNN on a [`TinyConvNet`] trunk (randomly initialised), for CPU runs.
+    /// The detector that `cfg` describes, randomly initialised on `device`, with
+    /// [`default_class_names`].
     ///
     /// # Errors
-    /// The backbone's or the heads' config error.
-    pub fn tiny(
-        device: Device,
-        tiny: &TinyConfig,
-        neck: &FpnConfig,
-        heads: &HeadsConfig,
-    ) -> Result<Self, HookError> {
-        let vs = nn::VarStore::new(device);
-        let root = vs.root();
-        let trunk = TinyConvNet::new(&(&root / "backbone"), tiny)?;
-        let model = MaskRcnn::with_backbone(&root, Box::new(trunk), neck, heads)?;
-        Ok(Self { vs, model })
-    }
-
-    /// The Mask R-CNN that `cfg` describes, randomly initialised on `device`.
-    ///
-    /// # Errors
-    /// The backbone's or the heads' config error.
+    /// The backbone's or the heads' config error, or an architecture not built yet.
     pub fn from_config(device: Device, cfg: &DetectorConfig) -> Result<Self, HookError> {
-        match cfg.trunk {
-            Trunk::Tiny => Self::tiny(device, &cfg.tiny, &cfg.neck, &cfg.heads),
-            Trunk::Backbone => {
-                cfg.backbone.validate()?;
-                let vs = nn::VarStore::new(device);
-                let root = vs.root();
-                let trunk = cfg.backbone.build(&(&root / "backbone"))?;
-                let model = MaskRcnn::with_backbone(&root, Box::new(trunk), &cfg.neck, &cfg.heads)?;
-                Ok(Self { vs, model })
-            }
+        let vs = nn::VarStore::new(device);
+        let model = cfg.build(&vs.root())?;
+        let card = ModelCard {
+            format: ModelCard::FORMAT,
+            class_names: default_class_names(cfg.heads.num_classes),
+            input: InputNormalisation::default(),
+            model: cfg.clone(),
+        };
+        Ok(Self { vs, model, card })
+    }
+
+    /// Names the labels (written to the run folder's `model.toml`).
+    ///
+    /// # Errors
+    /// When the number of names differs from the number of classes.
+    pub fn with_class_names(mut self, names: Vec<String>) -> Result<Self, HookError> {
+        if names.len() as i64 != self.model.num_classes() {
+            return Err(format!(
+                "{} class names for a model with {} classes",
+                names.len(),
+                self.model.num_classes()
+            )
+            .into());
         }
+        self.card.class_names = names;
+        Ok(self)
+    }
+
+    /// Rebuilds a trained model from its run folder alone (or a checkpoint folder inside one, or
+    /// the `model.safetensors` of one): the architecture from the run's `model.toml`, the weights
+    /// from `latest.json`'s checkpoint (a checkpoint folder: that one), loaded strictly.
+    ///
+    /// # Errors
+    /// [`Error::ModelCard`] when no `model.toml` is found (naming where it was looked for) or it
+    /// is invalid; the checkpoint errors of [`resolve_checkpoint_file`] and
+    /// [`crate::checkpoint::load_weights`] (missing / unexpected / wrongly shaped keys by name).
+    pub fn from_run(device: Device, path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let weights = resolve_checkpoint_file(path, RunCheckpoint::Latest)?;
+        let card_path = find_model_card(&weights).ok_or_else(|| Error::ModelCard {
+            path: path.join(MODEL_CARD_FILE),
+            reason: format!(
+                "no {MODEL_CARD_FILE} beside {} or in the run folders above it (runs written \
+                 before model cards cannot be rebuilt from their folder)",
+                weights.display()
+            ),
+        })?;
+        let card = ModelCard::read(&card_path)?;
+        let vs = nn::VarStore::new(device);
+        let model = card.model.build(&vs.root()).map_err(|e| Error::ModelCard {
+            path: card_path.clone(),
+            reason: e.to_string(),
+        })?;
+        crate::checkpoint::load_weights(&vs, &weights)?;
+        Ok(Self { vs, model, card })
     }
 
     /// The model.
-    pub fn model(&self) -> &MaskRcnn {
-        &self.model
+    pub fn model(&self) -> &dyn TwoStageDetector {
+        self.model.as_ref()
     }
 
-    /// Binary detections of every image of `batch` (inference mode, no gradients).
+    /// The model's self-description.
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    /// Detections with soft masks of every image of `batch` (inference mode, no gradients).
     ///
     /// # Errors
     /// The heads' error.
-    pub fn predict(&self, batch: &Batch) -> Result<Vec<Detections>, HookError> {
+    pub fn predict(&self, batch: &Batch) -> Result<Vec<SoftDetections>, HookError> {
         let images = batch_tensor(batch, self.vs.device());
         let dets = tch::no_grad(|| self.model.predict(&images, &batch.image_sizes))?;
         Ok(dets)
     }
+}
+
+/// `model.toml` in the folder of `weights` or up to three folders above it (a checkpoint is
+/// `<run>/checkpoints/step-…/model.safetensors`).
+fn find_model_card(weights: &Path) -> Option<PathBuf> {
+    weights.ancestors().skip(1).take(4).map(|d| d.join(MODEL_CARD_FILE)).find(|p| p.is_file())
 }
 
 /// The `[B, 3, H, W]` tensor of a batch, on `device`.
@@ -164,18 +250,20 @@ impl TrainableModel for Detector {
         &self.vs
     }
 
-    /// The heads' five losses under mmdet's names: `loss_rpn_cls`, `loss_rpn_bbox`, `loss_cls`,
-    /// `loss_bbox`, `loss_mask`.
+    /// The detector's losses under mmdet's names (Mask R-CNN: `loss_rpn_cls`, `loss_rpn_bbox`,
+    /// `loss_cls`, `loss_bbox`, `loss_mask`).
     fn losses(&mut self, batch: &Batch) -> Result<Losses, HookError> {
         let images = batch_tensor(batch, self.vs.device());
         let l = self.model.losses(&images, &batch.instances)?;
         let mut out = Losses::new();
-        out.push("loss_rpn_cls", l.rpn_cls);
-        out.push("loss_rpn_bbox", l.rpn_reg);
-        out.push("loss_cls", l.box_cls);
-        out.push("loss_bbox", l.box_reg);
-        out.push("loss_mask", l.mask);
+        for (name, value) in l.into_vec() {
+            out.push(name, value);
+        }
         Ok(out)
+    }
+
+    fn description(&self) -> Result<Option<String>, HookError> {
+        Ok(Some(toml::to_string(&self.card)?))
     }
 }
 
@@ -323,12 +411,13 @@ impl DetectorValidator {
         for s in &self.samples {
             let batch = Batch::collate(vec![s.clone()], SIZE_DIVISOR);
             let dets = model.predict(&batch)?.remove(0);
+            // Soft masks, binarised once by the pipeline at its `mask_threshold` (seed 0.45).
             let p = match &self.class_space {
-                None => self.pipeline.run_binary(&s.id, &dets)?,
+                None => self.pipeline.run(&s.id, &dets)?,
                 Some(space) => {
                     let mut relabelled = dets.clone();
                     relabelled.labels.iter_mut().for_each(|l| *l = space.postproc_as.label());
-                    let mut p = self.pipeline.run_binary(&s.id, &relabelled)?;
+                    let mut p = self.pipeline.run(&s.id, &relabelled)?;
                     p.detections.labels =
                         p.source_indices.iter().map(|&i| dets.labels[i]).collect();
                     p
@@ -372,6 +461,7 @@ impl Validator<Detector> for DetectorValidator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cellseg_backbones::{FpnConfig, TinyConfig};
 
     #[test]
     fn repeat_visits_each_sample_in_turn_without_copies() {

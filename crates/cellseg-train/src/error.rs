@@ -125,6 +125,22 @@ pub enum Error {
         /// The model's error.
         source: HookError,
     },
+    /// A run folder's `model.toml` is missing or does not describe a model this version builds.
+    #[error("model card {path}: {reason}")]
+    ModelCard {
+        /// The file (or where it was looked for).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The model's description (`model.toml`) could not be made.
+    #[error("describing the model for {path}: {source}")]
+    Describe {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// The model's error.
+        source: HookError,
+    },
     /// The data source failed to build a batch.
     #[error("building batch {batch} of epoch {epoch} failed: {source}")]
     Data {

@@ -83,4 +83,6 @@ pub use pretrained::{
     PretrainedConfig, PretrainedReport, RunCheckpoint, load_pretrained, resolve_checkpoint_file,
 };
 pub use schedule::LrSchedule;
-pub use trainer::{Start, TrainData, TrainReport, TrainableModel, Trainer, Validator};
+pub use trainer::{
+    MODEL_CARD_FILE, Start, TrainData, TrainReport, TrainableModel, Trainer, Validator,
+};

@@ -36,7 +36,19 @@ pub trait TrainableModel {
 
     /// Called at the start of each 1-based epoch (the seed re-applies `freeze_bn` there).
     fn on_epoch_start(&mut self, _epoch: u32) {}
+
+    /// A TOML description of the model from which it can be rebuilt, written by the engine as
+    /// [`MODEL_CARD_FILE`] in the run folder of a fresh run (none by default).
+    ///
+    /// # Errors
+    /// When the description cannot be serialised.
+    fn description(&self) -> std::result::Result<Option<String>, HookError> {
+        Ok(None)
+    }
 }
+
+/// The model description in a run folder ([`TrainableModel::description`]).
+pub const MODEL_CARD_FILE: &str = "model.toml";
 
 /// The training samples: the engine chooses the order, the data source builds the batches.
 pub trait TrainData {
@@ -218,6 +230,13 @@ impl Trainer {
                     &cfg.run_dir.join("config.resolved.toml"),
                     cfg.to_toml()?.as_bytes(),
                 )?;
+                let card_path = cfg.run_dir.join(MODEL_CARD_FILE);
+                let card = model
+                    .description()
+                    .map_err(|source| Error::Describe { path: card_path.clone(), source })?;
+                if let Some(card) = card {
+                    crate::checkpoint::write_atomic(&card_path, card.as_bytes())?;
+                }
                 MetricsLog::create(&metrics_path)?
             }
             Start::Resume => {

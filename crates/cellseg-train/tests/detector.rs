@@ -9,9 +9,13 @@ use cellseg_core::ImageSize;
 use cellseg_data::{AugmentConfig, synthetic};
 use cellseg_heads::config::HeadsConfig;
 use cellseg_postproc::PostprocConfig;
-use cellseg_train::detector::{Detector, DetectorValidator, SampleData};
+use cellseg_data::Batch;
+use cellseg_train::detector::{
+    Detector, DetectorConfig, DetectorValidator, ModelCard, SIZE_DIVISOR, SampleData, Trunk,
+};
 use cellseg_train::{
-    EvalConfig, EvalRecord, Start, StepStats, TrainConfig, TrainObserver, Trainer,
+    EvalConfig, EvalRecord, MODEL_CARD_FILE, Start, StepStats, TrainConfig, TrainObserver,
+    Trainer,
 };
 
 #[derive(Default)]
@@ -51,9 +55,14 @@ fn ten_steps_on_synthetic_cells_write_a_checkpoint_and_a_log() {
     tch::set_num_threads(2);
     let dir = tempfile::tempdir().unwrap();
     let size = ImageSize::new(96, 96);
-    let tiny = TinyConfig { widths: [8, 16, 16, 16] };
-    let neck = FpnConfig { out_channels: 16, num_outs: 5 };
-    let mut model = Detector::tiny(tch::Device::Cpu, &tiny, &neck, &small_heads()).unwrap();
+    let model_cfg = DetectorConfig {
+        trunk: Trunk::Tiny,
+        tiny: TinyConfig { widths: [8, 16, 16, 16] },
+        neck: FpnConfig { out_channels: 16, num_outs: 5 },
+        heads: small_heads(),
+        ..DetectorConfig::default()
+    };
+    let mut model = Detector::from_config(tch::Device::Cpu, &model_cfg).unwrap();
     let mut aug = AugmentConfig::default();
     aug.crop.height = 64;
     aug.crop.width = 64;
@@ -63,8 +72,9 @@ fn ten_steps_on_synthetic_cells_write_a_checkpoint_and_a_log() {
         PostprocConfig { min_size: [0; 3], ..PostprocConfig::default() },
     )
     .unwrap();
+    let run_dir = dir.path().join("run");
     let cfg = TrainConfig {
-        run_dir: dir.path().join("run"),
+        run_dir: run_dir.clone(),
         epochs: 5,
         batch_size: 2,
         eval: EvalConfig { first_epoch: 5, every_epochs: 5 },
@@ -95,4 +105,30 @@ fn ten_steps_on_synthetic_cells_write_a_checkpoint_and_a_log() {
     let r = &obs.evals[0].report;
     assert!((0.0..=1.0).contains(&r.score), "{r:?}");
     assert_eq!(r.per_type.len(), 3, "{r:?}");
+
+    // The run folder describes the model: rebuilt from it alone, it predicts exactly what the
+    // in-process model predicts (boxes, scores, labels, soft mask bytes).
+    let card = ModelCard::read(&run_dir.join(MODEL_CARD_FILE)).unwrap();
+    assert_eq!(card.model, model_cfg);
+    assert_eq!(card.class_names, ["shsy5y", "astro", "cort"]);
+    let rebuilt = Detector::from_run(tch::Device::Cpu, &run_dir).unwrap();
+    let from_ckpt = Detector::from_run(tch::Device::Cpu, &ckpt).unwrap();
+    let batch = Batch::collate(synthetic::samples(2, size, 9), SIZE_DIVISOR);
+    let want = model.predict(&batch).unwrap();
+    assert_eq!(rebuilt.predict(&batch).unwrap(), want);
+    assert_eq!(from_ckpt.predict(&batch).unwrap(), want);
+    assert!(want.iter().any(|d| !d.boxes.is_empty()), "nothing detected: the comparison is empty");
+
+    // A model card that does not match the weights, or none at all: typed errors naming them.
+    let card_path = run_dir.join(MODEL_CARD_FILE);
+    let text = std::fs::read_to_string(&card_path).unwrap();
+    std::fs::write(&card_path, text.replace("fc_channels = 32", "fc_channels = 48")).unwrap();
+    let err = Detector::from_run(tch::Device::Cpu, &run_dir).unwrap_err().to_string();
+    assert!(err.contains("roi_head.bbox_head.shared_fcs.0.weight"), "{err}");
+    std::fs::write(&card_path, text.replace("format = 1", "format = 7")).unwrap();
+    let err = Detector::from_run(tch::Device::Cpu, &run_dir).unwrap_err().to_string();
+    assert!(err.contains("model.toml") && err.contains("format 7"), "{err}");
+    std::fs::remove_file(&card_path).unwrap();
+    let err = Detector::from_run(tch::Device::Cpu, &run_dir).unwrap_err().to_string();
+    assert!(err.contains("no model.toml"), "{err}");
 }
