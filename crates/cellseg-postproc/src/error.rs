@@ -95,6 +95,14 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// An input file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// An output file could not be written.
     #[error("cannot write {path}: {source}")]
     Io {

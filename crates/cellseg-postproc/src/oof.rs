@@ -253,7 +253,7 @@ impl OofReader {
     /// [`Error::Io`] when it cannot be opened, [`Error::Oof`] for a wrong magic or version.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| io_err(&path, e))?;
+        let file = File::open(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
         let mut r = Self {
             path,
             input: BufReader::with_capacity(1 << 16, file),
@@ -285,7 +285,8 @@ impl OofReader {
     fn error(&self, offset: u64, at: &At, message: String) -> Error {
         Error::Oof {
             path: self.path.clone(),
-            image: Some(self.images),
+            // Header errors belong to no image.
+            image: (offset >= 16).then_some(self.images),
             id: at.id.clone(),
             detection: at.detection,
             offset: Some(offset),
@@ -308,7 +309,7 @@ impl OofReader {
                 }
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err(&self.path, e)),
+                Err(source) => return Err(Error::Read { path: self.path.clone(), source }),
             }
         }
         self.offset += buf.len() as u64;
@@ -360,7 +361,7 @@ impl OofReader {
                 match self.input.read(&mut extra) {
                     Ok(0) => Ok(None),
                     Ok(_) => Err(self.error(self.offset, &at, "bytes after the end record".into())),
-                    Err(e) => Err(io_err(&self.path, e)),
+                    Err(source) => Err(Error::Read { path: self.path.clone(), source }),
                 }
             }
             TAG_IMAGE => self.image(&mut at, hash).map(Some),
