@@ -24,6 +24,9 @@
 //!
 //! # Features
 //! - `rayon` (default): [`Pipeline::run_batch`] and [`tweak::tweak`] process images in parallel.
+//! - `ndarray` (off): `array`, zero-copy `ndarray` views of [`SoftMask`] and [`LabelImage`] and
+//!   conversions from arrays (with cellseg-core's for bit masks). Off by default so that users of
+//!   the post-processing alone do not build `ndarray`.
 //!
 //! # Example
 //! ```
@@ -47,6 +50,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "ndarray")]
+pub mod array;
 pub mod config;
 pub mod contours;
 pub mod corrupt;

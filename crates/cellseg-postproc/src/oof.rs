@@ -253,7 +253,8 @@ impl OofReader {
     /// [`Error::Io`] when it cannot be opened, [`Error::Oof`] for a wrong magic or version.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+        let file =
+            File::open(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
         let mut r = Self {
             path,
             input: BufReader::with_capacity(1 << 16, file),
