@@ -74,7 +74,7 @@ fn run() -> anyhow::Result<()> {
     if let (Some(truth), Some(pred)) = (&args.truth, &args.pred) {
         let rep = report::competition_from_files(truth, pred).context("competition metric")?;
         let out = if args.json { serde_json::to_string_pretty(&rep)? } else { rep.table() };
-        println!("{out}");
+        print_out(&out)?;
     } else if let (Some(gt), Some(dt)) = (&args.coco_truth, &args.coco_pred) {
         let params = CocoEvalParams {
             max_dets: args.max_dets.clone(),
@@ -84,9 +84,18 @@ fn run() -> anyhow::Result<()> {
         let rep = report::coco_from_files(gt, dt, &params).context("COCO evaluation")?;
         let out =
             if args.json { serde_json::to_string_pretty(&rep)? } else { rep.eval.summary_table() };
-        println!("{out}");
+        print_out(&out)?;
     } else {
         bail!("give --truth and --pred, or --coco-truth and --coco-pred");
     }
     Ok(())
+}
+
+/// Prints `out`; a closed pipe (`evaluate … | head`) ends quietly instead of panicking.
+fn print_out(out: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{out}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
