@@ -35,11 +35,21 @@ fn synthetic() -> Vec<TweakImage> {
                 truth.push(m.to_cropped());
                 let shift = (c + k) % 3;
                 d.masks.push(SoftMask::new(size, r + shift, col, 20, 20, vec![200; 400]).unwrap());
-                d.boxes.push(BoxXyxy::new(col as f32, r as f32, col as f32 + 20.0, r as f32 + 20.0));
+                d.boxes.push(BoxXyxy::new(
+                    col as f32,
+                    r as f32,
+                    col as f32 + 20.0,
+                    r as f32 + 20.0,
+                ));
                 d.scores.push(((c * 37 + k) % 97) as f32 / 97.0);
                 d.labels.push(k % 3);
             }
-            TweakImage { id: format!("s{k}"), detections: d, truth, truth_type: Some(CellType::Cort) }
+            TweakImage {
+                id: format!("s{k}"),
+                detections: d,
+                truth,
+                truth_type: Some(CellType::Cort),
+            }
         })
         .collect()
 }
