@@ -19,6 +19,7 @@ TEST_PACKAGES=(
   "safetensors"
   "tifffile"
   "pillow"
+  "faster-coco-eval==1.8.0"
 )
 
 if [[ -f "$STAMP" && -e .libtorch/lib/libtorch_cpu.so ]]; then

@@ -12,6 +12,8 @@
 //! - [`config::load_toml`]: strict TOML loading with errors that name the file and the key.
 //!
 //! # Features
+//! - `ndarray` (off): [`array`], zero-copy `ndarray` views of [`BitMask`] and [`CroppedMask`] and
+//!   conversions from `ndarray` arrays (the buffer is reused when the layout allows).
 //! - `testing` (off): `testing`, the helpers that parity tests of every crate use to find the
 //!   repository, the real data and the Python of `.venv`.
 //!
@@ -31,6 +33,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "ndarray")]
+pub mod array;
 pub mod boxes;
 pub mod cell_type;
 pub mod config;

@@ -18,6 +18,10 @@
 //! - [`synthetic`]: phase-contrast-like cells of the three types, in memory or written as the
 //!   Sartorius and LIVECell layouts.
 //!
+//! # Features
+//! - `ndarray` (off): `raster::Image::view` / `Image::from_array` as `[height, width, channels]`
+//!   arrays (no copy where the layout allows), and cellseg-core's mask conversions.
+//!
 //! # Example
 //! ```
 //! use std::sync::Arc;

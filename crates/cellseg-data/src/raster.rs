@@ -286,3 +286,66 @@ mod tests {
         assert!(err.to_string().contains("missing.png"), "{err}");
     }
 }
+
+/// `ndarray` interop (feature `ndarray`): an image as a `[height, width, channels]` array.
+#[cfg(feature = "ndarray")]
+mod array {
+    use ndarray::{Array3, ArrayView3};
+
+    use super::Image;
+    use crate::Result;
+    use cellseg_core::ImageSize;
+
+    impl Image {
+        /// The pixels as a `[height, width, channels]` view (no copy).
+        pub fn view(&self) -> ArrayView3<'_, u8> {
+            let s = self.size();
+            ArrayView3::from_shape((s.height, s.width, self.channels()), self.as_slice())
+                .expect("buffer matches shape")
+        }
+
+        /// An image from a `[height, width, channels]` array (1 or 3 channels); the buffer is
+        /// reused when the array is in standard layout, copied otherwise.
+        ///
+        /// # Errors
+        /// [`cellseg_core::Error::BufferSize`] for another channel count.
+        pub fn from_array(a: Array3<u8>) -> Result<Self> {
+            let (h, w, c) = a.dim();
+            let data = if a.is_standard_layout() && a.len() == h * w * c {
+                let n = a.len();
+                let (mut v, offset) = a.into_raw_vec_and_offset();
+                match offset.unwrap_or(0) {
+                    0 => {
+                        v.truncate(n);
+                        v
+                    }
+                    o => v[o..o + n].to_vec(),
+                }
+            } else {
+                a.iter().copied().collect()
+            };
+            Self::new(ImageSize::new(h, w), c, data)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn images_round_trip_through_arrays() {
+            let a = Array3::from_shape_fn((4, 5, 3), |(r, c, k)| (r * 15 + c * 3 + k) as u8);
+            let owned = a.clone();
+            let ptr = owned.as_ptr();
+            let img = Image::from_array(owned).unwrap();
+            assert_eq!(img.as_slice().as_ptr(), ptr);
+            assert_eq!(img.view(), a);
+            assert_eq!(img.get(1, 2, 2), 15 + 6 + 2);
+            assert!(Image::from_array(Array3::zeros((2, 2, 2))).is_err());
+            // Channels first, permuted to HWC: copied in row-major order.
+            let chw = Array3::from_shape_fn((3, 4, 5), |(k, r, c)| (r * 15 + c * 3 + k) as u8);
+            let hwc = chw.permuted_axes([1, 2, 0]);
+            assert_eq!(Image::from_array(hwc).unwrap(), img);
+        }
+    }
+}

@@ -75,6 +75,11 @@ pub struct CocoEvalParams {
     pub area_rngs: Vec<(String, [f64; 2])>,
     /// Evaluate per category (default) or pool categories.
     pub use_cats: bool,
+    /// Read `stats[0]` (AP) at `maxDets[2]`, like every other AP stat, instead of pycocotools'
+    /// fixed `maxDets = 100` (`summarize` hard-codes it, so with `[100, 500, 2000]` pycocotools'
+    /// AP is the AP at 100 detections, and -1 when 100 is not in the list). Default `false`: the
+    /// pycocotools number.
+    pub ap_at_max_dets: bool,
 }
 
 impl CocoEvalParams {
@@ -92,6 +97,7 @@ impl CocoEvalParams {
                 ("large".into(), [9216.0, 1e10]),
             ],
             use_cats: true,
+            ap_at_max_dets: false,
         }
     }
 
@@ -160,7 +166,7 @@ impl CocoEvalResult {
         let p = &self.params;
         let m = &p.max_dets;
         let lines: [(bool, Option<f64>, &str, usize); 12] = [
-            (true, None, "all", 100),
+            (true, None, "all", if p.ap_at_max_dets { m[2] } else { 100 }),
             (true, Some(0.5), "all", m[2]),
             (true, Some(0.75), "all", m[2]),
             (true, None, "small", m[2]),
@@ -470,7 +476,7 @@ fn summarize(p: &CocoEvalParams, precision: &[f64], recall: &[f64], n_k: usize) 
     };
     let m = &p.max_dets;
     [
-        one(true, None, "all", 100),
+        one(true, None, "all", if p.ap_at_max_dets { m[2] } else { 100 }),
         one(true, Some(0.5), "all", m[2]),
         one(true, Some(0.75), "all", m[2]),
         one(true, None, "small", m[2]),
@@ -534,6 +540,16 @@ mod eval_tests {
         // Category 2 has no ground truth: its precision entries stay -1.
         assert!(r.precision.iter().any(|&v| v == -1.0));
         assert!(r.summary_table().contains("maxDets=100"));
+    }
+
+    #[test]
+    fn ap_reads_max_dets_100_unless_asked_otherwise() {
+        let p = CocoEvalParams { max_dets: vec![1, 10, 50], ..CocoEvalParams::new(IouType::Segm) };
+        // No 100 in the list: pycocotools' AP is -1; the other reading takes maxDets[2] = 50.
+        let (precision, recall) = (vec![0.5; 10 * 101 * 4 * 3], vec![0.5; 10 * 4 * 3]);
+        assert_eq!(summarize(&p, &precision, &recall, 1)[0], -1.0);
+        let q = CocoEvalParams { ap_at_max_dets: true, ..p };
+        assert_eq!(summarize(&q, &precision, &recall, 1)[0], 0.5);
     }
 
     #[test]

@@ -81,6 +81,41 @@ impl IouMatrix {
         Ok(Self { n_truth, n_pred, nonzero })
     }
 
+    /// From its non-zero entries `(truth, pred, iou)`, which must be in row-major order (sorted by
+    /// truth, then prediction, no pair twice), inside the matrix, with IoUs in `(0, 1]`. This is
+    /// how a caller that computed IoUs itself (on its own masks) builds a matrix without a dense
+    /// buffer.
+    ///
+    /// # Errors
+    /// [`Error::IouEntry`] naming the first bad entry.
+    pub fn from_nonzero(
+        n_truth: usize,
+        n_pred: usize,
+        nonzero: Vec<(usize, usize, f64)>,
+    ) -> Result<Self> {
+        for (index, &(t, p, v)) in nonzero.iter().enumerate() {
+            let reason = if t >= n_truth || p >= n_pred {
+                "outside the matrix"
+            } else if !(v > 0.0 && v <= 1.0) {
+                "IoU not in (0, 1]"
+            } else if index > 0 && (nonzero[index - 1].0, nonzero[index - 1].1) >= (t, p) {
+                "not in row-major order (or a pair given twice)"
+            } else {
+                continue;
+            };
+            return Err(Error::IouEntry {
+                index,
+                truth: t,
+                pred: p,
+                iou: v,
+                n_truth,
+                n_pred,
+                reason,
+            });
+        }
+        Ok(Self::from_pairs(n_truth, n_pred, nonzero))
+    }
+
     fn from_pairs(n_truth: usize, n_pred: usize, nonzero: Vec<(usize, usize, f64)>) -> Self {
         Self { n_truth, n_pred, nonzero }
     }
@@ -323,6 +358,81 @@ pub fn image_score(ious: &IouMatrix) -> ImageScore {
     out
 }
 
+/// The scores of the first `prefix_lens[k]` predictions (columns) of one image, for every `k`: the
+/// same values as [`image_score`] of the matrix cut to those columns (the seed's
+/// `evaluate_at_confidences`, which cuts the score-sorted list at each confidence threshold with
+/// `iou[:, :last]`), computed from one pass over the entries instead of one matrix per cut.
+/// Lengths above [`IouMatrix::n_pred`] count as `n_pred`.
+pub fn prefix_scores(ious: &IouMatrix, prefix_lens: &[usize]) -> Vec<ImageScore> {
+    let (nt, np) = (ious.n_truth, ious.n_pred);
+    let lens: Vec<usize> = prefix_lens.iter().map(|&l| l.min(np)).collect();
+    let mut out: Vec<ImageScore> = lens
+        .iter()
+        .map(|_| ImageScore {
+            score: 0.0,
+            precisions: [0.0; N_THRESHOLDS],
+            tp: [0; N_THRESHOLDS],
+            fp: [0; N_THRESHOLDS],
+            fn_: [0; N_THRESHOLDS],
+        })
+        .collect();
+    let lowest = thresholds()[0];
+    let pairs: Vec<(usize, usize, f64)> =
+        ious.nonzero.iter().copied().filter(|&(_, _, v)| v > lowest).collect();
+    // Per threshold: for each truth its first and second matching prediction (entries are
+    // row-major, so a truth's predictions come in increasing order), and the predictions hit.
+    // Within a prefix of length L a truth is hit when its first match is < L, hit several times
+    // when its second is, and a prediction p is hit when p < L.
+    let (mut first, mut second, mut hit_preds) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pred_stamp = vec![0u8; np];
+    let count_below = |sorted: &[usize], l: usize| sorted.partition_point(|&x| x < l);
+    for (k, &t) in thresholds().iter().enumerate() {
+        first.clear();
+        second.clear();
+        hit_preds.clear();
+        let stamp = k as u8 + 1;
+        let mut current: Option<usize> = None;
+        let mut seen = 0usize;
+        for &(ti, pi, v) in &pairs {
+            if v <= t {
+                continue;
+            }
+            if current != Some(ti) {
+                current = Some(ti);
+                seen = 0;
+            }
+            match seen {
+                0 => first.push(pi),
+                1 => second.push(pi),
+                _ => {}
+            }
+            seen += 1;
+            if pred_stamp[pi] != stamp {
+                pred_stamp[pi] = stamp;
+                hit_preds.push(pi);
+            }
+        }
+        first.sort_unstable();
+        second.sort_unstable();
+        hit_preds.sort_unstable();
+        for (s, &l) in out.iter_mut().zip(&lens) {
+            let hit = count_below(&first, l);
+            let multi = count_below(&second, l);
+            let preds_hit = count_below(&hit_preds, l);
+            let (tp, fn_, fp) = (hit - multi, nt - hit, (l - preds_hit) + multi);
+            s.tp[k] = tp;
+            s.fp[k] = fp;
+            s.fn_[k] = fn_;
+            s.precisions[k] =
+                if tp + fp + fn_ == 0 { 1.0 } else { tp as f64 / (tp + fp + fn_) as f64 };
+        }
+    }
+    for s in &mut out {
+        s.score = s.precisions.iter().sum::<f64>() / N_THRESHOLDS as f64;
+    }
+    out
+}
+
 /// Scores many images, spread over rayon's threads with the `rayon` feature (on by default; each
 /// image is scored on one thread, so the result is the same as scoring them one after the
 /// other): `score(&images[k])` in image order.
@@ -403,6 +513,16 @@ mod tests {
         let t = thresholds();
         assert_eq!(t[0], 0.5);
         assert_eq!(t[9], 0.5 + 9.0 * 0.05);
+    }
+
+    #[test]
+    fn from_nonzero_rejects_bad_entries() {
+        assert!(IouMatrix::from_nonzero(2, 2, vec![(0, 1, 0.5), (1, 0, 0.2)]).is_ok());
+        let e = IouMatrix::from_nonzero(2, 2, vec![(1, 0, 0.5), (0, 1, 0.2)]).unwrap_err();
+        assert!(e.to_string().contains("entry 1") && e.to_string().contains("row-major"), "{e}");
+        assert!(IouMatrix::from_nonzero(2, 2, vec![(0, 2, 0.5)]).is_err());
+        assert!(IouMatrix::from_nonzero(2, 2, vec![(0, 0, 0.0)]).is_err());
+        assert!(IouMatrix::from_nonzero(2, 2, vec![(0, 0, f64::NAN)]).is_err());
     }
 
     #[test]
@@ -493,6 +613,21 @@ mod tests {
             prop_assert_eq!(s.score, want);
             for (k, c) in counts.iter().enumerate() {
                 prop_assert_eq!([s.tp[k], s.fp[k], s.fn_[k]], *c);
+            }
+        }
+
+        #[test]
+        fn prefix_scores_equal_scores_of_cut_matrices(nt in 0usize..6, np in 0usize..8, cells in proptest::collection::vec(0usize..12, 48), cuts in proptest::collection::vec(0usize..10, 0..6)) {
+            let dense: Vec<f64> =
+                (0..nt * np).map(|k| if cells[k] < 4 { 0.0 } else { 0.45 + cells[k] as f64 * 0.05 }).collect();
+            let full = IouMatrix::new(nt, np, dense.clone()).unwrap();
+            let rebuilt = IouMatrix::from_nonzero(nt, np, full.nonzero().to_vec()).unwrap();
+            prop_assert_eq!(&rebuilt, &full);
+            let got = prefix_scores(&full, &cuts);
+            for (&l, s) in cuts.iter().zip(&got) {
+                let l = l.min(np);
+                let cut: Vec<f64> = (0..nt).flat_map(|i| dense[i * np..i * np + l].to_vec()).collect();
+                prop_assert_eq!(s, &image_score(&IouMatrix::new(nt, l, cut).unwrap()));
             }
         }
 

@@ -136,6 +136,26 @@ pub enum Error {
         /// Values given.
         got: usize,
     },
+    /// An entry given to [`crate::competition::IouMatrix::from_nonzero`] is invalid.
+    #[error(
+        "IoU entry {index} (truth {truth}, prediction {pred}, IoU {iou}) of a {n_truth} x {n_pred} matrix: {reason}"
+    )]
+    IouEntry {
+        /// Position of the entry in the list.
+        index: usize,
+        /// Its truth (row).
+        truth: usize,
+        /// Its prediction (column).
+        pred: usize,
+        /// Its IoU.
+        iou: f64,
+        /// Rows of the matrix.
+        n_truth: usize,
+        /// Columns of the matrix.
+        n_pred: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 /// `Result` with [`Error`].

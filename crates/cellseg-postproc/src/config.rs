@@ -92,6 +92,31 @@ impl PostprocConfig {
         Ok(cfg)
     }
 
+    /// The config as TOML (every key written), preceded by `comment` as `#` lines.
+    pub fn to_toml(&self, comment: &str) -> String {
+        let mut out: String = comment.lines().map(|l| format!("# {l}\n")).collect();
+        out.push_str(&toml::to_string(self).expect("a PostprocConfig serialises to TOML"));
+        out
+    }
+
+    /// Writes [`PostprocConfig::to_toml`] to `path` through a temporary file and a rename (no
+    /// partial file under `path`, ever).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn save(&self, path: impl AsRef<Path>, comment: &str) -> Result<()> {
+        let path = path.as_ref();
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".tmp-{}", std::process::id()));
+        let tmp = path.with_file_name(name);
+        let io = |p: &Path, source| Error::Io { path: p.to_path_buf(), source };
+        std::fs::write(&tmp, self.to_toml(comment)).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(path, e)
+        })
+    }
+
     /// Checks the version and that every threshold lies in `[0, 1]` (NaN never does).
     ///
     /// # Errors
@@ -146,6 +171,17 @@ mod tests {
     fn the_committed_config_equals_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/postproc.toml");
         assert_eq!(PostprocConfig::load(path).unwrap(), PostprocConfig::default());
+    }
+
+    #[test]
+    fn saved_configs_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("best.toml");
+        let cfg = PostprocConfig { min_size: [1, 51, 76], ..PostprocConfig::default() };
+        cfg.save(&path, "tuned\nCV 0.3").unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().starts_with("# tuned\n# CV 0.3\n"));
+        assert_eq!(PostprocConfig::load(&path).unwrap(), cfg);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -95,6 +95,14 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// An input file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// An output file could not be written.
     #[error("cannot write {path}: {source}")]
     Io {
@@ -103,6 +111,47 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// An OOF file is malformed, truncated or corrupted, or an image cannot be written to one.
+    #[error("{}: {}{message}", .path.display(), oof_location(*.image, .id.as_deref(), *.detection, *.offset))]
+    Oof {
+        /// The file.
+        path: PathBuf,
+        /// Position of the image record in the file (0-based), when known.
+        image: Option<usize>,
+        /// Its id, when already read.
+        id: Option<String>,
+        /// The detection within the image, when inside one.
+        detection: Option<usize>,
+        /// Byte offset of the problem, when reading.
+        offset: Option<u64>,
+        /// What is wrong.
+        message: String,
+    },
+    /// Out-of-fold predictions and the truth do not describe the same images.
+    #[error("{}: {message} (truth {})", .oof.display(), .truth.display())]
+    OofTruth {
+        /// The OOF file.
+        oof: PathBuf,
+        /// The truth file.
+        truth: PathBuf,
+        /// What differs, with the ids.
+        message: String,
+    },
+    /// A tweaking grid is invalid.
+    #[error("tweak grid {}: {key} = {value}: {reason}", .path.display())]
+    Grid {
+        /// The grid file (or `<default>`).
+        path: PathBuf,
+        /// The TOML key.
+        key: String,
+        /// The offending value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An error of `cellseg-metrics` (reading the truth, building IoU matrices).
+    #[error(transparent)]
+    Metrics(#[from] cellseg_metrics::Error),
     /// JSON serialisation failed.
     #[error("cannot serialise {path} as JSON: {source}")]
     Json {
@@ -115,6 +164,29 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn oof_location(
+    image: Option<usize>,
+    id: Option<&str>,
+    detection: Option<usize>,
+    offset: Option<u64>,
+) -> String {
+    let mut s = String::new();
+    if let Some(i) = image {
+        s.push_str(&format!("image record {i}"));
+        if let Some(id) = id {
+            s.push_str(&format!(" (id {id})"));
+        }
+        s.push_str(", ");
+    }
+    if let Some(k) = detection {
+        s.push_str(&format!("detection {k}, "));
+    }
+    if let Some(o) = offset {
+        s.push_str(&format!("byte {o}: "));
+    }
+    s
+}
 
 /// Checks that `value` lies in `[min, max]` (NaN never does).
 pub(crate) fn check_range(name: &str, value: f64, min: f64, max: f64) -> Result<()> {

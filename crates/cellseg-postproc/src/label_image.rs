@@ -41,6 +41,54 @@ impl LabelImage {
         Ok(img)
     }
 
+    /// A label image from row-major labels (0 = background).
+    ///
+    /// # Errors
+    /// [`crate::Error::Core`] ([`cellseg_core::Error::BufferSize`]) when `data.len()` is not
+    /// `height · width`.
+    pub fn from_vec(size: ImageSize, data: Vec<u32>) -> Result<Self> {
+        if data.len() != size.pixels() {
+            return Err(cellseg_core::Error::BufferSize {
+                what: "LabelImage",
+                shape: vec![size.height, size.width],
+                expected: size.pixels(),
+                got: data.len(),
+            }
+            .into());
+        }
+        Ok(Self { size, data })
+    }
+
+    /// One mask per label present (1, 2, …, in increasing label order; labels absent from the
+    /// image give no mask), each in its tight rectangle: a label image from another tool as the
+    /// masks the metric and the tweak take.
+    pub fn instance_masks(&self) -> Vec<CroppedMask> {
+        let w = self.size.width;
+        // Bounds per label, then one pass filling each label's rectangle.
+        let mut bounds: std::collections::BTreeMap<u32, (usize, usize, usize, usize)> =
+            std::collections::BTreeMap::new();
+        for (i, &l) in self.data.iter().enumerate() {
+            if l != 0 {
+                let (r, c) = (i / w, i % w);
+                let b = bounds.entry(l).or_insert((r, c, r, c));
+                *b = (b.0.min(r), b.1.min(c), b.2.max(r), b.3.max(c));
+            }
+        }
+        bounds
+            .into_iter()
+            .map(|(l, (r0, c0, r1, c1))| {
+                let (h, bw) = (r1 - r0 + 1, c1 - c0 + 1);
+                let mut bits = Vec::with_capacity(h * bw);
+                for r in r0..=r1 {
+                    bits.extend(
+                        self.data[r * w + c0..=r * w + c1].iter().map(|&v| u8::from(v == l)),
+                    );
+                }
+                CroppedMask::new(self.size, r0, c0, h, bw, bits).expect("inside the image")
+            })
+            .collect()
+    }
+
     /// The image size.
     pub fn size(&self) -> ImageSize {
         self.size
@@ -77,6 +125,9 @@ mod tests {
         assert_eq!(l.as_slice(), &[1, 1, 2, 0, 0, 2]);
         assert_eq!(l.max_label(), 2);
         assert_eq!(l.get(5, 0), None);
+        let masks = l.instance_masks();
+        assert_eq!(LabelImage::from_masks(s, &masks).unwrap(), l);
+        assert!(LabelImage::from_vec(s, vec![0; 5]).is_err());
         let other = CroppedMask::empty(ImageSize::new(3, 3));
         assert!(LabelImage::from_masks(s, &[other]).is_err());
     }

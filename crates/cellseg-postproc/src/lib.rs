@@ -17,9 +17,16 @@
 //! - [`vote::majority_label`]: the seed's cell-type vote.
 //! - [`LabelImage`], [`output::kaggle_rows`], [`output::write_kaggle_csv`],
 //!   [`output::write_coco_results`].
+//! - [`oof`]: out-of-fold predictions on disk (the detections before post-processing, per image
+//!   id; a documented, versioned, checksummed binary format written atomically).
+//! - [`tweak`]: the seed's threshold tweaking on OOF predictions (mask × NMS × size × confidence
+//!   per predicted cell type), computed incrementally; [`tweak::TweakGrid`] from TOML.
 //!
 //! # Features
-//! - `rayon` (default): [`Pipeline::run_batch`] processes images in parallel.
+//! - `rayon` (default): [`Pipeline::run_batch`] and [`tweak::tweak`] process images in parallel.
+//! - `ndarray` (off): `array`, zero-copy `ndarray` views of [`SoftMask`] and [`LabelImage`] and
+//!   conversions from arrays (with cellseg-core's for bit masks). Off by default so that users of
+//!   the post-processing alone do not build `ndarray`.
 //!
 //! # Example
 //! ```
@@ -43,6 +50,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "ndarray")]
+pub mod array;
 pub mod config;
 pub mod contours;
 pub mod corrupt;
@@ -51,11 +60,13 @@ pub mod filter;
 pub mod label_image;
 pub mod mask_nms;
 pub mod nms;
+pub mod oof;
 pub mod output;
 pub mod overlap;
 pub mod pipeline;
 pub mod polygon;
 pub mod soft_mask;
+pub mod tweak;
 pub mod vote;
 
 pub use config::PostprocConfig;
