@@ -24,7 +24,8 @@ pub struct MaskTargetJob<'a> {
     pub gt_index: &'a [i64],
     /// The GT masks of the image.
     pub masks: &'a [CroppedMask],
-    /// The unpadded image size.
+    /// The size of the bitmap the RoIs are aligned over (mmdet: the padded image; the masks'
+    /// rectangles lie inside it).
     pub size: ImageSize,
 }
 
@@ -218,8 +219,13 @@ fn plan_job(
 /// The `[P, M, M]` (not binarised) targets of one planned job, from the device `payload`.
 fn run_job(payload: &Tensor, pl: &JobPlan, m: i64) -> Tensor {
     let dev = payload.device();
-    let windows =
-        payload.narrow(0, pl.win_off, pl.slots * pl.hm * pl.wm).view([pl.slots, 1, pl.hm, pl.wm]);
+    // Sampled and pooled in float64: in float32 the grid normalisation of `grid_sample` turns
+    // mmdet's exact 0.5 averages into 0.49999997, which the `>= 0.5` binarisation flips (found
+    // against mmdet 2.17, tests/mmdet_parity.rs).
+    let windows = payload
+        .narrow(0, pl.win_off, pl.slots * pl.hm * pl.wm)
+        .view([pl.slots, 1, pl.hm, pl.wm])
+        .to_kind(Kind::Double);
     let mut out_parts = Vec::new();
     for g in &pl.groups {
         let (gy, gx, n) = (g.gy, g.gx, g.n);
@@ -233,8 +239,8 @@ fn run_job(payload: &Tensor, pl: &JobPlan, m: i64) -> Tensor {
         let left = payload.narrow(0, g.off + 6 * n, n).unsqueeze(1);
         let ys = axis_samples(&s.select(1, 1), &s.select(1, 3), m, gy, pl.h);
         let xs = axis_samples(&s.select(1, 0), &s.select(1, 2), m, gx, pl.w);
-        let yn = ((&ys.coords - top) * 2.0 + 1.0) / (pl.hm as f64) - 1.0;
-        let xn = ((&xs.coords - left) * 2.0 + 1.0) / (pl.wm as f64) - 1.0;
+        let yn = ((ys.coords.to_kind(Kind::Double) - top) * 2.0 + 1.0) / (pl.hm as f64) - 1.0;
+        let xn = ((xs.coords.to_kind(Kind::Double) - left) * 2.0 + 1.0) / (pl.wm as f64) - 1.0;
         let grid = grid_from(&xn, &yn);
         // bilinear, zero padding: outside the window the mask is 0.
         let sampled = windows.index_select(0, &sl).grid_sampler_2d(&grid, 0, 0, false);
@@ -243,10 +249,10 @@ fn run_job(payload: &Tensor, pl: &JobPlan, m: i64) -> Tensor {
             .unsqueeze(2)
             .logical_and(&xs.valid.unsqueeze(1))
             .unsqueeze(1)
-            .to_kind(Kind::Float);
+            .to_kind(Kind::Double);
         let pooled =
             (sampled * valid).avg_pool2d([gy, gx], [gy, gx], [0, 0], false, true, None::<i64>);
-        out_parts.push(pooled.squeeze_dim(1));
+        out_parts.push(pooled.squeeze_dim(1).to_kind(Kind::Float));
     }
     let inv = payload.narrow(0, pl.inv_off, pl.p).to_kind(Kind::Int64);
     Tensor::cat(&out_parts, 0).index_select(0, &inv)

@@ -7,7 +7,7 @@
 //! sampled rows remember which ones were GT-added ([`SampledRois::is_gt`]) so that the refinement
 //! between stages can drop them, as mmdet does.
 
-use cellseg_core::Instances;
+use cellseg_core::{ImageSize, Instances};
 use tch::{Device, Kind, Tensor};
 
 use crate::assign::assigner::{AssignerConfig, MaxIouAssigner};
@@ -126,6 +126,10 @@ impl RoiSampler {
 
     /// Assigns and samples `proposals[b]` `[N_b, 4]` against `targets[b]` and builds all targets.
     ///
+    /// `canvas` is the padded batch size `(H, W)`: mmdet's `Pad` pads the GT bitmaps with the
+    /// image, so the mask targets' RoIAlign clips the RoIs to, and samples, the padded bitmap (a
+    /// sample near the last image row blends with the zero padding, as in mmdet).
+    ///
     /// Host synchronisations for the whole batch: one copy of every GT box and label to the
     /// device, one copy of the candidate counts of every image back (the sampler needs them),
     /// one copy of the positive boxes and their GT indices back (mask targets are planned on
@@ -135,10 +139,12 @@ impl RoiSampler {
         &self,
         proposals: &[Tensor],
         targets: &[Instances],
+        canvas: (i64, i64),
         device: Device,
     ) -> SampledRois {
         let _g = tch::no_grad_guard();
         let c = self.num_classes;
+        let canvas = ImageSize::new(canvas.0.max(0) as usize, canvas.1.max(0) as usize);
         let gts = gts_to_device(targets, device);
         // 1. Assign every image (device only) and copy all candidate counts at once.
         let mut assigned = Vec::with_capacity(proposals.len());
@@ -234,7 +240,10 @@ impl RoiSampler {
                 boxes,
                 gt_index,
                 masks: &inst.masks,
-                size: inst.image_size,
+                size: ImageSize::new(
+                    canvas.height.max(inst.image_size.height),
+                    canvas.width.max(inst.image_size.width),
+                ),
             })
             .collect();
         let mtg = mask_targets_batch(

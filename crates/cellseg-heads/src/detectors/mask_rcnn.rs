@@ -185,7 +185,8 @@ impl TwoStageDetector for MaskRcnn {
         let sizes = unpadded_sizes(&targets);
         let props = self.rpn_head.proposals(&out, &sizes, &self.cfg.rpn.train_proposals);
         let boxes: Vec<Tensor> = props.into_iter().map(|p| p.boxes.detach()).collect();
-        let sampled = self.roi_head.sample(&boxes, &targets, dev);
+        let canvas = (images.size()[2], images.size()[3]);
+        let sampled = self.roi_head.sample(&boxes, &targets, canvas, dev);
         let roi = self.roi_head.losses(&feats, &sampled);
         let mut l = Losses::new();
         l.push("loss_rpn_cls", rpn.cls);

@@ -82,14 +82,16 @@ impl RoiStage {
         self.mask_head.forward_with_features(&self.mask_roi_features(feats, rois))
     }
 
-    /// The stage's training targets for `proposals[b]` `[N_b, 4]` (see [`RoiSampler::sample`]).
+    /// The stage's training targets for `proposals[b]` `[N_b, 4]` in a batch padded to `canvas`
+    /// (see [`RoiSampler::sample`]).
     pub fn sample(
         &self,
         proposals: &[Tensor],
         targets: &[Instances],
+        canvas: (i64, i64),
         device: Device,
     ) -> SampledRois {
-        self.sampler.sample(proposals, targets, device)
+        self.sampler.sample(proposals, targets, canvas, device)
     }
 
     /// Box losses of `pred` (from [`Self::box_forward`] on `sampled.rois`).

@@ -66,14 +66,16 @@ impl StandardRoiHead {
         self.stage.mask_forward(feats, rois).logits
     }
 
-    /// Training targets of `proposals[b]` `[N_b, 4]` against `targets[b]`.
+    /// Training targets of `proposals[b]` `[N_b, 4]` against `targets[b]` in a batch padded to
+    /// `canvas` `(H, W)`.
     pub fn sample(
         &self,
         proposals: &[Tensor],
         targets: &[Instances],
+        canvas: (i64, i64),
         device: Device,
     ) -> SampledRois {
-        self.stage.sample(proposals, targets, device)
+        self.stage.sample(proposals, targets, canvas, device)
     }
 
     /// Losses of both branches on `sampled` RoIs.
