@@ -20,12 +20,12 @@ use proptest::test_runner::{Config, TestRunner};
 use rand::SeedableRng;
 use serde_json::{Value, json};
 
-const CASES_SARTORIUS: u32 = 3000;
-const CASES_DSB: u32 = 2000;
-const CASES_FOLDS: u32 = 2000;
-const CASES_COCO: u32 = 3000;
-const CASES_AUGMENT: u32 = 3000;
-const CASES_IMAGES: u32 = 2000;
+const CASES_SARTORIUS: u32 = 10_000;
+const CASES_DSB: u32 = 5_000;
+const CASES_FOLDS: u32 = 5_000;
+const CASES_COCO: u32 = 10_000;
+const CASES_AUGMENT: u32 = 10_000;
+const CASES_IMAGES: u32 = 5_000;
 
 fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })

@@ -1,3 +1,4 @@
 //! Integration tests of cellseg-postproc: parity with the seed's Python post-processing.
 
+mod fuzz;
 mod parity;
