@@ -22,11 +22,19 @@ fn conv_runs_and_reports_device() {
 
 #[test]
 fn cuda_is_linked_when_libtorch_has_it() {
-    // On a CPU machine this only checks that asking does not crash; on the GPU machine (with
-    // CELLSEG_EXPECT_CUDA=1) it fails when the binary cannot see the GPU, which is what happens when
-    // libtorch_cuda.so was dropped by the linker.
+    // With CELLSEG_EXPECT_CUDA=1 (the GPU machine) it fails when the binary cannot see the GPU,
+    // which is what happens when libtorch_cuda.so was dropped by the linker. Whenever CUDA is
+    // visible, the best device is the GPU and a tensor made there lives there.
     let available = tch::Cuda::is_available();
     if std::env::var_os("CELLSEG_EXPECT_CUDA").is_some() {
         assert!(available, "CELLSEG_EXPECT_CUDA is set but CUDA is not available");
+    }
+    if available {
+        assert_eq!(cellseg::best_device(), Device::Cuda(0), "CUDA is visible but not chosen");
+        let x = Tensor::ones([2, 3], (Kind::Float, Device::Cuda(0)));
+        assert_eq!(x.device(), Device::Cuda(0));
+        assert_eq!((&x + &x).sum(Kind::Float).double_value(&[]), 12.0);
+    } else {
+        assert_eq!(cellseg::best_device(), Device::Cpu);
     }
 }

@@ -14,16 +14,49 @@ pub fn repo_root() -> PathBuf {
     here.canonicalize().unwrap_or(here)
 }
 
-/// `<root>/../shared/realdata`, or `None` after printing why the caller skips, when it is absent
-/// (the real data is on developer and CI machines, not in a user's fresh clone).
+/// The variable that turns every real-data skip into a failure (`.ci/run` sets it to `1`).
+pub const REQUIRE_REALDATA: &str = "CELLSEG_REQUIRE_REALDATA";
+
+/// `<root>/../shared/realdata`, or `None` when it is absent (the real data is on developer and CI
+/// machines, not in a user's fresh clone) and the caller skips.
+///
+/// A skip is reported on the process's standard error, not through `eprintln!`, so that `cargo
+/// test` shows it even for a test that passes (it captures only the print macros), with the name
+/// of the test that skips.
+///
+/// # Panics
+/// When the folder is absent and [`REQUIRE_REALDATA`] is `1`, with a message naming the folder.
 pub fn realdata() -> Option<PathBuf> {
-    let dir = repo_root().join("../shared/realdata");
+    let required = std::env::var_os(REQUIRE_REALDATA).is_some_and(|v| v == "1");
+    realdata_at(repo_root().join("../shared/realdata"), required)
+}
+
+/// [`realdata`] for a given folder and requirement.
+fn realdata_at(dir: PathBuf, required: bool) -> Option<PathBuf> {
     if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: {} is absent (real data is for developers and CI only)", dir.display());
-        None
+        return Some(dir);
     }
+    assert!(
+        !required,
+        "{} is absent and {REQUIRE_REALDATA}=1: the real-data tests need it (see its README)",
+        dir.display()
+    );
+    report_skip(&format!(
+        "{} is absent (real data is for developers and CI only; {REQUIRE_REALDATA}=1 makes this a \
+         failure)",
+        dir.display()
+    ));
+    None
+}
+
+/// Writes `SKIPPED <test>: <why>` straight to the process's standard error, past the test
+/// harness's capture (libtest names each test's thread after the test).
+pub fn report_skip(why: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    // Nothing useful can be done when stderr is closed.
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
 }
 
 /// `<root>/.venv/bin/python`.
@@ -59,4 +92,27 @@ pub fn run_tool<S: AsRef<OsStr>>(script: &str, args: &[S]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_present_folder_is_returned_either_way() {
+        let dir = repo_root();
+        assert_eq!(realdata_at(dir.clone(), false), Some(dir.clone()));
+        assert_eq!(realdata_at(dir.clone(), true), Some(dir));
+    }
+
+    #[test]
+    fn an_absent_folder_skips_unless_required() {
+        let missing = repo_root().join("no-such-realdata-folder");
+        assert_eq!(realdata_at(missing.clone(), false), None);
+        let msg = std::panic::catch_unwind(|| realdata_at(missing.clone(), true))
+            .expect_err("required real data must fail");
+        let msg = msg.downcast_ref::<String>().expect("a formatted message");
+        assert!(msg.contains(&missing.display().to_string()), "{msg}");
+        assert!(msg.contains(REQUIRE_REALDATA), "{msg}");
+    }
 }

@@ -292,11 +292,14 @@ impl AugmentConfig {
                 "must be in [0, 1)",
             );
         }
-        if !(self.gamma.min > 0.0 && self.gamma.min <= self.gamma.max) {
+        // Finite too: `inf` is valid TOML, and a float past f32 (`1e39`) reads as `inf`; a range
+        // with an infinite end cannot be sampled.
+        if !(self.gamma.min > 0.0 && self.gamma.min <= self.gamma.max && self.gamma.max.is_finite())
+        {
             return bad(
                 "gamma.min/max",
                 format!("{}..{}", self.gamma.min, self.gamma.max),
-                "need 0 < min <= max",
+                "need 0 < min <= max < inf",
             );
         }
         if !(self.blur.min_sigma >= 0.0
@@ -309,8 +312,12 @@ impl AugmentConfig {
                 "need 0 <= min <= max <= 10",
             );
         }
-        if self.noise.max_sigma.is_nan() || self.noise.max_sigma < 0.0 {
-            return bad("noise.max_sigma", self.noise.max_sigma.to_string(), "must be >= 0");
+        if !(self.noise.max_sigma >= 0.0 && self.noise.max_sigma.is_finite()) {
+            return bad(
+                "noise.max_sigma",
+                self.noise.max_sigma.to_string(),
+                "must be >= 0, finite",
+            );
         }
         Ok(())
     }

@@ -270,11 +270,18 @@ impl CocoRle {
     /// Rasterises one polygon `[x0, y0, x1, y1, …]` exactly as pycocotools `rleFrPoly`
     /// (5× upsampled boundary, pixel centres at integer coordinates).
     ///
+    /// The boundary is walked in steps of 1/5 pixel, so its cost grows with the distance of the
+    /// vertices, wherever they are; pycocotools clips everything outside the image. A vertex more
+    /// than one image size (`max(height, width) + 1` pixels) outside the image is refused: it is a
+    /// unit or coordinate-order bug, and an edge to `x = 1e9` would need some 10^10 boundary points
+    /// (tens of GB) before clipping.
+    ///
     /// # Errors
     /// [`Error::PolygonTooShort`] (< 3 points or odd length), [`Error::PolygonCoordinate`]
-    /// (NaN or infinite), [`Error::ImageTooLarge`].
+    /// (NaN or infinite), [`Error::PolygonFarOutside`], [`Error::ImageTooLarge`].
     pub fn from_polygon(xy: &[f64], height: usize, width: usize) -> Result<Self> {
         check_polygon(0, xy)?;
+        check_extent(0, xy, height, width)?;
         let size = ImageSize::new(height, width);
         runs::check_size(size)?;
         Ok(Self { size, counts: rasterize_polygon(xy, height, width) })
@@ -293,6 +300,7 @@ impl CocoRle {
         let mut rles = Vec::with_capacity(polygons.len());
         for (i, p) in polygons.iter().enumerate() {
             check_polygon(i, p)?;
+            check_extent(i, p, height, width)?;
             rles.push(Self { size, counts: rasterize_polygon(p, height, width) });
         }
         Self::merge(&rles, false)
@@ -301,7 +309,8 @@ impl CocoRle {
     /// Rasterises a box `[x, y, w, h]` as pycocotools `frBbox` (a 4-point polygon).
     ///
     /// # Errors
-    /// [`Error::PolygonCoordinate`] for a non-finite value, [`Error::ImageTooLarge`].
+    /// [`Error::PolygonCoordinate`] for a non-finite value, [`Error::PolygonFarOutside`],
+    /// [`Error::ImageTooLarge`].
     pub fn from_bbox(xywh: [f64; 4], height: usize, width: usize) -> Result<Self> {
         let [xs, ys, w, h] = xywh;
         let (xe, ye) = (xs + w, ys + h);
@@ -406,6 +415,22 @@ fn check_polygon(polygon: usize, xy: &[f64]) -> Result<()> {
     }
     if let Some((index, &value)) = xy.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(Error::PolygonCoordinate { polygon, index, value });
+    }
+    Ok(())
+}
+
+/// [`Error::PolygonFarOutside`] for a vertex more than `max(h, w) + 1` pixels outside the image
+/// (nothing to check for an empty image: nothing is rasterised).
+fn check_extent(polygon: usize, xy: &[f64], h: usize, w: usize) -> Result<()> {
+    if h == 0 || w == 0 {
+        return Ok(());
+    }
+    let margin = h.max(w) as f64 + 1.0;
+    for (index, &value) in xy.iter().enumerate() {
+        let extent = if index % 2 == 0 { w } else { h } as f64;
+        if !(value >= -margin && value <= extent + margin) {
+            return Err(Error::PolygonFarOutside { polygon, index, value, height: h, width: w });
+        }
     }
     Ok(())
 }

@@ -120,6 +120,24 @@ pub enum Error {
         /// The value.
         value: f64,
     },
+    /// A polygon vertex lies more than one image size outside the image (see
+    /// [`crate::CocoRle::from_polygon`]).
+    #[error(
+        "polygon {polygon}: coordinate {index} = {value} lies more than one image size outside \
+         the {height}x{width} image"
+    )]
+    PolygonFarOutside {
+        /// 0-based index of the polygon.
+        polygon: usize,
+        /// 0-based index of the coordinate (even: x, odd: y).
+        index: usize,
+        /// The value.
+        value: f64,
+        /// Image height.
+        height: usize,
+        /// Image width.
+        width: usize,
+    },
     /// Masks of different image sizes were combined.
     #[error("mask {index} is {}x{}, but the first mask is {}x{}", got.height, got.width, want.height, want.width)]
     SizeMismatch {

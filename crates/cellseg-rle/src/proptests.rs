@@ -129,3 +129,154 @@ proptest! {
         }
     }
 }
+
+// ---- Fuzzing of the parsers of user text (counts set explicitly; the whole block runs in about a
+// second in the dev profile). ----
+
+const CASES_RLE_TEXT: u32 = 10_000;
+const CASES_COUNTS: u32 = 10_000;
+const CASES_POLYGONS: u32 = 5_000;
+
+/// A token of a `"start length …"` string: plausible numbers, the edges of u32 / u64, signs,
+/// decimals, non-ASCII digits and junk.
+fn rle_token() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => (0u64..50).prop_map(|v| v.to_string()),
+        1 => any::<u64>().prop_map(|v| v.to_string()),
+        2 => prop::sample::select(vec![
+            "4294967295", "4294967296", "18446744073709551615", "18446744073709551616",
+            "0", "00", "-1", "+1", "1.0", "1e3", "", "١", "٣", "x", "NaN",
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+/// Image sizes that are small, empty, or at the edges of the pixel count (`u32` pixels at most).
+fn any_size() -> impl Strategy<Value = ImageSize> {
+    prop_oneof![
+        8 => (0usize..8, 0usize..8).prop_map(|(h, w)| ImageSize::new(h, w)),
+        1 => prop::sample::select(vec![
+            ImageSize::new(65535, 65537),
+            ImageSize::new(65536, 65536),
+            ImageSize::new(1, u32::MAX as usize),
+            ImageSize::new(1, u32::MAX as usize + 1),
+            ImageSize::new(usize::MAX, 2),
+            ImageSize::new(usize::MAX, usize::MAX),
+        ]),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES_RLE_TEXT, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fuzz_kaggle_and_dsb_strings(
+        tokens in prop::collection::vec(rle_token(), 0..10),
+        seps in prop::collection::vec(prop::sample::select(vec![" ", "  ", "\t", "\n", "\r\n", "\u{a0}", ","]), 10),
+        size in any_size(),
+    ) {
+        let mut s = String::new();
+        for (i, t) in tokens.iter().enumerate() {
+            s.push_str(t);
+            s.push_str(seps[i]);
+        }
+        match KaggleRle::parse(&s, size) {
+            Ok(k) => {
+                // Parsed, so the pixel count fits (`pixels()` itself would overflow on usize::MAX).
+                prop_assert!(k.area() <= size.pixels() as u64);
+                prop_assert_eq!(KaggleRle::parse(&k.to_string(), size).unwrap(), k);
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+        if let Ok(d) = DsbRle::parse(&s, size) {
+            prop_assert_eq!(DsbRle::parse(&d.to_string(), size).unwrap(), d);
+        }
+        if size.height.checked_mul(size.width).is_some_and(|p| p <= 64) {
+            let _ = kaggle::decode_cropped(&s, size);
+            let _ = dsb::decode_cropped(&s, size);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES_COUNTS, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fuzz_coco_counts_strings_and_the_batch_parser_agree(
+        s in prop_oneof![6 => "[0-o]{0,16}", 1 => "[0-o]{0,4}[^0-o][0-o]{0,4}", 1 => ".{0,8}"],
+        size in prop_oneof![6 => (0usize..9, 0usize..9).prop_map(|(h, w)| ImageSize::new(h, w)), 1 => any_size()],
+    ) {
+        let reference = CocoRle::from_counts_str(&s, size);
+        if let Ok(mut batch) = crate::batch::CocoBatch::new(size) {
+            let got = batch.push_counts_str(&s);
+            prop_assert_eq!(got.is_ok(), reference.is_ok(), "{:?} {:?}", got, reference);
+            if let Ok(r) = &reference {
+                prop_assert_eq!(batch.area(0), r.area());
+            }
+        }
+        if let Ok(r) = reference {
+            prop_assert_eq!(CocoRle::from_counts_str(&r.to_counts_string(), size).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn fuzz_coco_counts_lists(counts in prop::collection::vec(prop_oneof![4 => 0i64..20, 1 => any::<i64>()], 0..10), size in any_size()) {
+        if let Ok(r) = CocoRle::from_counts_i64(&counts, size) {
+            prop_assert_eq!(r.counts().iter().map(|&c| c as u64).sum::<u64>(), size.pixels() as u64);
+        }
+    }
+}
+
+/// A polygon coordinate: inside or near a small image, far away, or at the edges of f64.
+fn coordinate() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        8 => -5.0f64..45.0,
+        1 => prop::sample::select(vec![
+            1e9, -1e9, 4.3e8, 2.2e9, f64::MAX, f64::MIN, f64::MIN_POSITIVE, -0.0, f64::NAN,
+            f64::INFINITY, f64::NEG_INFINITY,
+        ]),
+        1 => any::<f64>(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES_POLYGONS, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fuzz_polygons_and_boxes(
+        polys in prop::collection::vec(prop::collection::vec(coordinate(), 0..14), 0..3),
+        h in 0usize..40,
+        w in 0usize..40,
+        bbox in [coordinate(), coordinate(), coordinate(), coordinate()],
+    ) {
+        if let Ok(r) = CocoRle::from_polygons(&polys, h, w) {
+            prop_assert!(r.area() <= (h * w) as u64);
+            prop_assert_eq!(r.counts().iter().map(|&c| c as u64).sum::<u64>(), (h * w) as u64);
+        }
+        if let Ok(r) = CocoRle::from_bbox(bbox, h, w) {
+            prop_assert!(r.area() <= (h * w) as u64);
+        }
+    }
+}
+
+/// Found by `fuzz_polygons_and_boxes` (the process aborted: "memory allocation of 2147483648 bytes
+/// failed" under a 4 GB limit): a box or vertex far outside the image (a results JSON with
+/// `bbox = [0, 0, 1e9, 10]`) made the rasteriser store some 2·10^9 boundary points per edge (tens
+/// of GB) before clipping. Now a typed error naming the coordinate.
+#[test]
+fn far_outside_vertices_are_an_error_not_gigabytes() {
+    let e = CocoRle::from_bbox([0.0, 0.0, 1e9, 10.0], 20, 30).unwrap_err();
+    assert!(matches!(e, crate::Error::PolygonFarOutside { index: 4, .. }), "{e}");
+    assert!(e.to_string().contains("20x30"), "{e}");
+    let e = CocoRle::from_polygons(
+        &[vec![1.0, 1.0, 5.0, 1.0, 3.0, 4.0], vec![0.0, 0.0, 1.0, -1e12, 2.0, 2.0]],
+        20,
+        30,
+    )
+    .unwrap_err();
+    assert!(matches!(e, crate::Error::PolygonFarOutside { polygon: 1, index: 3, .. }), "{e}");
+    // One image size out is still rasterised (and clipped) as pycocotools does.
+    let r = CocoRle::from_polygon(&[-31.0, -31.0, 61.0, -31.0, 61.0, 51.0, -31.0, 51.0], 20, 30)
+        .unwrap();
+    assert_eq!(r.area(), 600);
+}

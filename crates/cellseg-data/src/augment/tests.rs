@@ -63,6 +63,27 @@ fn unknown_keys_and_bad_values_are_named() {
     assert!(err.contains("flip (sum)"), "{err}");
 }
 
+/// Found by `tests/fuzz.rs`: `inf` (or `1e39`, past f32) as the end of a sampled range passed
+/// validation and then panicked in `random_range` (`NonFinite`) when the transform ran.
+#[test]
+fn infinite_range_ends_are_invalid_not_a_panic_later() {
+    for (text, key) in [
+        ("[gamma]\np = 1.0\nmax = inf", "gamma.min/max"),
+        ("[gamma]\np = 0.7\nmax = 1e39", "gamma.min/max"),
+        ("[noise]\np = 1.0\nmax_sigma = inf", "noise.max_sigma"),
+        ("[noise]\np = 1.0\nmax_sigma = nan", "noise.max_sigma"),
+    ] {
+        let cfg: AugmentConfig = cellseg_core::config::parse_toml(text, "a.toml").unwrap();
+        let err = Augment::new(cfg).unwrap_err().to_string();
+        assert!(err.contains(key), "{text:?}: {err}");
+    }
+    // The largest finite ends still run.
+    let text = "[gamma]\np = 1.0\nmin = 1e-45\nmax = 3.4e38\n[noise]\np = 1.0\nmax_sigma = 3e38";
+    let aug = Augment::new(cellseg_core::config::parse_toml(text, "a.toml").unwrap()).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    aug.apply(&sample(CellType::Astro, 1), &mut rng).unwrap();
+}
+
 #[test]
 fn every_augmentation_keeps_boxes_valid_on_synthetic_cells() {
     let aug = Augment::new(AugmentConfig::all_on()).unwrap();

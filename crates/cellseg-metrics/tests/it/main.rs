@@ -2,4 +2,5 @@
 //! numpy + pycocotools competition metric, on the project's real data.
 
 mod fixtures;
+mod fuzz;
 mod parity;

@@ -9,15 +9,17 @@ use cellseg_metrics::report;
 
 use crate::fixtures::{read_json, realdata, run_tool};
 
+/// The reference directory, generated once per test binary; `None` when the real data is absent
+/// (each caller's skip is reported by `realdata`, which fails instead under
+/// `CELLSEG_REQUIRE_REALDATA=1`).
 fn references() -> Option<&'static tempfile::TempDir> {
-    static REFS: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
-    REFS.get_or_init(|| {
-        let data = realdata()?;
+    static REFS: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let data = realdata()?;
+    Some(REFS.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         run_tool("metrics_parity.py", &[&data, dir.path()]);
-        Some(dir)
-    })
-    .as_ref()
+        dir
+    }))
 }
 
 fn f64s(v: &serde_json::Value) -> Vec<f64> {

@@ -60,8 +60,9 @@ struct ShapeCase {
     contours_none: Vec<Vec<i32>>,
 }
 
-/// Runs `tools/postproc_reference.py` with the project's `.venv` Python; `None` (with a printed
-/// reason) when the real data is absent.
+/// Runs `tools/postproc_reference.py` with the project's `.venv` Python; `None` (with the skip
+/// reported by `realdata`, which fails instead under `CELLSEG_REQUIRE_REALDATA=1`) when the real
+/// data is absent.
 fn reference() -> Option<Reference> {
     let realdata = cellseg_core::testing::realdata()?;
     let dir = tempfile::tempdir().unwrap();
