@@ -222,8 +222,7 @@ fn maskrcnn_matches_torchvision_stage_by_stage() {
     for (k, ((top, left, ph, pw), v)) in pasted.iter().enumerate() {
         if *ph > 0 && *pw > 0 {
             let win = Tensor::from_slice(v).view([*ph as i64, *pw as i64]);
-            let _ = ours
-                .get(k as i64)
+            ours.get(k as i64)
                 .narrow(0, *top as i64, *ph as i64)
                 .narrow(1, *left as i64, *pw as i64)
                 .copy_(&win);

@@ -71,8 +71,7 @@ impl SoftDetections {
     /// As [`Self::validate`], or a threshold outside `[0, 1]`.
     pub fn binarize(&self, threshold: f64) -> Result<Detections> {
         self.validate()?;
-        let masks =
-            self.masks.iter().map(|m| m.binarize(threshold)).collect::<Result<Vec<_>>>()?;
+        let masks = self.masks.iter().map(|m| m.binarize(threshold)).collect::<Result<Vec<_>>>()?;
         Ok(Detections::new(
             self.image_size,
             self.boxes.clone(),

@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use cellseg_core::{CellType, LivecellClass};
 use cellseg_data::normalize::{MEAN_RGB, PAD_VALUE, STD_RGB};
 use cellseg_data::{Augment, AugmentConfig, Batch, Sample};
-pub use cellseg_heads::detectors::{Arch, DetectorConfig, Trunk};
 use cellseg_heads::TwoStageDetector;
+pub use cellseg_heads::detectors::{Arch, DetectorConfig, Trunk};
 use cellseg_metrics::competition::{ImageScore, IouMatrix, image_score, mean_score};
 use cellseg_postproc::vote::majority_label;
 use cellseg_postproc::{Pipeline, PostprocConfig, Processed, SoftDetections};
@@ -69,7 +69,12 @@ pub struct InputNormalisation {
 impl Default for InputNormalisation {
     /// What cellseg-data's [`Batch::collate`] does.
     fn default() -> Self {
-        Self { mean_rgb: MEAN_RGB, std_rgb: STD_RGB, pad_value: PAD_VALUE, size_divisor: SIZE_DIVISOR }
+        Self {
+            mean_rgb: MEAN_RGB,
+            std_rgb: STD_RGB,
+            pad_value: PAD_VALUE,
+            size_divisor: SIZE_DIVISOR,
+        }
     }
 }
 
@@ -102,7 +107,11 @@ impl ModelCard {
         let bad = |reason: String| Error::ModelCard { path: path.to_path_buf(), reason };
         let card: Self = cellseg_core::config::load_toml(path).map_err(|e| bad(e.to_string()))?;
         if card.format != Self::FORMAT {
-            return Err(bad(format!("format {} (this version reads {})", card.format, Self::FORMAT)));
+            return Err(bad(format!(
+                "format {} (this version reads {})",
+                card.format,
+                Self::FORMAT
+            )));
         }
         if card.input != InputNormalisation::default() {
             return Err(bad(format!(
@@ -202,10 +211,10 @@ impl Detector {
         })?;
         let card = ModelCard::read(&card_path)?;
         let vs = nn::VarStore::new(device);
-        let model = card.model.build(&vs.root()).map_err(|e| Error::ModelCard {
-            path: card_path.clone(),
-            reason: e.to_string(),
-        })?;
+        let model = card
+            .model
+            .build(&vs.root())
+            .map_err(|e| Error::ModelCard { path: card_path.clone(), reason: e.to_string() })?;
         crate::checkpoint::load_weights(&vs, &weights)?;
         Ok(Self { vs, model, card })
     }

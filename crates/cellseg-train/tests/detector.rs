@@ -6,16 +6,15 @@
 
 use cellseg_backbones::{FpnConfig, TinyConfig};
 use cellseg_core::ImageSize;
+use cellseg_data::Batch;
 use cellseg_data::{AugmentConfig, synthetic};
 use cellseg_heads::config::HeadsConfig;
 use cellseg_postproc::PostprocConfig;
-use cellseg_data::Batch;
 use cellseg_train::detector::{
     Detector, DetectorConfig, DetectorValidator, ModelCard, SIZE_DIVISOR, SampleData, Trunk,
 };
 use cellseg_train::{
-    EvalConfig, EvalRecord, MODEL_CARD_FILE, Start, StepStats, TrainConfig, TrainObserver,
-    Trainer,
+    EvalConfig, EvalRecord, MODEL_CARD_FILE, Start, StepStats, TrainConfig, TrainObserver, Trainer,
 };
 
 #[derive(Default)]
