@@ -11,11 +11,12 @@
 //! abs / rel difference and its tolerance; all rows are computed before the test fails, and it
 //! fails listing every row over its tolerance.
 //!
-//! Rows named `[GAP] …` are known differences, kept failing on purpose until `src` is fixed: the
-//! 28×28 mask targets (float32 rounding in `mask_target::run_job` at exact 0.5 averages, and GT
-//! bitmaps not padded like mmdet's `Pad` does on 520×704) and the mask loss that follows from
-//! them (it is exact on mmdet's own targets). Rows printed with four leading spaces are
-//! diagnostics, not asserted (e.g. rows only permuted among exactly equal scores).
+//! Two gaps this test found are fixed in `src`: the 28×28 mask targets are RoIAligned over the
+//! GT bitmaps padded like the image (mmdet's `Pad`), and sampled in float64 (float32 grid
+//! normalisation turned mmdet's exact 0.5 averages into 0.49999997, which binarised to 0). Rows
+//! printed with four leading spaces are diagnostics, not asserted (e.g. rows only permuted among
+//! exactly equal scores: we take the top `nms_pre` with `topk`, mmdet sorts; the kept sets are
+//! equal, the order of exact ties is not).
 //!
 //! Runtime on 2 CPU cores: about 45-80 s of fixture and 30-100 s of Rust per size.
 
@@ -591,24 +592,24 @@ fn training(fx: &Fixture, model: &MaskRcnn, cfg: &DetectorConfig, tab: &mut Tabl
             1e-6,
             0.0,
         );
-        // KNOWN GAP (fails; see `mask_targets` in the report): 6 (256x256) and 1 (520x704)
-        // binarised pixels differ.
+        // Measured: 0 (6 and 1 pixels before the padding and float64 fixes).
         let mt = fx.get("mask_targets");
         tab.count(
-            "[GAP] rcnn targets: 28x28 mask target pixels differing",
+            "rcnn targets: 28x28 mask target pixels differing",
             mismatches(&sampled.mask_targets, mt),
             0,
         );
         // Diagnosis: the same targets before the `>= 0.5`, ours against mmdet's RoIAlign.
         let pos_boxes = sampled.pos_rois.narrow(1, 1, 4);
         let gi = fx.get("rcnn_pos_gt_inds");
-        let soft = mask_targets(&pos_boxes, gi, &targets.masks, fx.size(), 28, true, false);
+        let padded = ImageSize::new(canvas.0 as usize, canvas.1 as usize);
+        let soft = mask_targets(&pos_boxes, gi, &targets.masks, padded, 28, true, false);
         let mm_soft = fx.get("mask_targets_soft");
-        // KNOWN GAP (fails): 1.25e-6 at 256x256 (grid_sample's coordinate normalisation in
+        // Measured: 6e-8. Before the fixes: 1.25e-6 at 256x256 (grid_sample's coordinate normalisation in
         // float32 turns mmdet's exact 0.5 averages into 0.49999997), 0.268 at 520x704 (mmdet
         // RoIAligns the GT bitmap padded to 544 rows, so a sample in the last image row blends
         // with the zero padding; ours clamps at the unpadded border).
-        tab.close("[GAP] rcnn targets: 28x28 soft (before >= 0.5)", &soft, mm_soft, 1e-6, 0.0);
+        tab.close("rcnn targets: 28x28 soft (before >= 0.5)", &soft, mm_soft, 1e-6, 0.0);
         let half = mm_soft.eq(0.5);
         let flips = half.logical_and(&soft.lt(0.5)).sum(Kind::Int64).int64_value(&[]);
         println!(
@@ -644,25 +645,24 @@ fn training(fx: &Fixture, model: &MaskRcnn, cfg: &DetectorConfig, tab: &mut Tabl
     let rpn = model.rpn_head().losses(&mm_out, &[gt.shallow_clone()]);
     let roi = model.roi_head().losses(&mm_feats, &sampled);
     let loss = |k: &str| fx.get(k).shallow_clone();
-    // Measured: rel <= 2.3e-7 except loss_mask, KNOWN GAP (fails): rel 1.9e-5 / 2.7e-5 from
-    // the mask targets above (0 with mmdet's targets).
+    // Measured: rel <= 2.3e-7; loss_mask 0 (rel 1.9e-5 / 2.7e-5 before the mask-target fixes).
     for (name, got, key) in [
         ("loss_rpn_cls (mmdet RPN outputs)", &rpn.cls, "loss_rpn_cls"),
         ("loss_rpn_bbox (mmdet RPN outputs)", &rpn.reg, "loss_rpn_bbox"),
         ("loss_cls (mmdet feats, sampled RoIs)", &roi.cls, "loss_cls"),
         ("loss_bbox (mmdet feats, sampled RoIs)", &roi.reg, "loss_bbox"),
-        ("[GAP] loss_mask (mmdet feats, sampled RoIs)", &roi.mask, "loss_mask"),
+        ("loss_mask (mmdet feats, sampled RoIs)", &roi.mask, "loss_mask"),
     ] {
         tab.close(name, got, &loss(key), 0.0, 2e-6);
     }
     let all = model.losses(fx.get("image"), std::slice::from_ref(&targets)).unwrap();
-    // Measured: as the per-head losses (the same inputs bit for bit); loss_mask KNOWN GAP.
+    // Measured: as the per-head losses (the same inputs bit for bit).
     for (name, got, key) in [
         ("end-to-end loss_rpn_cls", all.get("loss_rpn_cls").unwrap(), "loss_rpn_cls"),
         ("end-to-end loss_rpn_bbox", all.get("loss_rpn_bbox").unwrap(), "loss_rpn_bbox"),
         ("end-to-end loss_cls", all.get("loss_cls").unwrap(), "loss_cls"),
         ("end-to-end loss_bbox", all.get("loss_bbox").unwrap(), "loss_bbox"),
-        ("[GAP] end-to-end loss_mask", all.get("loss_mask").unwrap(), "loss_mask"),
+        ("end-to-end loss_mask", all.get("loss_mask").unwrap(), "loss_mask"),
     ] {
         tab.close(name, got, &loss(key), 0.0, 1e-5);
     }
