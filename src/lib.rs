@@ -68,33 +68,7 @@ fn tch_version() -> &'static str {
 ///     "loading the config\n  caused by: cannot read config a.toml: No such file"
 /// );
 /// ```
-pub fn error_report(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut last = out.clone();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !last.contains(&text) {
-            out.push_str("\n  caused by: ");
-            out.push_str(&text);
-        }
-        last = text;
-        cause = c.source();
-    }
-    out
-}
-
-/// The exit of a binary's `main`: success, or the error printed to stderr with [`error_report`]
-/// (prefixed `error: `) and exit code 1.
-pub fn exit_code<E: AsRef<dyn std::error::Error>>(result: Result<(), E>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", error_report(e.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
+pub use cellseg_core::exit::{error_report, exit_code};
 
 /// The best device here: the first CUDA GPU when there is one, else the CPU.
 pub fn best_device() -> tch::Device {

@@ -39,6 +39,7 @@ pub mod boxes;
 pub mod cell_type;
 pub mod config;
 pub mod error;
+pub mod exit;
 pub mod instances;
 pub mod masks;
 #[cfg(feature = "testing")]

@@ -48,21 +48,8 @@ struct Args {
 
 /// The entry point (public so that a facade example can forward to it).
 pub fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // Each cause once: the crate's errors already include their source's text.
-            let mut text = e.to_string();
-            for cause in e.chain().skip(1) {
-                let c = cause.to_string();
-                if !text.contains(&c) {
-                    text.push_str(&format!("\n  caused by: {c}"));
-                }
-            }
-            eprintln!("error: {text}");
-            ExitCode::FAILURE
-        }
-    }
+    // Each cause once: the crates' errors already include their source's text.
+    cellseg_core::exit::exit_code(run())
 }
 
 fn run() -> anyhow::Result<()> {

@@ -38,20 +38,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let mut text = e.to_string();
-            for cause in e.chain().skip(1) {
-                let c = cause.to_string();
-                if !text.contains(&c) {
-                    text.push_str(&format!("\n  caused by: {c}"));
-                }
-            }
-            eprintln!("error: {text}");
-            ExitCode::FAILURE
-        }
-    }
+    // Each cause once: the crates' errors already include their source's text.
+    cellseg_core::exit::exit_code(run())
 }
 
 fn run() -> anyhow::Result<()> {
