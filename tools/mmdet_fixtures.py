@@ -9,10 +9,11 @@ Usage:
       contiguous, `num_batches_tracked` kept as the int64 scalars that our BatchNorm2d also
       holds), OUT_DIR/stages.safetensors (inputs and every stage, names below) and
       OUT_DIR/scalars.json (losses, counts, timings).
-  mmdet_fixtures.py cascade OUT_DIR [--size ...] [--seed N] [--cells N] [--no-train]
-  mmdet_fixtures.py htc OUT_DIR [--size ...] [--seed N] [--cells N] [--no-train]
+  mmdet_fixtures.py cascade OUT_DIR [--size ...] [--seed N] [--cells N] [--no-train] [--pth]
+  mmdet_fixtures.py htc OUT_DIR [--size ...] [--seed N] [--cells N] [--no-train] [--pth]
       The seed's Cascade Mask R-CNN (SEED.md §2.5) and HTC (§2.6) the same way (tensor names in
-      `cascade_like`).
+      `cascade_like`). `--pth` also writes the weights as an mmdet checkpoint OUT_DIR/weights.pth
+      (for the `tools/export_weights.py mmdet` round trip).
 
 Weights. `torch.manual_seed(seed)`, `build_detector`, mmdet's own `init_weights()` (no
 pretrained), then, so that every stage is informative and non-degenerate with random weights:
@@ -420,9 +421,14 @@ def calibrate_roi_heads(bbox_heads, mask_heads, rois_fn):
         rescale(mh.conv_logits, mlog, 3.0, 0.0)
 
 
-def export_weights(model, path):
+def export_weights(model, path, pth=False):
+    """The state_dict as safetensors at `path` and, with `pth`, also as the mmdet checkpoint
+    `weights.pth` beside it ({"meta", "state_dict"}, what `tools/export_weights.py mmdet` reads)."""
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(sd, path)
+    if pth:
+        torch.save({"meta": {"mmdet_version": "2.17.0"}, "state_dict": sd},
+                   os.path.join(os.path.dirname(path), "weights.pth"))
     return sd
 
 
@@ -739,7 +745,7 @@ def cascade_like(args):
 
         calibrate_roi_heads(roi.bbox_head, roi.mask_head, stage_out)
     os.makedirs(args.out, exist_ok=True)
-    sd = export_weights(model, os.path.join(args.out, "weights.safetensors"))
+    sd = export_weights(model, os.path.join(args.out, "weights.safetensors"), args.pth)
     t_build = time.time() - t0
 
     scalars = {}
@@ -858,6 +864,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cells", type=int, default=None)
     p.add_argument("--no-train", action="store_true")
+    p.add_argument("--pth", action="store_true", help="also write OUT/weights.pth (mmdet checkpoint)")
     args = p.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     # init_weights logs every parameter: the first get_logger call fixes the level.

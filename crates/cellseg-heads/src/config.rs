@@ -1,5 +1,5 @@
-//! [`HeadsConfig`]: the composition of the component configs of a Mask R-CNN's heads (RPN, box
-//! head, mask head, test settings). Each component's config lives next to the component and is
+//! [`HeadsConfig`]: the composition of the component configs of a detector's heads (RPN, box
+//! head, mask head, test settings, and the cascade stages and HTC branches). Each component's config lives next to the component and is
 //! re-exported here, so that a TOML file's tables can be looked up in one place.
 //!
 //! Defaults are the seed's Mask R-CNN (`configs/config_maskrcnn.py`, mmdet 2.17 semantics). Every
@@ -17,11 +17,14 @@ pub use crate::heads::rpn::{ProposalConfig, RpnConfig};
 pub use crate::ops::anchors::AnchorConfig;
 pub use crate::ops::box_coder::{BoxCoderConfig, DeltaClamp};
 pub use crate::ops::losses::BoxLoss;
+pub use crate::heads::semantic_head::SemanticHeadConfig;
 pub use crate::ops::roi_align::RoiAlignConfig;
 pub use crate::roi_heads::RcnnTestConfig;
+pub use crate::roi_heads::cascade::{CascadeConfig, CascadeStageConfig, HtcConfig};
 use crate::{Error, Result};
 
-/// The heads of a Mask R-CNN (everything above the FPN).
+/// The heads of a detector (everything above the FPN). `cascade` is read by `arch = "cascade"`
+/// and `"htc"`, `htc` by `"htc"` only; Mask R-CNN ignores both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeadsConfig {
@@ -29,12 +32,16 @@ pub struct HeadsConfig {
     pub num_classes: i64,
     /// RPN.
     pub rpn: RpnConfig,
-    /// Box head.
+    /// Box head (a cascade: every stage's, with the stage's stds and IoU from `cascade`).
     pub bbox_head: BoxHeadConfig,
-    /// Mask head.
+    /// Mask head (a cascade: every stage's).
     pub mask_head: MaskHeadConfig,
     /// Test settings.
     pub test: RcnnTestConfig,
+    /// The cascade stages (Cascade Mask R-CNN and HTC).
+    pub cascade: CascadeConfig,
+    /// HTC's semantic head, fusion, interleaving and mask information flow.
+    pub htc: HtcConfig,
 }
 
 impl Default for HeadsConfig {
@@ -45,6 +52,8 @@ impl Default for HeadsConfig {
             bbox_head: BoxHeadConfig::default(),
             mask_head: MaskHeadConfig::default(),
             test: RcnnTestConfig::default(),
+            cascade: CascadeConfig::default(),
+            htc: HtcConfig::default(),
         }
     }
 }
@@ -96,6 +105,61 @@ impl HeadsConfig {
                     "must be twice mask_head.roi.output_size ({}), got {}",
                     self.mask_head.roi.output_size, self.mask_head.mask_size
                 ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks the cascade stages and, with `htc`, the HTC settings (called for
+    /// `arch = "cascade" | "htc"`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key.
+    pub fn validate_cascade(&self, htc: bool) -> Result<()> {
+        let bad = |key: &str, why: String| Err(Error::Config { key: key.to_string(), reason: why });
+        if self.cascade.stages.is_empty() {
+            return bad("cascade.stages", "a cascade needs at least one stage".into());
+        }
+        for (i, st) in self.cascade.stages.iter().enumerate() {
+            if !(0.0..=1.0).contains(&st.iou_thr) {
+                return bad(
+                    &format!("cascade.stages[{i}].iou_thr"),
+                    format!("must lie in [0, 1], got {}", st.iou_thr),
+                );
+            }
+            if st.stds.iter().any(|&v| v.is_nan() || v <= 0.0) {
+                return bad(
+                    &format!("cascade.stages[{i}].stds"),
+                    format!("must be > 0, got {:?}", st.stds),
+                );
+            }
+            if !st.loss_weight.is_finite() || st.loss_weight < 0.0 {
+                return bad(
+                    &format!("cascade.stages[{i}].loss_weight"),
+                    format!("must be finite and >= 0, got {}", st.loss_weight),
+                );
+            }
+        }
+        if !htc {
+            return Ok(());
+        }
+        let sem = &self.htc.semantic_head;
+        if sem.roi.featmap_strides.len() != 1 || sem.roi.output_size < 1 {
+            return bad(
+                "htc.semantic_head.roi",
+                format!("one stride (the fusion level's) and output_size >= 1: {:?}", sem.roi),
+            );
+        }
+        if sem.num_classes < 2 {
+            return bad(
+                "htc.semantic_head.num_classes",
+                format!("the target is binary, so >= 2, got {}", sem.num_classes),
+            );
+        }
+        if !(0..=255).contains(&sem.ignore_index) {
+            return bad(
+                "htc.semantic_head.ignore_index",
+                format!("must lie in 0..=255 (the target is a byte map), got {}", sem.ignore_index),
             );
         }
         Ok(())

@@ -7,9 +7,12 @@
 //! - [`ops`]: anchors, box coder, RoIAlign + RoI extractor, NMS, mask paste, loss primitives.
 //! - [`assign`]: MaxIoU assigner (chunked), random sampler, mask targets, the per-stage
 //!   [`assign::roi_sampler::RoiSampler`] (GT-added rows remembered).
-//! - [`heads`]: RPN head, box head (class-specific or class-agnostic), mask head.
-//! - [`roi_heads`]: one [`roi_heads::stage::RoiStage`], the standard head, `multiclass_nms`.
-//! - [`detectors`]: the [`TwoStageDetector`] interface, [`DetectorConfig`] (`arch`), [`MaskRcnn`].
+//! - [`heads`]: RPN head, box head (class-specific or class-agnostic), mask head (with HTC's
+//!   `conv_res`), HTC's fused semantic head.
+//! - [`roi_heads`]: one [`roi_heads::stage::RoiStage`], the standard head, the cascade / HTC
+//!   head, `multiclass_nms`.
+//! - [`detectors`]: the [`TwoStageDetector`] interface, [`DetectorConfig`] (`arch`), [`MaskRcnn`],
+//!   [`CascadeRcnn`] (Cascade Mask R-CNN and HTC).
 //!
 //! # Example
 //! ```
@@ -36,6 +39,7 @@ pub mod ops;
 pub mod roi_heads;
 
 pub use config::HeadsConfig;
+pub use detectors::cascade::CascadeRcnn;
 pub use detectors::mask_rcnn::MaskRcnn;
 pub use detectors::{Arch, BoxScores, DetectorConfig, Features, Losses, Trunk, TwoStageDetector};
 pub use error::{Error, Result};

@@ -20,167 +20,21 @@
 //!
 //! Runtime on 2 CPU cores: about 45-80 s of fixture and 30-100 s of Rust per size.
 
-use std::collections::HashMap;
+mod mmdet;
 
 use cellseg_backbones::{BackboneKind, LoadPolicy, Norm};
-use cellseg_core::{BitMask, BoxXyxy, ImageSize, Instances};
+use cellseg_core::ImageSize;
 use cellseg_heads::assign::assigner::MaxIouAssigner;
 use cellseg_heads::assign::mask_target::mask_targets;
 use cellseg_heads::assign::roi_sampler::SampledRois;
 use cellseg_heads::config::{BoxLoss, ClassOrder, DeltaClamp};
 use cellseg_heads::heads::rpn::RpnOutputs;
 use cellseg_heads::ops::box_coder::BoxCoder;
-use cellseg_heads::ops::paste::paste_soft;
 use cellseg_heads::roi_heads::multiclass_nms;
 use cellseg_heads::{DetectorConfig, Features, MaskRcnn, TwoStageDetector};
 use tch::{Device, Kind, Tensor, nn};
 
-/// The sampler size of the fixture (every candidate is sampled, in index order).
-const HUGE: usize = 10_000_000;
-
-/// One compared quantity.
-struct Row {
-    name: String,
-    abs: f64,
-    rel: f64,
-    tol: String,
-    ok: bool,
-}
-
-/// Rows of one run, printed as a table; [`Table::finish`] fails on any row over tolerance.
-#[derive(Default)]
-struct Table(Vec<Row>);
-
-impl Table {
-    fn push(&mut self, name: &str, abs: f64, rel: f64, tol: String, ok: bool) {
-        println!("{name:<44} abs {abs:>10.3e}  rel {rel:>10.3e}  tol {tol:<18} {}", ok_str(ok));
-        self.0.push(Row { name: name.into(), abs, rel, tol, ok });
-    }
-
-    /// `got` vs `want` (same shape): passes when max |got - want| <= `abs_tol` or
-    /// <= `rel_tol` * max |want|.
-    fn close(&mut self, name: &str, got: &Tensor, want: &Tensor, abs_tol: f64, rel_tol: f64) {
-        let (abs, rel) = diff(got, want);
-        let ok = abs <= abs_tol || rel <= rel_tol;
-        self.push(name, abs, rel, format!("{abs_tol:.0e} / rel {rel_tol:.0e}"), ok);
-    }
-
-    /// An exact count (`got == want`), e.g. a number of boxes or of mismatching entries.
-    fn count(&mut self, name: &str, got: i64, want: i64) {
-        let d = (got - want).abs() as f64;
-        self.push(
-            &format!("{name} ({got} vs {want})"),
-            d,
-            d / (want.max(1) as f64),
-            "exact".into(),
-            got == want,
-        );
-    }
-
-    fn finish(self, what: &str) {
-        let bad: Vec<String> = self
-            .0
-            .iter()
-            .filter(|r| !r.ok)
-            .map(|r| format!("{} (abs {:.3e}, rel {:.3e}, tol {})", r.name, r.abs, r.rel, r.tol))
-            .collect();
-        assert!(
-            bad.is_empty(),
-            "{what}: {} quantities differ from mmdet:\n{}",
-            bad.len(),
-            bad.join("\n")
-        );
-    }
-}
-
-fn ok_str(ok: bool) -> &'static str {
-    if ok { "ok" } else { "FAIL" }
-}
-
-/// (max |a - b|, that / max |b|). Shapes must agree.
-fn diff(a: &Tensor, b: &Tensor) -> (f64, f64) {
-    assert_eq!(a.size(), b.size(), "shapes differ");
-    if a.numel() == 0 {
-        return (0.0, 0.0);
-    }
-    let a = a.to_kind(Kind::Double);
-    let b = b.to_kind(Kind::Double);
-    let abs = f64::try_from((&a - &b).abs().max()).unwrap();
-    let scale = f64::try_from(b.abs().max()).unwrap();
-    (abs, if scale > 0.0 { abs / scale } else { abs })
-}
-
-/// Number of entries where the int / bool tensors differ.
-fn mismatches(a: &Tensor, b: &Tensor) -> i64 {
-    assert_eq!(a.size(), b.size(), "shapes differ");
-    a.to_kind(Kind::Int64).ne_tensor(&b.to_kind(Kind::Int64)).sum(Kind::Int64).int64_value(&[])
-}
-
-struct Fixture {
-    t: HashMap<String, Tensor>,
-    /// Unpadded (h, w).
-    hw: (i64, i64),
-    _dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn run(size: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let t0 = std::time::Instant::now();
-        let out = cellseg_core::testing::run_tool(
-            "mmdet_fixtures.py",
-            &["maskrcnn", dir.path().to_str().unwrap(), "--size", size],
-        );
-        println!(
-            "mmdet_fixtures.py maskrcnn --size {size}: {:.1} s\n{out}",
-            t0.elapsed().as_secs_f64()
-        );
-        let t: HashMap<String, Tensor> =
-            Tensor::read_safetensors(dir.path().join("stages.safetensors"))
-                .unwrap()
-                .into_iter()
-                .collect();
-        let hw = Vec::<i64>::try_from(&t["img_hw"]).unwrap();
-        Self { hw: (hw[0], hw[1]), t, _dir: dir }
-    }
-
-    fn path(&self, name: &str) -> std::path::PathBuf {
-        self._dir.path().join(name)
-    }
-
-    fn get(&self, k: &str) -> &Tensor {
-        self.t.get(k).unwrap_or_else(|| panic!("fixture has no tensor {k}"))
-    }
-
-    fn levels(&self, prefix: &str) -> Vec<Tensor> {
-        (0..5).map(|i| self.get(&format!("{prefix}_{i}")).shallow_clone()).collect()
-    }
-
-    fn size(&self) -> ImageSize {
-        ImageSize::new(self.hw.0 as usize, self.hw.1 as usize)
-    }
-
-    /// The GT cells as [`Instances`] (boxes as given, masks from the bitmaps).
-    fn targets(&self) -> Instances {
-        let size = self.size();
-        let b = Vec::<f32>::try_from(self.get("gt_boxes").reshape([-1])).unwrap();
-        let boxes: Vec<BoxXyxy> =
-            b.chunks(4).map(|c| BoxXyxy::new(c[0], c[1], c[2], c[3])).collect();
-        let labels: Vec<usize> = Vec::<i64>::try_from(self.get("gt_labels"))
-            .unwrap()
-            .into_iter()
-            .map(|l| l as usize)
-            .collect();
-        let m = self.get("gt_masks");
-        let masks = (0..m.size()[0])
-            .map(|i| {
-                let data = Vec::<u8>::try_from(m.get(i).reshape([-1])).unwrap();
-                BitMask::from_vec(size, data).unwrap().to_cropped()
-            })
-            .collect();
-        Instances::new(size, boxes, labels, masks).unwrap()
-    }
-}
+use mmdet::{Fixture, HUGE, Table, mismatches, mmdet_pasted, one_to_one, our_pasted, paste_diff};
 
 /// Our config for the fixture: the seed's defaults, checked value by value against the mmdet
 /// config in `tools/mmdet_fixtures.py::maskrcnn_cfg`, with the samplers' `num` set to [`HUGE`].
@@ -273,106 +127,6 @@ fn model(fx: &Fixture) -> (nn::VarStore, MaskRcnn, DetectorConfig) {
     assert!(report.missing.is_empty() && report.unexpected.is_empty() && report.dropped.is_empty());
     println!("loaded {} tensors strictly", report.loaded);
     (vs, model, cfg)
-}
-
-/// The permutation that orders rows by score (descending) and, among exactly equal scores, by
-/// box (x1, y1, x2, y2 ascending). mmdet orders equal scores by whatever its unstable
-/// `sort(descending=True)` does (and torchvision's NMS keeps that order), we by `topk`: neither
-/// is specified, so equal-score rows are compared in this canonical order.
-fn canonical(boxes: &Tensor, scores: &Tensor) -> Tensor {
-    let mut perm = Tensor::arange(boxes.size()[0], (Kind::Int64, Device::Cpu));
-    for col in (0..4).rev() {
-        let key = boxes.select(1, col).index_select(0, &perm);
-        perm = perm.index_select(0, &key.sort_stable(true, 0, false).1);
-    }
-    let key = scores.index_select(0, &perm);
-    perm.index_select(0, &key.sort_stable(true, 0, true).1)
-}
-
-/// Boxes [N,4] and scores [N] one-to-one in order (equal-score rows in [`canonical`] order):
-/// count, max box and score differences, and how many rows only a tie permutation moved.
-#[allow(clippy::too_many_arguments)]
-fn one_to_one(
-    tab: &mut Table,
-    name: &str,
-    boxes: &Tensor,
-    scores: &Tensor,
-    want_boxes: &Tensor,
-    want_scores: &Tensor,
-    box_tol: f64,
-    score_tol: f64,
-) {
-    let (n, m) = (boxes.size()[0], want_boxes.size()[0]);
-    tab.count(&format!("{name}: count"), n, m);
-    let k = n.min(m);
-    let (b, s) = (boxes.narrow(0, 0, k), scores.narrow(0, 0, k));
-    let (wb, ws) = (want_boxes.narrow(0, 0, k), want_scores.narrow(0, 0, k));
-    tab.close(&format!("{name}: scores in order"), &s, &ws, score_tol, 0.0);
-    let moved = (&b - &wb).abs().amax(1, false).gt(box_tol).sum(Kind::Int64).int64_value(&[]);
-    let (c, wc) = (canonical(&b, &s), canonical(&wb, &ws));
-    let (b, wb) = (b.index_select(0, &c), wb.index_select(0, &wc));
-    tab.close(&format!("{name}: boxes (ties canonical)"), &b, &wb, box_tol, 0.0);
-    let far = (b - wb).abs().amax(1, false).gt(box_tol).nonzero();
-    if far.size()[0] > 0 {
-        println!(
-            "    {name}: first differing row (canonical order): {}",
-            far.get(0).int64_value(&[0])
-        );
-    }
-    println!(
-        "    {name}: {moved} rows in another order among equal scores (tie order, not asserted)"
-    );
-}
-
-/// mmdet's pasted uint8 masks (rects + bytes) as one full `[h * w]` buffer per detection.
-fn mmdet_pasted(fx: &Fixture, key: &str) -> Vec<Vec<u8>> {
-    let (h, w) = (fx.hw.0 as usize, fx.hw.1 as usize);
-    let rects = Vec::<i64>::try_from(fx.get(&format!("{key}_rects")).reshape([-1])).unwrap();
-    let vals = Vec::<u8>::try_from(fx.get(&format!("{key}_values"))).unwrap();
-    let mut at = 0;
-    rects
-        .chunks(4)
-        .map(|r| {
-            let (t, l, rh, rw) = (r[0] as usize, r[1] as usize, r[2] as usize, r[3] as usize);
-            let mut full = vec![0u8; h * w];
-            for y in 0..rh {
-                full[(t + y) * w + l..(t + y) * w + l + rw].copy_from_slice(&vals[at..at + rw]);
-                at += rw;
-            }
-            full
-        })
-        .collect()
-}
-
-/// Our pasted soft masks as `(prob * 255) as u8` (mmdet's `.to(uint8)` truncation), full image.
-fn our_pasted(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<Vec<u8>> {
-    paste_soft(probs, boxes, size)
-        .into_iter()
-        .map(|((t, l, rh, rw), v)| {
-            let mut full = vec![0u8; size.pixels()];
-            for y in 0..rh {
-                for x in 0..rw {
-                    full[(t + y) * size.width + l + x] = (v[y * rw + x] * 255.0) as u8;
-                }
-            }
-            full
-        })
-        .collect()
-}
-
-/// Pasted uint8 masks: (pixels differing, max abs difference in uint8 steps).
-fn paste_diff(ours: &[Vec<u8>], theirs: &[Vec<u8>]) -> (i64, i64) {
-    assert_eq!(ours.len(), theirs.len());
-    let mut n = 0;
-    let mut m = 0;
-    for (a, b) in ours.iter().zip(theirs) {
-        for (&x, &y) in a.iter().zip(b) {
-            let d = (i64::from(x) - i64::from(y)).abs();
-            n += i64::from(d > 0);
-            m = m.max(d);
-        }
-    }
-    (n, m)
 }
 
 fn inference(fx: &Fixture, model: &MaskRcnn, tab: &mut Table) {
@@ -642,7 +396,7 @@ fn training(fx: &Fixture, model: &MaskRcnn, cfg: &DetectorConfig, tab: &mut Tabl
             1e-6,
         );
     }
-    let rpn = model.rpn_head().losses(&mm_out, &[gt.shallow_clone()]);
+    let rpn = model.rpn_head().losses(&mm_out, &[gt.shallow_clone()], &[(h, w)]);
     let roi = model.roi_head().losses(&mm_feats, &sampled);
     let loss = |k: &str| fx.get(k).shallow_clone();
     // Measured: rel <= 2.3e-7; loss_mask 0 (rel 1.9e-5 / 2.7e-5 before the mask-target fixes).
@@ -670,7 +424,7 @@ fn training(fx: &Fixture, model: &MaskRcnn, cfg: &DetectorConfig, tab: &mut Tabl
 
 fn check(size: &str) {
     let t0 = std::time::Instant::now();
-    let fx = Fixture::run(size);
+    let fx = Fixture::run("maskrcnn", size);
     let t1 = t0.elapsed();
     let (_vs, model, cfg) = model(&fx);
     let mut tab = Table::default();

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 
 use crate::config::HeadsConfig;
+use crate::Result;
 use crate::detectors::TwoStageDetector;
+use crate::detectors::cascade::CascadeRcnn;
 use crate::detectors::mask_rcnn::MaskRcnn;
-use crate::{Error, Result};
 
 /// The detector architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,9 +19,9 @@ use crate::{Error, Result};
 pub enum Arch {
     /// Mask R-CNN (`configs/maskrcnn.toml`).
     MaskRcnn,
-    /// Cascade Mask R-CNN (3 stages).
+    /// Cascade Mask R-CNN (`configs/cascade.toml`; stages from `[heads.cascade]`).
     Cascade,
-    /// Hybrid Task Cascade.
+    /// Hybrid Task Cascade (`configs/htc.toml`; `[heads.cascade]` and `[heads.htc]`).
     Htc,
 }
 
@@ -94,6 +95,9 @@ impl DetectorConfig {
     /// [`Error::Config`] (or the backbone's error) naming the key.
     pub fn validate(&self) -> Result<()> {
         self.heads.validate()?;
+        if self.arch != Arch::MaskRcnn {
+            self.heads.validate_cascade(self.arch == Arch::Htc)?;
+        }
         if self.trunk == Trunk::Backbone {
             self.backbone.validate()?;
         }
@@ -104,20 +108,19 @@ impl DetectorConfig {
     /// `neck.*`, `rpn_head.*`, `roi_head.*`), randomly initialised.
     ///
     /// # Errors
-    /// Invalid configs, and [`Error::NotBuilt`] for an architecture this version cannot build.
+    /// Invalid configs, naming the key.
     pub fn build(&self, p: &nn::Path) -> Result<Box<dyn TwoStageDetector>> {
         self.validate()?;
-        match self.arch {
-            Arch::MaskRcnn => {}
-            arch @ (Arch::Cascade | Arch::Htc) => {
-                return Err(Error::NotBuilt { arch: arch.name() });
-            }
-        }
         let trunk: Box<dyn cellseg_backbones::Backbone> = match self.trunk {
             Trunk::Tiny => Box::new(TinyConvNet::new(&(p / "backbone"), &self.tiny)?),
             Trunk::Backbone => Box::new(self.backbone.build(&(p / "backbone"))?),
         };
-        Ok(Box::new(MaskRcnn::with_backbone(p, trunk, &self.neck, &self.heads)?))
+        Ok(match self.arch {
+            Arch::MaskRcnn => Box::new(MaskRcnn::with_backbone(p, trunk, &self.neck, &self.heads)?),
+            arch @ (Arch::Cascade | Arch::Htc) => {
+                Box::new(CascadeRcnn::new(p, trunk, &self.neck, &self.heads, arch)?)
+            }
+        })
     }
 }
 
@@ -148,12 +151,49 @@ mod tests {
     }
 
     #[test]
-    fn cascade_and_htc_are_not_built_yet() {
-        let vs = nn::VarStore::new(tch::Device::Cpu);
-        for arch in [Arch::Cascade, Arch::Htc] {
-            let cfg = DetectorConfig { arch, trunk: Trunk::Tiny, ..DetectorConfig::default() };
-            let err = cfg.build(&vs.root()).unwrap_err();
-            assert!(err.to_string().contains(arch.name()), "{err}");
+    fn every_arch_builds_with_mmdet_keys() {
+        for arch in [Arch::MaskRcnn, Arch::Cascade, Arch::Htc] {
+            let mut cfg = DetectorConfig { arch, trunk: Trunk::Tiny, ..DetectorConfig::default() };
+            cfg.neck.out_channels = 16;
+            cfg.heads.htc.semantic_head.conv_channels = 16;
+            cfg.heads.rpn.feat_channels = 8;
+            cfg.heads.bbox_head.fc_channels = 8;
+            cfg.heads.mask_head.conv_channels = 8;
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let model = cfg.build(&vs.root()).unwrap();
+            assert_eq!(model.arch(), arch);
+            let keys: Vec<String> = vs.variables().into_keys().collect();
+            let has = |k: &str| keys.iter().any(|x| x == k);
+            match arch {
+                Arch::MaskRcnn => assert!(has("roi_head.bbox_head.fc_cls.weight")),
+                Arch::Cascade | Arch::Htc => {
+                    for i in 0..3 {
+                        assert!(has(&format!("roi_head.bbox_head.{i}.fc_reg.weight")), "{arch:?}");
+                        assert!(has(&format!("roi_head.mask_head.{i}.conv_logits.weight")));
+                        let res = format!("roi_head.mask_head.{i}.conv_res.conv.weight");
+                        assert_eq!(has(&res), arch == Arch::Htc && i > 0, "{res}");
+                    }
+                    assert_eq!(has("roi_head.semantic_head.conv_logits.weight"), arch == Arch::Htc);
+                }
+            }
         }
+    }
+
+    #[test]
+    fn cascade_stage_errors_name_the_key() {
+        let mut cfg = DetectorConfig { arch: Arch::Cascade, ..DetectorConfig::default() };
+        cfg.heads.cascade.stages[1].iou_thr = 1.5;
+        let err = cfg.validate().unwrap_err();
+        assert!(err.to_string().contains("cascade.stages[1].iou_thr"), "{err}");
+        cfg.heads.cascade.stages.clear();
+        assert!(cfg.validate().unwrap_err().to_string().contains("cascade.stages"));
+        // Mask R-CNN ignores the cascade table.
+        cfg.arch = Arch::MaskRcnn;
+        cfg.validate().unwrap();
+        let mut cfg = DetectorConfig { arch: Arch::Htc, trunk: Trunk::Tiny, ..DetectorConfig::default() };
+        cfg.heads.htc.semantic_head.roi.featmap_strides = vec![8];
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let err = cfg.build(&vs.root()).unwrap_err();
+        assert!(err.to_string().contains("semantic_head.roi.featmap_strides"), "{err}");
     }
 }

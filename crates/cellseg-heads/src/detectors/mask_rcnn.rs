@@ -5,21 +5,19 @@
 //! logits and deltas) and [`MaskRcnn::mask_logits`]. Variable names are mmdet's state_dict keys
 //! (`backbone.*`, `neck.*`, `rpn_head.*`, `roi_head.*`).
 
-use std::borrow::Cow;
-
 use cellseg_backbones::{Backbone, Fpn, FpnConfig};
 use cellseg_core::Instances;
 use tch::{Tensor, nn};
 
 use crate::config::HeadsConfig;
-use crate::convert::instances_to_tensors;
+use crate::detectors::two_stage::{build_neck, checked_targets, rpn_train};
 use crate::detectors::{Arch, BoxScores, Features, Losses, TwoStageDetector};
 use crate::heads::box_head::BoxPredictions;
 use crate::heads::mask_head::select_class;
 use crate::heads::rpn::{ProposalConfig, RpnHead};
 use crate::roi_heads::standard::StandardRoiHead;
 use crate::roi_heads::{RcnnTestConfig, proposals_to_rois};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Mask R-CNN.
 #[derive(Debug)]
@@ -45,13 +43,11 @@ impl MaskRcnn {
         heads: &HeadsConfig,
     ) -> Result<Self> {
         heads.validate()?;
-        let neck = Fpn::new(&(p / "neck"), neck, &backbone.out_shapes())?;
-        let c = check_strides(&neck, heads)?;
-        let mut rpn_cfg = heads.rpn.clone();
-        rpn_cfg.in_channels = c;
+        let (neck, rpn_head) = build_neck(p, backbone.as_ref(), neck, heads)?;
+        let c = rpn_head.config().in_channels;
         Ok(Self {
             backbone,
-            rpn_head: RpnHead::new(&(p / "rpn_head"), &rpn_cfg),
+            rpn_head,
             roi_head: StandardRoiHead::new(
                 &(p / "roi_head"),
                 &heads.bbox_head,
@@ -89,33 +85,6 @@ impl MaskRcnn {
         let rois = proposals_to_rois(boxes, feats.device());
         self.roi_head.mask_logits(&feats.levels, &rois)
     }
-}
-
-/// The FPN's channels, after checking that the anchor strides equal the FPN strides and that the
-/// RoI strides are their prefix.
-pub(crate) fn check_strides(neck: &Fpn, heads: &HeadsConfig) -> Result<i64> {
-    let strides: Vec<u32> = neck.out_shapes().iter().map(|s| s.stride).collect();
-    if strides != heads.rpn.anchors.strides {
-        return Err(Error::Config {
-            key: "heads.rpn.anchors.strides".into(),
-            reason: format!(
-                "must equal the FPN strides {strides:?}, got {:?}",
-                heads.rpn.anchors.strides
-            ),
-        });
-    }
-    for (key, r) in [
-        ("heads.bbox_head.roi.featmap_strides", &heads.bbox_head.roi),
-        ("heads.mask_head.roi.featmap_strides", &heads.mask_head.roi),
-    ] {
-        if !strides.starts_with(&r.featmap_strides) {
-            return Err(Error::Config {
-                key: key.into(),
-                reason: format!("must be a prefix of the FPN strides {strides:?}"),
-            });
-        }
-    }
-    Ok(neck.out_shapes()[0].channels)
 }
 
 impl TwoStageDetector for MaskRcnn {
@@ -179,56 +148,16 @@ impl TwoStageDetector for MaskRcnn {
         let targets = checked_targets(images, targets)?;
         let dev = images.device();
         let feats = self.features_t(images, true);
-        let out = self.rpn_head.forward(&feats);
-        let gts: Vec<Tensor> = targets.iter().map(|t| instances_to_tensors(t, dev).0).collect();
-        let rpn = self.rpn_head.losses(&out, &gts);
-        let sizes = unpadded_sizes(&targets);
-        let props = self.rpn_head.proposals(&out, &sizes, &self.cfg.rpn.train_proposals);
-        let boxes: Vec<Tensor> = props.into_iter().map(|p| p.boxes.detach()).collect();
+        let rpn = rpn_train(&self.rpn_head, &feats, &targets, &self.cfg.rpn.train_proposals);
         let canvas = (images.size()[2], images.size()[3]);
-        let sampled = self.roi_head.sample(&boxes, &targets, canvas, dev);
+        let sampled = self.roi_head.sample(&rpn.proposals, &targets, canvas, dev);
         let roi = self.roi_head.losses(&feats, &sampled);
         let mut l = Losses::new();
-        l.push("loss_rpn_cls", rpn.cls);
-        l.push("loss_rpn_bbox", rpn.reg);
+        l.push("loss_rpn_cls", rpn.losses.cls);
+        l.push("loss_rpn_bbox", rpn.losses.reg);
         l.push("loss_cls", roi.cls);
         l.push("loss_bbox", roi.reg);
         l.push("loss_mask", roi.mask);
         Ok(l)
     }
-}
-
-/// `targets` checked against the batch, without ground truths whose box has no area.
-///
-/// # Errors
-/// [`Error::Mismatch`] when the batch size and the number of targets differ.
-pub(crate) fn checked_targets<'a>(
-    images: &Tensor,
-    targets: &'a [Instances],
-) -> Result<Cow<'a, [Instances]>> {
-    let b = images.size()[0] as usize;
-    if b != targets.len() {
-        return Err(Error::Mismatch { what: "images vs targets", left: b, right: targets.len() });
-    }
-    if targets.iter().all(|t| t.boxes.iter().all(|b| b.is_nonempty())) {
-        return Ok(Cow::Borrowed(targets));
-    }
-    Ok(Cow::Owned(targets.iter().map(drop_empty_boxes).collect()))
-}
-
-/// `(h, w)` of every target's image.
-pub(crate) fn unpadded_sizes(targets: &[Instances]) -> Vec<(i64, i64)> {
-    targets.iter().map(|t| (t.image_size.height as i64, t.image_size.width as i64)).collect()
-}
-
-/// `inst` without the instances whose box has no area.
-fn drop_empty_boxes(inst: &Instances) -> Instances {
-    let keep: Vec<usize> = (0..inst.len()).filter(|&i| inst.boxes[i].is_nonempty()).collect();
-    if keep.len() < inst.len() {
-        tracing::debug!(
-            dropped = inst.len() - keep.len(),
-            "ground truths with an empty box ignored"
-        );
-    }
-    inst.select(&keep)
 }

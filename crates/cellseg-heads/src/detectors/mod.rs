@@ -6,7 +6,8 @@
 //! [`ProposalConfig`], class probabilities and decoded boxes of given RoIs ([`BoxScores`]), mask
 //! probabilities of given boxes, losses, and the provided [`TwoStageDetector::detect`] /
 //! [`TwoStageDetector::predict`] built on them. A [`DetectorConfig`] (`arch = "mask_rcnn" |
-//! "cascade" | "htc"`) builds any of them.
+//! "cascade" | "htc"`) builds any of them: [`mask_rcnn::MaskRcnn`] or
+//! [`cascade::CascadeRcnn`] (Cascade Mask R-CNN and HTC).
 //!
 //! # Example
 //! ```
@@ -29,8 +30,10 @@
 //! # Ok::<(), cellseg_heads::Error>(())
 //! ```
 
+pub mod cascade;
 pub mod config;
 pub mod mask_rcnn;
+pub(crate) mod two_stage;
 
 use cellseg_core::{ImageSize, Instances};
 use cellseg_postproc::SoftDetections;

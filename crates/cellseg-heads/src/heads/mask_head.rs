@@ -2,12 +2,15 @@
 //! `ConvTranspose2d(k=2, s=2)` → ReLU → 1×1 `conv_logits` with one channel per class (no background).
 //!
 //! [`MaskHead::forward_with_features`] also returns the output of the convs before the upsampling
-//! (mmdet's `res_feat`, which HTC passes from stage to stage).
+//! (mmdet's `res_feat`). Built `with_conv_res` it is HTC's `HTCMaskHead`: the previous stage's
+//! `res_feat` goes through a 1×1 conv + ReLU (`conv_res`) and is added to the RoI features
+//! before the convs ([`MaskHead::forward_flow`], the mask information flow).
 //!
 //! # Checkpoint keys
-//! `<path>.convs.{i}.conv.{weight,bias}`, `.upsample.{weight,bias}`, `.conv_logits.{weight,bias}`,
-//! where `<path>` is `roi_head.mask_head` (Mask R-CNN) or `roi_head.mask_head.{i}` (stage i). With [`ClassOrder::BackgroundFirst`], `conv_logits` has C+1
-//! channels (torchvision) and channel 0 is dropped in [`MaskHead::forward`].
+//! `<path>.convs.{i}.conv.{weight,bias}`, `.upsample.{weight,bias}`, `.conv_logits.{weight,bias}`
+//! and, with `conv_res`, `.conv_res.conv.{weight,bias}`, where `<path>` is `roi_head.mask_head`
+//! (Mask R-CNN) or `roi_head.mask_head.{i}` (stage i). With [`ClassOrder::BackgroundFirst`],
+//! `conv_logits` has C+1 channels (torchvision) and channel 0 is dropped in [`MaskHead::forward`].
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn, nn::Module};
@@ -58,6 +61,7 @@ fn kaiming_out() -> nn::Init {
 /// The mask head.
 #[derive(Debug)]
 pub struct MaskHead {
+    conv_res: Option<nn::Conv2D>,
     convs: Vec<nn::Conv2D>,
     upsample: nn::ConvTranspose2D,
     conv_logits: nn::Conv2D,
@@ -65,13 +69,15 @@ pub struct MaskHead {
 }
 
 impl MaskHead {
-    /// Builds the head under `p`.
+    /// Builds the head under `p`; `with_conv_res` adds HTC's `conv_res` (the stages after the
+    /// first of an HTC with mask information flow).
     pub fn new(
         p: &nn::Path,
         cfg: &MaskHeadConfig,
         in_channels: i64,
         num_classes: i64,
         order: ClassOrder,
+        with_conv_res: bool,
     ) -> Self {
         let cc = cfg.conv_channels;
         let conv_cfg = |pad| nn::ConvConfig {
@@ -105,7 +111,13 @@ impl MaskHead {
             ClassOrder::BackgroundFirst => num_classes + 1,
         };
         let conv_logits = nn::conv2d(p / "conv_logits", cc, out, 1, conv_cfg(0));
-        Self { convs, upsample, conv_logits, order }
+        let conv_res = with_conv_res.then(|| nn::conv2d(p / "conv_res" / "conv", cc, cc, 1, conv_cfg(0)));
+        Self { conv_res, convs, upsample, conv_logits, order }
+    }
+
+    /// Whether the head takes the previous stage's features (`conv_res`).
+    pub fn has_conv_res(&self) -> bool {
+        self.conv_res.is_some()
     }
 
     /// Mask logits `[R, C, 2P, 2P]` of RoI features `[R, C_in, P, P]`.
@@ -115,10 +127,36 @@ impl MaskHead {
 
     /// Mask logits and the pre-upsample features of RoI features `[R, C_in, P, P]`.
     pub fn forward_with_features(&self, roi_feats: &Tensor) -> MaskOutput {
-        let mut x = roi_feats.shallow_clone();
+        self.forward_flow(roi_feats, None)
+    }
+
+    /// The output of the convs `[R, conv_channels, P, P]` (mmdet `res_feat`) of RoI features
+    /// `[R, C_in, P, P]` plus, when given, `conv_res` of the previous stage's `last` features
+    /// (HTC `return_logits=False`: no upsampling).
+    ///
+    /// # Panics
+    /// When `last` is given to a head without `conv_res`.
+    pub fn conv_features(&self, roi_feats: &Tensor, last: Option<&Tensor>) -> Tensor {
+        let mut x = match last {
+            Some(last) => {
+                let conv_res = self.conv_res.as_ref().expect("a head fed `last` has conv_res");
+                roi_feats + conv_res.forward(last).relu()
+            }
+            None => roi_feats.shallow_clone(),
+        };
         for c in &self.convs {
             x = c.forward(&x).relu();
         }
+        x
+    }
+
+    /// Mask logits and features of RoI features `[R, C_in, P, P]` with the previous stage's
+    /// features `last` (HTC's mask information flow; `None` for the first stage).
+    ///
+    /// # Panics
+    /// When `last` is given to a head without `conv_res`.
+    pub fn forward_flow(&self, roi_feats: &Tensor, last: Option<&Tensor>) -> MaskOutput {
+        let x = self.conv_features(roi_feats, last);
         let logits = self.conv_logits.forward(&self.upsample.forward(&x).relu());
         let logits = match self.order {
             ClassOrder::BackgroundLast => logits,

@@ -59,6 +59,10 @@ pub struct RpnConfig {
     pub assigner: AssignerConfig,
     /// Sampler (256 at 0.5).
     pub sampler: SamplerConfig,
+    /// Anchors that cross the unpadded image border by more than this many pixels take no
+    /// part in training (mmdet `train_cfg.rpn.allowed_border`); negative: every anchor (seed
+    /// Mask R-CNN and Cascade: -1; seed HTC: 0).
+    pub allowed_border: f64,
     /// Regression loss.
     pub loss_bbox: BoxLoss,
     /// Training proposals.
@@ -76,6 +80,7 @@ impl Default for RpnConfig {
             coder: BoxCoderConfig::default(),
             assigner: AssignerConfig::default(),
             sampler: SamplerConfig::default(),
+            allowed_border: -1.0,
             loss_bbox: BoxLoss::L1,
             train_proposals: ProposalConfig::default(),
             test_proposals: ProposalConfig { nms_pre: 2000, ..ProposalConfig::default() },
@@ -177,6 +182,11 @@ impl RpnHead {
             cfg: cfg.clone(),
             anchor_cache: Mutex::new(None),
         }
+    }
+
+    /// The head's settings.
+    pub fn config(&self) -> &RpnConfig {
+        &self.cfg
     }
 
     /// The anchor generator.
@@ -365,10 +375,45 @@ impl RpnHead {
             .collect()
     }
 
-    /// RPN losses against `gt_boxes[b]` `[G_b, 4]` (mmdet: assign 0.7/0.3 with low-quality matches,
-    /// sample 256 at 0.5, BCE over sampled anchors and box loss over positives, both divided by the
-    /// number of sampled anchors of the batch, each image counting at least 1 positive and 1 negative).
-    pub fn losses(&self, out: &RpnOutputs, gt_boxes: &[Tensor]) -> RpnLosses {
+    /// `gt_inds` `[A]` of all `anchors` when only those inside the image of `(h, w)` grown by
+    /// `allowed_border` are assigned; the others are ignored (-1).
+    fn assign_inside(
+        &self,
+        anchors: &Tensor,
+        gt: &Tensor,
+        labels: &Tensor,
+        (h, w): (i64, i64),
+    ) -> Tensor {
+        let b = self.cfg.allowed_border;
+        let inside = anchors
+            .select(1, 0)
+            .ge(-b)
+            .logical_and(&anchors.select(1, 1).ge(-b))
+            .logical_and(&anchors.select(1, 2).lt(w as f64 + b))
+            .logical_and(&anchors.select(1, 3).lt(h as f64 + b));
+        let idx = inside.nonzero().view([-1]);
+        let res = self.assigner.assign(&anchors.index_select(0, &idx), gt, labels);
+        Tensor::full([anchors.size()[0]], -1, (Kind::Int64, anchors.device())).index_copy(
+            0,
+            &idx,
+            &res.gt_inds,
+        )
+    }
+
+    /// RPN losses against `gt_boxes[b]` `[G_b, 4]` of images of unpadded sizes
+    /// `image_sizes[b] = (h, w)` (mmdet: assign 0.7/0.3 with low-quality matches, sample 256 at
+    /// 0.5, BCE over sampled anchors and box loss over positives, both divided by the number of
+    /// sampled anchors of the batch, each image counting at least 1 positive and 1 negative).
+    ///
+    /// With `allowed_border >= 0` only the anchors inside the image grown by that margin are
+    /// assigned (mmdet `anchor_inside_flags`: `x1, y1 >= -b`, `x2 < w + b`, `y2 < h + b`), so the
+    /// low-quality matches too are drawn from them; one host synchronisation per image.
+    pub fn losses(
+        &self,
+        out: &RpnOutputs,
+        gt_boxes: &[Tensor],
+        image_sizes: &[(i64, i64)],
+    ) -> RpnLosses {
         let anchors = Tensor::cat(&self.level_anchors(out), 0);
         let bsz = out.cls[0].size()[0];
         let cls: Vec<Tensor> =
@@ -388,11 +433,17 @@ impl RpnHead {
             let _g = tch::no_grad_guard();
             gt_boxes
                 .iter()
-                .map(|gt| {
+                .enumerate()
+                .map(|(b, gt)| {
                     let gt = gt.to_kind(Kind::Float).to_device(anchors.device());
                     let labels = Tensor::zeros([gt.size()[0]], (Kind::Int64, anchors.device()));
-                    let res = self.assigner.assign(&anchors, &gt, &labels);
-                    (gt, res.gt_inds)
+                    let gt_inds = match image_sizes.get(b) {
+                        Some(&size) if self.cfg.allowed_border >= 0.0 => {
+                            self.assign_inside(&anchors, &gt, &labels, size)
+                        }
+                        _ => self.assigner.assign(&anchors, &gt, &labels).gt_inds,
+                    };
+                    (gt, gt_inds)
                 })
                 .collect()
         };

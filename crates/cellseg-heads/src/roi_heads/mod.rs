@@ -3,11 +3,15 @@
 //! - [`stage::RoiStage`]: one box branch + one mask branch with their extractors and training
 //!   targets — the unit a cascade repeats.
 //! - [`standard::StandardRoiHead`]: Mask R-CNN's single stage.
+//! - [`cascade::CascadeRoiHead`]: Cascade Mask R-CNN's stage loop, and with
+//!   [`cascade::HtcConfig`] the Hybrid Task Cascade's (semantic fusion, interleaved training, mask
+//!   information flow).
 //!
 //! Shared by every RoI head: test-time [`multiclass_nms`] ([`RcnnTestConfig`]), the
 //! [`RawDetections`] it returns, and the tensor plumbing of RoIs ([`proposals_to_rois`],
 //! [`gts_to_device`]).
 
+pub mod cascade;
 pub mod stage;
 pub mod standard;
 

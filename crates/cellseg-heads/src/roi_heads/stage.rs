@@ -21,8 +21,9 @@ pub struct RoiStage {
 }
 
 impl RoiStage {
-    /// Builds the box head under `bbox_path` and the mask head under `mask_path`, for
-    /// `in_channels`-channel features and `num_classes` classes.
+    /// Builds the box head under `bbox_path` and the mask head under `mask_path` (with HTC's
+    /// `conv_res` when `mask_conv_res`), for `in_channels`-channel features and `num_classes`
+    /// classes.
     pub fn new(
         bbox_path: &nn::Path,
         mask_path: &nn::Path,
@@ -30,6 +31,7 @@ impl RoiStage {
         mask: &MaskHeadConfig,
         in_channels: i64,
         num_classes: i64,
+        mask_conv_res: bool,
     ) -> Self {
         let bbox_head = BoxHead::new(bbox_path, bbox, in_channels, num_classes);
         let sampler = RoiSampler::new(
@@ -46,7 +48,14 @@ impl RoiStage {
         Self {
             bbox_roi_extractor: RoiExtractor::new(&bbox.roi),
             mask_roi_extractor: RoiExtractor::new(&mask.roi),
-            mask_head: MaskHead::new(mask_path, mask, in_channels, num_classes, bbox.class_order),
+            mask_head: MaskHead::new(
+                mask_path,
+                mask,
+                in_channels,
+                num_classes,
+                bbox.class_order,
+                mask_conv_res,
+            ),
             bbox_head,
             sampler,
         }

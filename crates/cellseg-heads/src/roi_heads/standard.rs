@@ -47,6 +47,7 @@ impl StandardRoiHead {
                 mask,
                 in_channels,
                 num_classes,
+                false,
             ),
         }
     }
