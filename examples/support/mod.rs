@@ -48,6 +48,7 @@ pub fn fit_and_evaluate(
     resume: bool,
     n_overlays: usize,
 ) -> anyhow::Result<Fitted> {
+    model.check_training_data(&data)?;
     let trainer = Trainer::new(train_cfg.clone())?;
     let start = if resume { Start::Resume } else { Start::Fresh };
     let t_train = std::time::Instant::now();

@@ -41,19 +41,6 @@ pub enum Error {
     /// An error of the post-processing vocabulary (soft masks).
     #[error(transparent)]
     Postproc(#[from] cellseg_postproc::Error),
-    /// HTC's semantic target is built from the instance masks, and an image of the batch has
-    /// ground-truth boxes but not one mask pixel.
-    #[error(
-        "image {image} of the batch has {instances} ground truths but no mask pixel: HTC's semantic \
-         target is built from the instance masks (train HTC on data with masks, or use \
-         arch = \"cascade\")"
-    )]
-    NoMasks {
-        /// Index of the image in the batch.
-        image: usize,
-        /// Its number of ground truths.
-        instances: usize,
-    },
     /// An error of the backbone crate.
     #[error(transparent)]
     Backbone(#[from] cellseg_backbones::Error),

@@ -229,6 +229,27 @@ impl Detector {
         &self.card
     }
 
+    /// Checks that `data` can train this detector before the first step: HTC builds its semantic
+    /// target from the instance masks, so every training image with ground truths needs at least
+    /// one mask pixel (an empty mask after an augmentation crop is fine; data without masks is
+    /// not). Other architectures accept any data.
+    ///
+    /// # Errors
+    /// [`Error::NoMasks`] naming the first such image.
+    pub fn check_training_data(&self, data: &SampleData) -> Result<(), Error> {
+        if self.model.arch() != Arch::Htc {
+            return Ok(());
+        }
+        match data
+            .samples()
+            .iter()
+            .find(|s| !s.instances.is_empty() && s.instances.masks.iter().all(|m| m.area() == 0))
+        {
+            Some(s) => Err(Error::NoMasks { id: s.id.clone(), instances: s.instances.len() }),
+            None => Ok(()),
+        }
+    }
+
     /// Detections with soft masks of every image of `batch` (inference mode, no gradients).
     ///
     /// # Errors
@@ -260,7 +281,8 @@ impl TrainableModel for Detector {
     }
 
     /// The detector's losses under mmdet's names (Mask R-CNN: `loss_rpn_cls`, `loss_rpn_bbox`,
-    /// `loss_cls`, `loss_bbox`, `loss_mask`).
+    /// `loss_cls`, `loss_bbox`, `loss_mask`; Cascade: the RPN's and `s{i}.loss_cls`,
+    /// `s{i}.loss_bbox`, `s{i}.loss_mask`; HTC also `loss_semantic_seg`).
     fn losses(&mut self, batch: &Batch) -> Result<Losses, HookError> {
         let images = batch_tensor(batch, self.vs.device());
         let l = self.model.losses(&images, &batch.instances)?;

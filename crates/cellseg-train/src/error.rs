@@ -115,6 +115,19 @@ pub enum Error {
         /// The run folder.
         path: PathBuf,
     },
+    /// HTC's semantic target is built from the instance masks, and a training image has
+    /// ground truths but not one mask pixel.
+    #[error(
+        "training image `{id}` has {instances} ground truths but no mask pixel: HTC's semantic \
+         target is built from the instance masks (train HTC on data with masks, or use \
+         arch = \"cascade\")"
+    )]
+    NoMasks {
+        /// The image's id.
+        id: String,
+        /// Its number of ground truths.
+        instances: usize,
+    },
     /// The model's `losses` hook failed.
     #[error("model losses failed at step {step} (images {image_ids:?}): {source}")]
     Model {

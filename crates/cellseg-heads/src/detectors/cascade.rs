@@ -169,8 +169,7 @@ impl TwoStageDetector for CascadeRcnn {
     /// `loss_weight`). Ground truths with an empty box are ignored (as for Mask R-CNN).
     ///
     /// # Errors
-    /// [`Error::Mismatch`] when the batch and the targets differ in length; HTC:
-    /// [`Error::NoMasks`] naming an image with boxes but no mask pixel.
+    /// [`Error::Mismatch`] when the batch and the targets differ in length.
     fn losses(&self, images: &Tensor, targets: &[Instances]) -> Result<Losses> {
         let targets = checked_targets(images, targets)?;
         let dev = images.device();

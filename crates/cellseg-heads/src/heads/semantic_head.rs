@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn, nn::Module};
 
 use crate::ops::roi_align::RoiAlignConfig;
-use crate::{Error, Result};
 
 /// Semantic head settings (seed `config_htc.py`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,25 +165,21 @@ impl FusedSemanticHead {
 /// elsewhere in the unpadded image, `ignore` in the padding; the pixel `(y·s, x·s)` of each
 /// `s × s` block (OpenCV's nearest resize by `1/s`, the seed's `SegRescale`).
 ///
-/// # Errors
-/// [`Error::NoMasks`] naming the image when an image has ground-truth boxes but not one mask
-/// pixel (training data without masks; a single empty mask, e.g. a cell cut away by a crop
-/// whose clipped box survived, is allowed).
+/// Instances with an empty mask add nothing (after a crop whose clipped box survived, as in
+/// the seed); training data that has no masks at all is refused before training, by
+/// `cellseg_train::detector::Detector::check_training_data`.
 pub fn semantic_targets(
     targets: &[Instances],
     canvas: (i64, i64),
     stride: i64,
     ignore: i64,
     device: Device,
-) -> Result<Tensor> {
+) -> Tensor {
     let s = stride.max(1) as usize;
     let (hc, wc) = (canvas.0.max(0) as usize, canvas.1.max(0) as usize);
     let (hs, ws) = (hc.div_ceil(s), wc.div_ceil(s));
     let mut out = vec![0u8; targets.len() * hs * ws];
     for (b, inst) in targets.iter().enumerate() {
-        if !inst.is_empty() && inst.masks.iter().all(|m| m.area() == 0) {
-            return Err(Error::NoMasks { image: b, instances: inst.len() });
-        }
         let map = &mut out[b * hs * ws..(b + 1) * hs * ws];
         let (h, w) = (inst.image_size.height, inst.image_size.width);
         for y in 0..hs {
@@ -207,10 +202,10 @@ pub fn semantic_targets(
             }
         }
     }
-    Ok(Tensor::from_slice(&out)
+    Tensor::from_slice(&out)
         .view([targets.len() as i64, hs as i64, ws as i64])
         .to_kind(Kind::Int64)
-        .to_device(device))
+        .to_device(device)
 }
 
 #[cfg(test)]
@@ -233,7 +228,7 @@ mod tests {
     fn targets_subsample_the_union_and_ignore_the_padding() {
         // A 10x7 image padded to 12x8, stride 2: grid rows 0,2,..,10 and cols 0,2,4,6.
         let inst = one_cell(ImageSize::new(10, 7), 3..7, 1..5);
-        let t = semantic_targets(&[inst], (12, 8), 2, 255, Device::Cpu).unwrap();
+        let t = semantic_targets(&[inst], (12, 8), 2, 255, Device::Cpu);
         assert_eq!(t.size(), [1, 6, 4]);
         let v = Vec::<i64>::try_from(t.view([-1])).unwrap();
         #[rustfmt::skip]
@@ -246,21 +241,5 @@ mod tests {
             255, 255, 255, 255, // row 10 >= h
         ];
         assert_eq!(v, want);
-    }
-
-    #[test]
-    fn an_image_with_boxes_but_no_mask_pixel_is_an_error_naming_it() {
-        let size = ImageSize::new(8, 8);
-        let ok = one_cell(size, 1..4, 1..4);
-        let empty = Instances::new(
-            size,
-            vec![BoxXyxy::new(1.0, 1.0, 4.0, 4.0)],
-            vec![0],
-            vec![cellseg_core::CroppedMask::empty(size)],
-        )
-        .unwrap();
-        let err = semantic_targets(&[ok, empty], (8, 8), 4, 255, Device::Cpu).unwrap_err();
-        assert!(matches!(err, Error::NoMasks { image: 1, instances: 1 }), "{err}");
-        assert!(err.to_string().contains("image 1"), "{err}");
     }
 }

@@ -420,8 +420,7 @@ impl CascadeRoiHead {
     /// `canvas` `(H, W)`; `semantic` is HTC's semantic head output on `levels`.
     ///
     /// # Errors
-    /// HTC: [`Error::NoMasks`] for an image with boxes and no mask pixel, [`Error::Shape`] when
-    /// the semantic map and its target disagree.
+    /// HTC: [`Error::Shape`] when the semantic map and its target disagree in size.
     #[allow(clippy::too_many_arguments)]
     pub fn losses(
         &self,
@@ -437,7 +436,7 @@ impl CascadeRoiHead {
         if let (Some(head), Some(sem)) = (&self.semantic_head, semantic) {
             let cfg = head.config();
             let stride = i64::from(cfg.roi.featmap_strides[0]);
-            let tgt = semantic_targets(targets, canvas, stride, cfg.ignore_index, device)?;
+            let tgt = semantic_targets(targets, canvas, stride, cfg.ignore_index, device);
             let l = &sem.logits;
             if tgt.size()[1..] != l.size()[2..] || tgt.size()[0] != l.size()[0] {
                 return Err(Error::Shape {
