@@ -1,8 +1,9 @@
-//! LIVECell pretraining (SEED.md §3.6): a Mask R-CNN with the 8 LIVECell classes (one per cell
-//! line, the seed's `LIVECELL_CLASSES` order) trained on COCO-json + TIFF data, validated with the
-//! competition metric overall and per cell line; its final checkpoint is what `train_maskrcnn`
-//! finetunes from (the class heads `fc_cls`, `fc_reg`, `conv_logits` are then re-initialised,
-//! `cellseg_train::pretrained`).
+//! LIVECell pretraining (SEED.md §3.6): a Mask R-CNN (or with `--arch cascade | htc` a Cascade
+//! Mask R-CNN or an HTC) with the 8 LIVECell classes (one per cell line, the seed's
+//! `LIVECELL_CLASSES` order) trained on COCO-json + TIFF data, validated with the competition
+//! metric overall and per cell line; its final checkpoint is what `train_maskrcnn` (or
+//! `train_cascade` / `train_htc`) finetunes from (the class heads `fc_cls`, `fc_reg`,
+//! `conv_logits` of every stage are then re-initialised, `cellseg_train::pretrained`).
 //!
 //! With no data path it runs on the embedded default: synthetic cells (cellseg-data `synthetic`)
 //! whose Sartorius types are written as LIVECell cell lines the way `synthetic::generate_livecell`
@@ -10,6 +11,7 @@
 //!
 //! ```text
 //! cargo run --release --example pretrain_livecell                     # synthetic, a few minutes
+//! cargo run --release --example pretrain_livecell -- --arch cascade    # the same, Cascade
 //! cargo run --release --example pretrain_livecell -- \
 //!     --train-json ../shared/realdata/livecell/livecell_coco_test_subset.json \
 //!     --val-json ../shared/realdata/livecell/livecell_coco_val_subset.json
@@ -32,7 +34,7 @@ use cellseg::train::detector::{ClassSpace, Detector, DetectorValidator, SampleDa
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(about = "Pretrain a Mask R-CNN on LIVECell (8 cell lines), or on synthetic cells")]
+#[command(about = "Pretrain a detector on LIVECell (8 cell lines), or on synthetic cells")]
 struct Args {
     /// TOML config (see configs/pretrain_livecell.toml); every key has a default. Repeat it to
     /// layer files: each later file overrides the keys it sets.
@@ -54,6 +56,11 @@ struct Args {
     /// Continue the run in `run_dir` from its latest checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Pretrain this architecture (`mask_rcnn`, `cascade`, `htc`): a Mask R-CNN `[model]` is
+    /// converted with the seed's settings of that architecture, in the run folder
+    /// `<run_dir>_<arch>` (default: the config's `[model] arch`).
+    #[arg(long)]
+    arch: Option<cellseg::train::detector::Arch>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +73,9 @@ fn run() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let paths: Vec<&std::path::Path> = args.config.iter().map(PathBuf::as_path).collect();
     let mut cfg = setup::load_configs(&paths)?;
+    if let Some(arch) = args.arch {
+        support::select_arch(&mut cfg.model, &mut cfg.train.run_dir, arch)?;
+    }
     if let Some(d) = &args.run_dir {
         cfg.train.run_dir = d.clone();
     }

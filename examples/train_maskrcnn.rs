@@ -12,150 +12,18 @@
 //!     --csv ../shared/realdata/sartorius/train_subset.csv \
 //!     --images ../shared/realdata/sartorius/train_images
 //! ```
+//!
+//! `train_cascade` and `train_htc` are the same run for the other two architectures
+//! (`examples/train/run.rs`).
 
-#[path = "train_maskrcnn/setup.rs"]
+#[path = "train/run.rs"]
+mod run;
+#[path = "train/setup.rs"]
 mod setup;
 mod support;
 
-use std::path::PathBuf;
-use std::time::Instant;
-
-use cellseg::train::TrainableModel;
-use cellseg::train::detector::{Detector, DetectorValidator, SampleData};
-use cellseg::train::pretrained::load_pretrained;
-use clap::Parser;
-
-#[derive(Parser, Debug)]
-#[command(about = "Train a Mask R-CNN on synthetic cells (default) or the Sartorius layout")]
-struct Args {
-    /// TOML config (see configs/demo.toml); every key has a default.
-    #[arg(long, default_value = "configs/demo.toml")]
-    config: PathBuf,
-    /// Sartorius folder (`train.csv` + `train/`); synthetic cells when neither this nor `--csv`
-    /// is given.
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// A `train.csv`-layout file (overrides `<data>/train.csv`).
-    #[arg(long)]
-    csv: Option<PathBuf>,
-    /// The folder of its `{id}.png` images (overrides `<data>/train`; default: the CSV's folder).
-    #[arg(long)]
-    images: Option<PathBuf>,
-    /// Overrides `train.run_dir`.
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
-    /// Continue the run in `run_dir` from its latest checkpoint.
-    #[arg(long)]
-    resume: bool,
-    /// Start from these weights (a `model.safetensors`, a checkpoint folder or a run folder such
-    /// as `runs/pretrain_livecell`); the class-specific layers are re-initialised as the seed did
-    /// (`[pretrained]` in the config). Ignored with `--resume`.
-    #[arg(long)]
-    pretrained: Option<PathBuf>,
-}
-
-/// Where the real data is, from `--data` / `--csv` / `--images`; `None`: synthetic cells.
-fn real_data_paths(args: &Args) -> Option<(PathBuf, PathBuf)> {
-    let csv = match (&args.csv, &args.data) {
-        (Some(c), _) => c.clone(),
-        (None, Some(d)) => d.join("train.csv"),
-        (None, None) => return None,
-    };
-    let images = match (&args.images, &args.data) {
-        (Some(i), _) => i.clone(),
-        (None, Some(d)) => d.join("train"),
-        (None, None) => csv.parent().map_or_else(|| PathBuf::from("."), PathBuf::from),
-    };
-    Some((csv, images))
-}
+use cellseg::train::detector::Arch;
 
 fn main() -> std::process::ExitCode {
-    cellseg::exit_code(run())
-}
-
-fn run() -> anyhow::Result<()> {
-    support::init_tracing();
-    let args = Args::parse();
-    let t0 = Instant::now();
-    let mut cfg = setup::load_config(&args.config)?;
-    if let Some(d) = &args.run_dir {
-        cfg.train.run_dir = d.clone();
-    }
-    if cfg.threads > 0 {
-        tch::set_num_threads(cfg.threads);
-    }
-    tch::manual_seed(cfg.train.seed as i64);
-    println!("cellseg {}", cellseg::libtorch_report());
-
-    let paths = real_data_paths(&args);
-    let setup::Data { train, val, dsb_val } = setup::load_data(&cfg, paths.as_ref())?;
-    println!(
-        "data: {} training images{}, {} held-out images ({}){}",
-        train.len(),
-        if cfg.data.repeat > 1 {
-            format!(" (x{} per epoch)", cfg.data.repeat)
-        } else {
-            String::new()
-        },
-        val.len(),
-        paths.as_ref().map_or("synthetic cells".into(), |(c, _)| c.display().to_string()),
-        if dsb_val.is_empty() {
-            String::new()
-        } else {
-            format!(", {} held-out DSB2018 images (real nuclei)", dsb_val.len())
-        }
-    );
-    let device = tch::Device::cuda_if_available();
-    let mut model = Detector::from_config(device, &cfg.model)
-        .map_err(|e| anyhow::anyhow!("building the model: {e}"))?;
-    let held_out: Vec<&str> = val.iter().take(8).map(|s| s.id.as_str()).collect();
-    println!("held out: {}{}", held_out.join(", "), if val.len() > 8 { ", ..." } else { "" });
-    println!("model: {:?} trunk on {device:?}", cfg.model.trunk);
-    if let (Some(path), false) = (&args.pretrained, args.resume) {
-        let report = load_pretrained(model.var_store(), path, &cfg.pretrained)?;
-        println!("pretrained: {report}");
-    }
-    let mut validator = DetectorValidator::new(val, cfg.postproc.clone())
-        .map_err(|e| anyhow::anyhow!("postproc config: {e}"))?;
-    let before = validator.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?;
-    let dsb_validator = if dsb_val.is_empty() {
-        None
-    } else {
-        Some(
-            DetectorValidator::new(dsb_val, cfg.postproc.clone())
-                .map_err(|e| anyhow::anyhow!("postproc config: {e}"))?,
-        )
-    };
-    let dsb_before = match &dsb_validator {
-        Some(v) => Some(v.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating DSB: {e}"))?),
-        None => None,
-    };
-
-    let data = SampleData::new(train, cfg.augment.clone())
-        .map_err(|e| anyhow::anyhow!("augment config: {e}"))?
-        .with_repeat(cfg.data.repeat);
-    let support::Fitted { report, after, train_s, overlays } = support::fit_and_evaluate(
-        &mut model,
-        data,
-        &cfg.train,
-        &mut validator,
-        args.resume,
-        cfg.overlays,
-    )?;
-
-    println!();
-    println!("competition metric on {} held-out images:", validator.samples().len());
-    support::print_report("untrained", &before.report);
-    support::print_report("trained", &after.report);
-    if let (Some(v), Some(b)) = (&dsb_validator, &dsb_before) {
-        let a = v.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating DSB: {e}"))?;
-        println!(
-            "real DSB2018 nuclei, {} held-out images: untrained {:.3}, trained {:.3}",
-            v.samples().len(),
-            b.report.score,
-            a.report.score
-        );
-    }
-    support::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
-    Ok(())
+    cellseg::exit_code(run::run(Arch::MaskRcnn))
 }

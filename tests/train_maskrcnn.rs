@@ -2,7 +2,7 @@
 //! seed-recipe config holds the seed's values, bad keys / types / folds name the key and the file,
 //! and a data folder with a missing image names the image.
 
-#[path = "../examples/train_maskrcnn/setup.rs"]
+#[path = "../examples/train/setup.rs"]
 #[allow(dead_code)]
 mod setup;
 
@@ -44,14 +44,14 @@ impl Drop for Scratch {
 fn every_committed_config_loads() {
     for name in ["demo", "sartorius_r50", "train_maskrcnn"] {
         let path = repo().join("configs").join(format!("{name}.toml"));
-        let cfg = setup::load_config(&path).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let cfg = setup::load_configs(&[path.as_path()]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         cfg.augment.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
 
 #[test]
 fn the_seed_recipe_config_holds_the_seed_values() {
-    let cfg = setup::load_config(&repo().join("configs/train_maskrcnn.toml")).unwrap();
+    let cfg = setup::load_configs(&[repo().join("configs/train_maskrcnn.toml").as_path()]).unwrap();
     assert_eq!(cfg.model.trunk, Trunk::Backbone);
     assert_eq!(cfg.model.backbone.kind, BackboneKind::Resnet50);
     assert_eq!(cfg.model.backbone.stem_stride, 1);
@@ -79,7 +79,7 @@ fn bad_configs_name_the_key_and_the_file() {
         ("[trian]\n", "trian"),
     ] {
         let path = dir.write("bad.toml", text);
-        let msg = format!("{:#}", setup::load_config(&path).unwrap_err());
+        let msg = format!("{:#}", setup::load_configs(&[path.as_path()]).unwrap_err());
         assert!(msg.contains(needle), "{text:?}: {msg}");
         assert!(msg.contains("bad.toml"), "{text:?}: {msg}");
     }
@@ -105,7 +105,7 @@ fn a_missing_image_is_named() {
         std::fs::copy(real.join("train_images").join(&name), images.join(&name)).unwrap();
     }
     std::fs::copy(real.join("train_subset.csv"), dir.0.join("train.csv")).unwrap();
-    let cfg = setup::load_config(&repo().join("configs/sartorius_r50.toml")).unwrap();
+    let cfg = setup::load_configs(&[repo().join("configs/sartorius_r50.toml").as_path()]).unwrap();
     let paths = (dir.0.join("train.csv"), images);
     let err = setup::load_data(&cfg, Some(&paths)).err().expect("an image is missing");
     let msg = format!("{err:#}");

@@ -111,33 +111,12 @@ impl Default for ValidationSection {
     }
 }
 
-/// Recursively overlays `over` on `base`.
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
-}
-
 /// Reads the config files in order, each overlaid on the previous ones and on the defaults, so
 /// that a partly filled table keeps the values set before it. Each file is first parsed strictly
 /// on its own: unknown keys and wrong types are errors naming the file, the key and the line.
 pub fn load_configs(paths: &[&Path]) -> anyhow::Result<Config> {
-    let mut base = toml::Table::try_from(Config::default()).context("serialising the defaults")?;
-    for path in paths {
-        let _: Config = cellseg::core::config::load_toml(path)?;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let file: toml::Table =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        merge(&mut base, file);
-    }
+    let cfg: Config = cellseg::core::config::load_toml_layers(paths)?;
     let names = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
-    let cfg: Config = base.try_into().with_context(|| format!("resolving {names}"))?;
     if cfg.model.heads.num_classes < 8 {
         bail!(
             "{names}: `model.heads.num_classes` is {}, but LIVECell has 8 classes (labels 0..=7)",

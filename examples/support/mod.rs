@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cellseg::data::Sample;
 use cellseg::postproc::Processed;
-use cellseg::train::detector::{Detector, DetectorValidator, Evaluation, SampleData};
+use cellseg::train::detector::{
+    Arch, Detector, DetectorConfig, DetectorValidator, Evaluation, SampleData,
+};
 use cellseg::train::{
     EvalRecord, EvalReport, NonFiniteStep, RunPlan, Start, StepStats, TrainConfig, TrainObserver,
     TrainReport, Trainer, overlay,
@@ -40,6 +42,28 @@ pub struct Fitted {
 ///
 /// # Errors
 /// Config, training, evaluation or overlay errors.
+/// Makes `model` a detector of `arch` (`DetectorConfig::to_arch`: a Mask R-CNN config is converted
+/// with the seed's settings of `arch`); a converted model trains in its own run folder,
+/// `<run_dir>_<arch>`.
+///
+/// # Errors
+/// A config of another cascade architecture (it would silently lose or invent settings).
+pub fn select_arch(
+    model: &mut DetectorConfig,
+    run_dir: &mut PathBuf,
+    arch: Arch,
+) -> anyhow::Result<()> {
+    if model.arch == arch {
+        return Ok(());
+    }
+    *model = model.to_arch(arch)?;
+    let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if !name.ends_with(arch.name()) {
+        run_dir.set_file_name(format!("{name}_{}", arch.name()));
+    }
+    Ok(())
+}
+
 pub fn fit_and_evaluate(
     model: &mut Detector,
     mut data: SampleData,

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 
 use crate::config::HeadsConfig;
-use crate::Result;
+use crate::config::{BoxLoss, CascadeConfig, HtcConfig};
 use crate::detectors::TwoStageDetector;
+use crate::{Error, Result};
 use crate::detectors::cascade::CascadeRcnn;
 use crate::detectors::mask_rcnn::MaskRcnn;
 
@@ -33,6 +34,20 @@ impl Arch {
             Self::Cascade => "cascade",
             Self::Htc => "htc",
         }
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = Error;
+
+    /// Parses a config name (`mask_rcnn`, `cascade`, `htc`).
+    fn from_str(s: &str) -> Result<Self> {
+        [Self::MaskRcnn, Self::Cascade, Self::Htc].into_iter().find(|a| a.name() == s).ok_or_else(
+            || Error::Config {
+                key: "arch".into(),
+                reason: format!("unknown architecture `{s}` (mask_rcnn, cascade, htc)"),
+            },
+        )
     }
 }
 
@@ -104,6 +119,61 @@ impl DetectorConfig {
         Ok(())
     }
 
+    /// This config as a detector of `arch`: unchanged when it already is one; a Mask R-CNN config
+    /// (e.g. an example's default) is converted with the seed's settings of that architecture,
+    /// keeping its trunk, neck, widths, class count, anchors and test settings (SEED.md §2.5 /
+    /// §2.6):
+    /// - Cascade: RPN SmoothL1 β 1/9, 2000 training proposals, class-agnostic SmoothL1 (β 1)
+    ///   stages, the three seed stages of [`crate::config::CascadeConfig::default`] without
+    ///   low-quality matches;
+    /// - HTC: as Cascade, plus RPN `allowed_border = 0`, low-quality matches left on (mmdet's
+    ///   default, as the seed did) and the semantic head of [`crate::config::HtcConfig::default`]
+    ///   on the FPN's channels and the fusion level's stride.
+    ///
+    /// `configs/cascade.toml` and `configs/htc.toml` equal the default Mask R-CNN converted so.
+    ///
+    /// # Errors
+    /// [`Error::Config`] (key `arch`) when converting between cascade and HTC or to Mask R-CNN,
+    /// which would silently drop or invent settings.
+    pub fn to_arch(&self, arch: Arch) -> Result<Self> {
+        if self.arch == arch {
+            return Ok(self.clone());
+        }
+        if self.arch != Arch::MaskRcnn || arch == Arch::MaskRcnn {
+            return Err(Error::Config {
+                key: "arch".into(),
+                reason: format!(
+                    "the config builds `{}`; only a `mask_rcnn` config converts to `{}` (write \
+                     the {} settings out instead)",
+                    self.arch.name(),
+                    arch.name(),
+                    arch.name()
+                ),
+            });
+        }
+        let mut c = self.clone();
+        c.arch = arch;
+        let h = &mut c.heads;
+        h.rpn.loss_bbox = BoxLoss::SmoothL1 { beta: 1.0 / 9.0 };
+        h.rpn.train_proposals.max_per_img = 2000;
+        h.bbox_head.reg_class_agnostic = true;
+        h.bbox_head.loss_bbox = BoxLoss::SmoothL1 { beta: 1.0 };
+        h.cascade = CascadeConfig::default();
+        let htc = arch == Arch::Htc;
+        h.cascade.match_low_quality = htc;
+        h.bbox_head.assigner.match_low_quality = htc;
+        if htc {
+            h.rpn.allowed_border = 0.0;
+            h.htc = HtcConfig::default();
+            let sem = &mut h.htc.semantic_head;
+            sem.conv_channels = c.neck.out_channels;
+            if let Some(&s) = h.rpn.anchors.strides.get(sem.fusion_level) {
+                sem.roi.featmap_strides = vec![s];
+            }
+        }
+        Ok(c)
+    }
+
     /// Builds the detector under `p` (use the VarStore root to get mmdet's keys: `backbone.*`,
     /// `neck.*`, `rpn_head.*`, `roi_head.*`), randomly initialised.
     ///
@@ -135,6 +205,20 @@ mod tests {
         assert_eq!(cfg, DetectorConfig::default());
         assert_eq!(cfg.heads.rpn.anchors.strides, [2, 4, 8, 16, 32]);
         assert_eq!(cfg.heads.test.max_per_img, 1000);
+    }
+
+    #[test]
+    fn cascade_and_htc_config_files_are_the_seed_mask_rcnn_converted() {
+        for arch in [Arch::Cascade, Arch::Htc] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../../configs/{}.toml", arch.name()));
+            let file = DetectorConfig::from_toml(&path).unwrap();
+            assert_eq!(file, DetectorConfig::default().to_arch(arch).unwrap(), "{arch:?}");
+            assert_eq!(file.to_arch(arch).unwrap(), file);
+        }
+        let htc = DetectorConfig::default().to_arch(Arch::Htc).unwrap();
+        let err = htc.to_arch(Arch::Cascade).unwrap_err().to_string();
+        assert!(err.contains("`arch`") && err.contains("htc"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Config and data of `examples/train_maskrcnn.rs` (a module of the example, also compiled into
-//! `tests/train_maskrcnn.rs`).
+//! Config and data of `examples/train_{maskrcnn,cascade,htc}.rs` (a module of the examples, also
+//! compiled into `tests/train_maskrcnn.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -12,10 +12,10 @@ use cellseg::postproc::PostprocConfig;
 use cellseg::train::TrainConfig;
 use cellseg::train::detector::DetectorConfig;
 use cellseg::train::pretrained::PretrainedConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole config file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// libtorch intra-op threads (0: libtorch's default).
@@ -41,7 +41,7 @@ pub struct Config {
 }
 
 /// Synthetic cells of the three types (cellseg-data `synthetic`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyntheticSection {
     /// Training images (types cycle shsy5y, astro, cort).
@@ -63,7 +63,7 @@ impl Default for SyntheticSection {
 }
 
 /// The real DSB2018 nuclei added to the synthetic default (not used with `--data` / `--csv`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DsbSection {
     /// Add them (default true).
@@ -91,7 +91,7 @@ pub struct Data {
 }
 
 /// How the real data is split (`--data` / `--csv`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     /// Number of folds (seed: 5, `GroupKFold`).
@@ -106,7 +106,7 @@ pub struct DataSection {
 }
 
 /// The groups of the fold split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
     /// `plate_well` from `sample_id` (the seed's GroupKFold).
@@ -179,24 +179,22 @@ pub fn load_data(cfg: &Config, paths: Option<&(PathBuf, PathBuf)>) -> anyhow::Re
     }
 }
 
-/// Reads and checks the config file.
+/// Reads the config files in order, each overlaid on the ones before (a later file sets only the
+/// keys it writes), and checks the result.
 ///
 /// # Errors
 /// Unreadable file; unknown keys and wrong types (naming the key, line and file); a `data.fold`
-/// not below `data.folds`, a zero `data.repeat` or an invalid `[train]` (naming the file).
-pub fn load_config(path: &Path) -> anyhow::Result<Config> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg: Config =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+/// not below `data.folds`, a zero `data.repeat` or an invalid `[train]` (naming the files).
+pub fn load_configs(paths: &[&Path]) -> anyhow::Result<Config> {
+    let cfg: Config = cellseg::core::config::load_toml_layers(paths)?;
+    let names = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
     anyhow::ensure!(
         cfg.data.fold < cfg.data.folds,
-        "{}: data.fold = {} must be below data.folds = {}",
-        path.display(),
+        "{names}: data.fold = {} must be below data.folds = {}",
         cfg.data.fold,
         cfg.data.folds
     );
-    anyhow::ensure!(cfg.data.repeat > 0, "{}: data.repeat must be at least 1", path.display());
-    cfg.train.validate().with_context(|| format!("checking [train] of {}", path.display()))?;
+    anyhow::ensure!(cfg.data.repeat > 0, "{names}: data.repeat must be at least 1");
+    cfg.train.validate().with_context(|| format!("checking [train] of {names}"))?;
     Ok(cfg)
 }
