@@ -44,7 +44,8 @@ impl Drop for Scratch {
 fn every_committed_config_loads() {
     for name in ["demo", "sartorius_r50", "train_maskrcnn"] {
         let path = repo().join("configs").join(format!("{name}.toml"));
-        let cfg = setup::load_configs(&[path.as_path()]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let cfg =
+            setup::load_configs(&[path.as_path()]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         cfg.augment.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }

@@ -43,10 +43,8 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str, path: impl AsRef<Path>) -> Re
 /// [`Error::ConfigIo`] / [`Error::ConfigParse`] naming the file; [`Error::ConfigParse`] naming
 /// all the files when the merged values do not fit together.
 pub fn load_toml_layers<T: DeserializeOwned + Serialize + Default>(paths: &[&Path]) -> Result<T> {
-    let mut merged = toml::Table::try_from(T::default()).map_err(|e| Error::ConfigParse {
-        path: "<defaults>".into(),
-        message: e.to_string(),
-    })?;
+    let mut merged = toml::Table::try_from(T::default())
+        .map_err(|e| Error::ConfigParse { path: "<defaults>".into(), message: e.to_string() })?;
     for path in paths {
         let text = std::fs::read_to_string(path)
             .map_err(|source| Error::ConfigIo { path: path.to_path_buf(), source })?;

@@ -56,7 +56,10 @@ fn seed_config(arch: Arch) -> DetectorConfig {
             (s.fusion_level, s.num_convs, s.conv_channels, s.num_classes, s.loss_weight),
             (1, 4, 256, 8, 0.2)
         );
-        assert_eq!((s.ignore_index, s.roi.output_size, s.roi.featmap_strides.as_slice()), (255, 14, &[4][..]));
+        assert_eq!(
+            (s.ignore_index, s.roi.output_size, s.roi.featmap_strides.as_slice()),
+            (255, 14, &[4][..])
+        );
     }
     cfg.heads.rpn.sampler.num = HUGE;
     cfg.heads.bbox_head.sampler.num = HUGE;
@@ -92,7 +95,13 @@ fn inference(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
     }
     let mm_sem = roi.semantic(&mm_levels);
     if let Some(s) = &mm_sem {
-        tab.close("semantic logits (mmdet FPN maps)", &s.logits, fx.get("semantic_logits"), 1e-4, 0.0);
+        tab.close(
+            "semantic logits (mmdet FPN maps)",
+            &s.logits,
+            fx.get("semantic_logits"),
+            1e-4,
+            0.0,
+        );
     }
     let sem_feat = mm_sem.as_ref().map(|s| s.features.shallow_clone());
 
@@ -100,22 +109,47 @@ fn inference(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
     let mm_out = RpnOutputs { cls: fx.levels("rpn_cls"), reg: fx.levels("rpn_reg") };
     let props = model.proposals(&mm_out, &sizes, model.test_proposals());
     let (pb, ps) = (fx.get("proposals"), fx.get("proposal_scores"));
-    one_to_one(tab, "proposals (mmdet RPN outputs)", &props[0].boxes, &props[0].scores, pb, ps, 1e-5, 1e-7);
+    one_to_one(
+        tab,
+        "proposals (mmdet RPN outputs)",
+        &props[0].boxes,
+        &props[0].scores,
+        pb,
+        ps,
+        1e-5,
+        1e-7,
+    );
 
     // 3. Every stage on mmdet's RoIs of that stage: logits, deltas, refined boxes.
     let c = model.num_classes();
     for i in 0..3 {
         let rois = fx.get(&format!("s{i}_rois"));
         let pred = roi.box_forward(i, &mm_levels, sem_feat.as_ref(), rois);
-        tab.close(&format!("stage {i} class logits"), &pred.cls, fx.get(&format!("s{i}_cls")), 1e-4, 0.0);
+        tab.close(
+            &format!("stage {i} class logits"),
+            &pred.cls,
+            fx.get(&format!("s{i}_cls")),
+            1e-4,
+            0.0,
+        );
         tab.close(&format!("stage {i} deltas"), &pred.reg, fx.get(&format!("s{i}_reg")), 1e-4, 0.0);
         if i < 2 {
             // mmdet's own logits and deltas, so that only the refinement is compared.
             let mm_cls = fx.get(&format!("s{i}_cls"));
             let labels = mm_cls.narrow(1, 0, c).argmax(1, false);
-            let refined =
-                roi.stage(i).bbox_head().refine(rois, &labels, fx.get(&format!("s{i}_reg")), &sizes);
-            tab.close(&format!("stage {i} refined boxes"), &refined, fx.get(&format!("s{i}_refined")), 1e-4, 0.0);
+            let refined = roi.stage(i).bbox_head().refine(
+                rois,
+                &labels,
+                fx.get(&format!("s{i}_reg")),
+                &sizes,
+            );
+            tab.close(
+                &format!("stage {i} refined boxes"),
+                &refined,
+                fx.get(&format!("s{i}_refined")),
+                1e-4,
+                0.0,
+            );
         }
     }
 
@@ -135,15 +169,37 @@ fn inference(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
     let scores = roi.box_scores(&mm_levels, sem_feat.as_ref(), rois0, &sizes);
     let dets = multiclass_nms(&scores.boxes, &scores.scores.narrow(1, 0, c), model.rcnn_test());
     let (db, ds, dl) = (fx.get("det_boxes"), fx.get("det_scores"), fx.get("det_labels"));
-    one_to_one(tab, "detections (mmdet feats + proposals)", &dets.boxes, &dets.scores, db, ds, 2e-4, 1e-5);
+    one_to_one(
+        tab,
+        "detections (mmdet feats + proposals)",
+        &dets.boxes,
+        &dets.scores,
+        db,
+        ds,
+        2e-4,
+        1e-5,
+    );
     let k = dets.labels.size()[0].min(dl.size()[0]);
-    tab.count("detections: labels differing", mismatches(&dets.labels.narrow(0, 0, k), &dl.narrow(0, 0, k)), 0);
+    tab.count(
+        "detections: labels differing",
+        mismatches(&dets.labels.narrow(0, 0, k), &dl.narrow(0, 0, k)),
+        0,
+    );
 
     // 5. Mask probabilities of mmdet's detections: every stage, and their mean.
-    let det_rois = Tensor::cat(&[Tensor::zeros([db.size()[0], 1], (Kind::Float, Device::Cpu)), db.shallow_clone()], 1);
+    let det_rois = Tensor::cat(
+        &[Tensor::zeros([db.size()[0], 1], (Kind::Float, Device::Cpu)), db.shallow_clone()],
+        1,
+    );
     let per_stage = roi.stage_mask_probs(&mm_levels, sem_feat.as_ref(), &det_rois, dl);
     for (i, p) in per_stage.iter().enumerate() {
-        tab.close(&format!("stage {i} mask probabilities 28x28"), p, fx.get(&format!("s{i}_mask_probs")), 5e-5, 0.0);
+        tab.close(
+            &format!("stage {i} mask probabilities 28x28"),
+            p,
+            fx.get(&format!("s{i}_mask_probs")),
+            5e-5,
+            0.0,
+        );
     }
     let mean = roi.mask_probs(&mm_levels, sem_feat.as_ref(), &det_rois, dl);
     tab.close("mask probabilities, mean of the stages", &mean, fx.get("mask_probs"), 5e-5, 0.0);
@@ -167,7 +223,11 @@ fn inference(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
         0,
     );
     if dets[0].boxes.size()[0] == db.size()[0] {
-        let probs = model.mask_probs(&feats, &[dets[0].boxes.shallow_clone()], &[dets[0].labels.shallow_clone()]);
+        let probs = model.mask_probs(
+            &feats,
+            &[dets[0].boxes.shallow_clone()],
+            &[dets[0].labels.shallow_clone()],
+        );
         tab.close("end-to-end mask probabilities", &probs, fx.get("mask_probs"), 1e-4, 0.0);
     }
 }
@@ -198,7 +258,11 @@ fn training(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
         tab.close(&format!("end-to-end {name}"), got, &loss(&name.replace('.', "_")), 0.0, 1e-5);
     }
     let ours: Vec<&str> = all.iter().map(|(n, _)| n).collect();
-    tab.count("loss names beyond mmdet's", ours.iter().filter(|n| !names.iter().any(|m| m == *n)).count() as i64, 0);
+    tab.count(
+        "loss names beyond mmdet's",
+        ours.iter().filter(|n| !names.iter().any(|m| m == *n)).count() as i64,
+        0,
+    );
 }
 
 /// `tools/export_weights.py mmdet` on the fixture's mmdet checkpoint: the file it writes loads

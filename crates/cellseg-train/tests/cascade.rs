@@ -89,8 +89,15 @@ fn cascade_and_htc_train_through_the_engine_and_rebuild_from_their_run_folders()
             want.push("loss_semantic_seg");
         }
         let stages = [
-            "s0.loss_cls", "s0.loss_bbox", "s0.loss_mask", "s1.loss_cls", "s1.loss_bbox",
-            "s1.loss_mask", "s2.loss_cls", "s2.loss_bbox", "s2.loss_mask",
+            "s0.loss_cls",
+            "s0.loss_bbox",
+            "s0.loss_mask",
+            "s1.loss_cls",
+            "s1.loss_bbox",
+            "s1.loss_mask",
+            "s2.loss_cls",
+            "s2.loss_bbox",
+            "s2.loss_mask",
         ];
         want.extend(stages);
         assert_eq!(names, want, "{arch:?}");
@@ -155,7 +162,10 @@ fn htc_training_data_without_masks_is_an_error_naming_the_image() {
     let data = SampleData::new(samples, AugmentConfig::default()).unwrap();
     let htc = Detector::from_config(tch::Device::Cpu, &tiny(Arch::Htc)).unwrap();
     let err = htc.check_training_data(&data).unwrap_err().to_string();
-    assert!(err.contains(&format!("training image `{id}`")) && err.contains("no mask pixel"), "{err}");
+    assert!(
+        err.contains(&format!("training image `{id}`")) && err.contains("no mask pixel"),
+        "{err}"
+    );
     // A cascade does not need the masks' union.
     let cascade = Detector::from_config(tch::Device::Cpu, &tiny(Arch::Cascade)).unwrap();
     cascade.check_training_data(&data).unwrap();

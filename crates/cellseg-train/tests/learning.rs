@@ -12,7 +12,9 @@ use cellseg_core::ImageSize;
 use cellseg_data::{AugmentConfig, synthetic};
 use cellseg_heads::config::HeadsConfig;
 use cellseg_postproc::PostprocConfig;
-use cellseg_train::detector::{Arch, Detector, DetectorConfig, DetectorValidator, SampleData, Trunk};
+use cellseg_train::detector::{
+    Arch, Detector, DetectorConfig, DetectorValidator, SampleData, Trunk,
+};
 use cellseg_train::{Start, TrainConfig, Trainer};
 
 /// The untrained metric is at most this; the trained one at least [`GAIN`] above it.
@@ -75,8 +77,10 @@ fn learn(arch: Arch, steps: usize) -> (f64, f64) {
     );
     let cfg: TrainConfig = cellseg_core::config::parse_toml(&toml, "learning.rs").unwrap();
     let t0 = std::time::Instant::now();
-    let report =
-        Trainer::new(cfg).unwrap().fit(&mut model, &mut data, Some(&mut val), &mut (), Start::Fresh).unwrap();
+    let report = Trainer::new(cfg)
+        .unwrap()
+        .fit(&mut model, &mut data, Some(&mut val), &mut (), Start::Fresh)
+        .unwrap();
     let trained = val.evaluate(&model).unwrap().report.score;
     println!(
         "{}: {} steps in {:.1} s, held-out metric {untrained:.3} -> {trained:.3} ({} non-finite steps)",
@@ -91,7 +95,8 @@ fn learn(arch: Arch, steps: usize) -> (f64, f64) {
 #[test]
 fn every_architecture_learns_through_the_trainer() {
     tch::set_num_threads(1);
-    let steps: usize = std::env::var("LEARN_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(240);
+    let steps: usize =
+        std::env::var("LEARN_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(240);
     let mut failures = Vec::new();
     for arch in [Arch::MaskRcnn, Arch::Cascade, Arch::Htc] {
         let (before, after) = learn(arch, steps);

@@ -10,9 +10,9 @@ use tch::nn;
 use crate::config::HeadsConfig;
 use crate::config::{BoxLoss, CascadeConfig, HtcConfig};
 use crate::detectors::TwoStageDetector;
-use crate::{Error, Result};
 use crate::detectors::cascade::CascadeRcnn;
 use crate::detectors::mask_rcnn::MaskRcnn;
+use crate::{Error, Result};
 
 /// The detector architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,7 +274,8 @@ mod tests {
         // Mask R-CNN ignores the cascade table.
         cfg.arch = Arch::MaskRcnn;
         cfg.validate().unwrap();
-        let mut cfg = DetectorConfig { arch: Arch::Htc, trunk: Trunk::Tiny, ..DetectorConfig::default() };
+        let mut cfg =
+            DetectorConfig { arch: Arch::Htc, trunk: Trunk::Tiny, ..DetectorConfig::default() };
         cfg.heads.htc.semantic_head.roi.featmap_strides = vec![8];
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let err = cfg.build(&vs.root()).unwrap_err();

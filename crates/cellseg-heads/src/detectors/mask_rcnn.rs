@@ -9,6 +9,7 @@ use cellseg_backbones::{Backbone, Fpn, FpnConfig};
 use cellseg_core::Instances;
 use tch::{Tensor, nn};
 
+use crate::Result;
 use crate::config::HeadsConfig;
 use crate::detectors::two_stage::{build_neck, checked_targets, rpn_train};
 use crate::detectors::{Arch, BoxScores, Features, Losses, TwoStageDetector};
@@ -17,7 +18,6 @@ use crate::heads::mask_head::select_class;
 use crate::heads::rpn::{ProposalConfig, RpnHead};
 use crate::roi_heads::standard::StandardRoiHead;
 use crate::roi_heads::{RcnnTestConfig, proposals_to_rois};
-use crate::Result;
 
 /// Mask R-CNN.
 #[derive(Debug)]

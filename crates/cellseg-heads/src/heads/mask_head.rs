@@ -111,7 +111,8 @@ impl MaskHead {
             ClassOrder::BackgroundFirst => num_classes + 1,
         };
         let conv_logits = nn::conv2d(p / "conv_logits", cc, out, 1, conv_cfg(0));
-        let conv_res = with_conv_res.then(|| nn::conv2d(p / "conv_res" / "conv", cc, cc, 1, conv_cfg(0)));
+        let conv_res =
+            with_conv_res.then(|| nn::conv2d(p / "conv_res" / "conv", cc, cc, 1, conv_cfg(0)));
         Self { conv_res, convs, upsample, conv_logits, order }
     }
 

@@ -103,7 +103,12 @@ pub struct SemanticOutput {
 impl FusedSemanticHead {
     /// Builds the head under `p` (`roi_head.semantic_head`) for `num_levels` FPN levels of
     /// `in_channels` channels.
-    pub fn new(p: &nn::Path, cfg: &SemanticHeadConfig, num_levels: usize, in_channels: i64) -> Self {
+    pub fn new(
+        p: &nn::Path,
+        cfg: &SemanticHeadConfig,
+        num_levels: usize,
+        in_channels: i64,
+    ) -> Self {
         let lp = p / "lateral_convs";
         let cp = p / "convs";
         let cc = cfg.conv_channels;
@@ -133,7 +138,8 @@ impl FusedSemanticHead {
         for (l, feat) in levels.iter().enumerate() {
             if l != f {
                 let r = feat.upsample_bilinear2d(size, true, None, None);
-                x = x + self.lateral_convs[l].forward(&r).relu();
+                // (Not `+=`: in place would overwrite the ReLU output its backward needs.)
+                x = self.lateral_convs[l].forward(&r).relu() + x;
             }
         }
         for c in &self.convs {
@@ -213,14 +219,19 @@ mod tests {
     use super::*;
     use cellseg_core::{BitMask, BoxXyxy, ImageSize};
 
-    fn one_cell(size: ImageSize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> Instances {
+    fn one_cell(
+        size: ImageSize,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+    ) -> Instances {
         let mut m = BitMask::zeros(size);
         for r in rows.clone() {
             for c in cols.clone() {
                 m.set(r, c, true);
             }
         }
-        let b = BoxXyxy::new(cols.start as f32, rows.start as f32, cols.end as f32, rows.end as f32);
+        let b =
+            BoxXyxy::new(cols.start as f32, rows.start as f32, cols.end as f32, rows.end as f32);
         Instances::new(size, vec![b], vec![0], vec![m.to_cropped()]).unwrap()
     }
 

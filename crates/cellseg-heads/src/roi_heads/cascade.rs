@@ -166,7 +166,12 @@ impl CascadeRoiHead {
             })
             .collect();
         let semantic_head = htc.map(|h| {
-            FusedSemanticHead::new(&(p / "semantic_head"), &h.semantic_head, num_levels, in_channels)
+            FusedSemanticHead::new(
+                &(p / "semantic_head"),
+                &h.semantic_head,
+                num_levels,
+                in_channels,
+            )
         });
         Self {
             stages,
@@ -328,7 +333,11 @@ impl CascadeRoiHead {
         let last = self.stages.len() - 1;
         BoxScores {
             scores: s.mean_logits.softmax(-1, Kind::Float),
-            boxes: self.stages[last].bbox_head().decode(&s.rois[last], &s.preds[last].reg, image_sizes),
+            boxes: self.stages[last].bbox_head().decode(
+                &s.rois[last],
+                &s.preds[last].reg,
+                image_sizes,
+            ),
         }
     }
 
@@ -390,12 +399,14 @@ impl CascadeRoiHead {
         let _g = tch::no_grad_guard();
         let c = self.num_classes;
         let cls = pred.cls.detach();
-        let labels = sampled.labels.where_self(
-            &sampled.labels.ne(c),
-            &cls.narrow(1, 0, c).argmax(1, false),
+        let labels =
+            sampled.labels.where_self(&sampled.labels.ne(c), &cls.narrow(1, 0, c).argmax(1, false));
+        let refined = self.stages[i].bbox_head().refine(
+            &sampled.rois,
+            &labels,
+            &pred.reg.detach(),
+            image_sizes,
         );
-        let refined =
-            self.stages[i].bbox_head().refine(&sampled.rois, &labels, &pred.reg.detach(), image_sizes);
         sampled.next_stage_proposals(&refined)
     }
 
@@ -462,9 +473,15 @@ impl CascadeRoiHead {
                 // HTC: the mask head learns on the refined boxes, re-sampled by this stage.
                 props = self.refine_sampled(i, &sampled, &pred, image_sizes);
                 let resampled = stage.sample(&props, targets, canvas, device);
-                out.push((format!("s{i}.loss_mask"), self.mask_loss(i, levels, sem_feat, &resampled) * lw));
+                out.push((
+                    format!("s{i}.loss_mask"),
+                    self.mask_loss(i, levels, sem_feat, &resampled) * lw,
+                ));
             } else {
-                out.push((format!("s{i}.loss_mask"), self.mask_loss(i, levels, sem_feat, &sampled) * lw));
+                out.push((
+                    format!("s{i}.loss_mask"),
+                    self.mask_loss(i, levels, sem_feat, &sampled) * lw,
+                ));
                 if i + 1 < n {
                     props = self.refine_sampled(i, &sampled, &pred, image_sizes);
                 }

@@ -270,4 +270,3 @@ pub fn paste_diff(ours: &[Vec<u8>], theirs: &[Vec<u8>]) -> (i64, i64) {
     }
     (n, m)
 }
-
