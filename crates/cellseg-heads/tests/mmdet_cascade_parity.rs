@@ -22,7 +22,9 @@ use cellseg_heads::roi_heads::multiclass_nms;
 use cellseg_heads::{Arch, CascadeRcnn, DetectorConfig, TwoStageDetector};
 use tch::{Device, Kind, Tensor, nn};
 
-use mmdet::{Fixture, HUGE, Table, mismatches, mmdet_pasted, one_to_one, our_pasted, paste_diff};
+use mmdet::{
+    Fixture, HUGE, Table, end_to_end, mismatches, mmdet_pasted, one_to_one, our_pasted, paste_diff,
+};
 
 /// `configs/{name}.toml`, checked against the mmdet config of `tools/mmdet_fixtures.py`
 /// (`cascade_cfg` / `htc_cfg`) where it differs from Mask R-CNN, samplers' `num` set to [`HUGE`].
@@ -211,25 +213,7 @@ fn inference(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
     tab.count(&format!("pasted uint8 vs GPU path: pixels differing (max {m_gpu})"), n_gpu, 0);
 
     // 7. The whole chain from the image.
-    let out = model.rpn_outputs(&feats);
-    let props = model.proposals(&out, &sizes, model.test_proposals());
-    one_to_one(tab, "end-to-end proposals", &props[0].boxes, &props[0].scores, pb, ps, 1e-4, 1e-6);
-    let dets = model.detect(&feats, &sizes);
-    one_to_one(tab, "end-to-end detections", &dets[0].boxes, &dets[0].scores, db, ds, 2e-4, 1e-5);
-    let k = dets[0].labels.size()[0].min(dl.size()[0]);
-    tab.count(
-        "end-to-end detections: labels differing",
-        mismatches(&dets[0].labels.narrow(0, 0, k), &dl.narrow(0, 0, k)),
-        0,
-    );
-    if dets[0].boxes.size()[0] == db.size()[0] {
-        let probs = model.mask_probs(
-            &feats,
-            &[dets[0].boxes.shallow_clone()],
-            &[dets[0].labels.shallow_clone()],
-        );
-        tab.close("end-to-end mask probabilities", &probs, fx.get("mask_probs"), 1e-4, 0.0);
-    }
+    end_to_end(fx, model, &feats, tab);
 }
 
 fn training(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {

@@ -34,7 +34,9 @@ use cellseg_heads::roi_heads::multiclass_nms;
 use cellseg_heads::{DetectorConfig, Features, MaskRcnn, TwoStageDetector};
 use tch::{Device, Kind, Tensor, nn};
 
-use mmdet::{Fixture, HUGE, Table, mismatches, mmdet_pasted, one_to_one, our_pasted, paste_diff};
+use mmdet::{
+    Fixture, HUGE, Table, end_to_end, mismatches, mmdet_pasted, one_to_one, our_pasted, paste_diff,
+};
 
 /// Our config for the fixture: the seed's defaults, checked value by value against the mmdet
 /// config in `tools/mmdet_fixtures.py::maskrcnn_cfg`, with the samplers' `num` set to [`HUGE`].
@@ -226,27 +228,9 @@ fn inference(fx: &Fixture, model: &MaskRcnn, tab: &mut Table) {
     );
 
     // 8. The whole chain from the image: our features, RPN, proposals, detections, masks.
-    let out = model.rpn_outputs(&feats);
-    let props = model.proposals(&out, &[(h, w)], model.test_proposals());
     // Measured: as from mmdet's inputs (our FPN maps are mmdet's bit for bit here).
-    one_to_one(tab, "end-to-end proposals", &props[0].boxes, &props[0].scores, pb, ps, 1e-4, 1e-6);
-    let dets = model.detect(&feats, &[(h, w)]);
-    one_to_one(tab, "end-to-end detections", &dets[0].boxes, &dets[0].scores, db, ds, 2e-4, 1e-5);
-    let k = dets[0].labels.size()[0].min(dl.size()[0]);
-    tab.count(
-        "end-to-end detections: labels differing",
-        mismatches(&dets[0].labels.narrow(0, 0, k), &dl.narrow(0, 0, k)),
-        0,
-    );
-    if dets[0].boxes.size()[0] == db.size()[0] {
-        let probs = model.mask_probs(
-            &feats,
-            &[dets[0].boxes.shallow_clone()],
-            &[dets[0].labels.shallow_clone()],
-        );
-        // Measured: 4.2e-5 (520x704).
-        tab.close("end-to-end mask probabilities", &probs, fx.get("mask_probs"), 1e-4, 0.0);
-        let ours = our_pasted(&probs, &dets[0].boxes, size);
+    if let Some((boxes, probs)) = end_to_end(fx, model, &feats, tab) {
+        let ours = our_pasted(&probs, &boxes, size);
         let (n, m) = paste_diff(&ours, &mmdet_pasted(fx, "paste_gpu"));
         // Measured: 1 pixel off by one uint8 step (a probability within 4e-5 of a multiple of 1/255).
         let total = (db.size()[0] * h * w) as f64;

@@ -182,3 +182,36 @@ fn htc_training_data_without_masks_is_an_error_naming_the_image() {
     let mut htc = htc;
     assert!(htc.losses(&Batch::collate(one, SIZE_DIVISOR)).is_ok());
 }
+
+#[test]
+fn pretrained_cascade_and_htc_reinitialise_the_class_layers_of_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in [Arch::Cascade, Arch::Htc] {
+        let ckpt = saved(&tiny(arch), dir.path(), arch.name());
+        let model = Detector::from_config(tch::Device::Cpu, &tiny(arch)).unwrap();
+        let report =
+            load_pretrained(model.var_store(), &ckpt, &PretrainedConfig::default()).unwrap();
+        let mut want: Vec<String> = (0..3)
+            .flat_map(|i| {
+                [
+                    format!("roi_head.bbox_head.{i}.fc_cls.bias"),
+                    format!("roi_head.bbox_head.{i}.fc_cls.weight"),
+                    format!("roi_head.bbox_head.{i}.fc_reg.bias"),
+                    format!("roi_head.bbox_head.{i}.fc_reg.weight"),
+                    format!("roi_head.mask_head.{i}.conv_logits.bias"),
+                    format!("roi_head.mask_head.{i}.conv_logits.weight"),
+                ]
+            })
+            .collect();
+        if arch == Arch::Htc {
+            // The seed matches by substring, so HTC's semantic logits are re-initialised too.
+            want.push("roi_head.semantic_head.conv_logits.bias".into());
+            want.push("roi_head.semantic_head.conv_logits.weight".into());
+        }
+        want.sort();
+        let mut got = report.reinitialised.clone();
+        got.sort();
+        assert_eq!(got, want, "{arch:?}");
+        assert!(report.missing.is_empty() && report.unexpected.is_empty());
+    }
+}

@@ -50,7 +50,7 @@ impl Default for MaskHeadConfig {
 }
 
 /// Kaiming-normal (fan_out, ReLU) init, mmcv's `kaiming_init` default.
-fn kaiming_out() -> nn::Init {
+pub(crate) fn kaiming_out() -> nn::Init {
     nn::Init::Kaiming {
         dist: nn::init::NormalOrUniform::Normal,
         fan: nn::init::FanInOut::FanOut,

@@ -18,6 +18,7 @@ use cellseg_core::Instances;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn, nn::Module};
 
+use crate::heads::mask_head::kaiming_out;
 use crate::ops::roi_align::RoiAlignConfig;
 
 /// Semantic head settings (seed `config_htc.py`).
@@ -70,11 +71,7 @@ fn conv(p: nn::Path, i: i64, o: i64, k: i64) -> nn::Conv2D {
         k,
         nn::ConvConfig {
             padding: k / 2,
-            ws_init: nn::Init::Kaiming {
-                dist: nn::init::NormalOrUniform::Normal,
-                fan: nn::init::FanInOut::FanOut,
-                non_linearity: nn::init::NonLinearity::ReLU,
-            },
+            ws_init: kaiming_out(),
             bs_init: nn::Init::Const(0.0),
             ..Default::default()
         },
