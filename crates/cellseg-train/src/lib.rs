@@ -3,8 +3,8 @@
 //!
 //! Needs libtorch (tch). The engine is generic: any model implementing [`TrainableModel`] (named
 //! losses from a batch), any [`TrainData`] (samples, image ids, seeded batches) and any
-//! [`Validator`] (a score, overall and per cell type) can be trained; the Mask R-CNN adapter plugs
-//! in the same way.
+//! [`Validator`] (a score, overall and per cell type) can be trained; the detector adapter
+//! ([`detector::Detector`]: Mask R-CNN, Cascade Mask R-CNN, HTC) plugs in the same way.
 //!
 //! # Brief overview
 //! - [`TrainConfig`] (`configs/train.toml`): every default cites the seed's value (SEED.md §3).

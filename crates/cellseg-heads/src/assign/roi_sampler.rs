@@ -45,7 +45,8 @@ pub struct SampledRois {
     pub pos_rois: Tensor,
     /// `[P]` labels of the positive RoIs.
     pub pos_labels: Tensor,
-    /// `[P, M, M]` mask targets of the positive RoIs.
+    /// `[P, M, M]` mask targets of the positive RoIs (`[0, M, M]` from
+    /// [`RoiSampler::sample_with`] without masks).
     pub mask_targets: Tensor,
     /// Rows per image.
     pub rows_per_image: Vec<i64>,
@@ -142,6 +143,20 @@ impl RoiSampler {
         canvas: (i64, i64),
         device: Device,
     ) -> SampledRois {
+        self.sample_with(proposals, targets, canvas, device, true)
+    }
+
+    /// [`Self::sample`] without the mask targets when `with_masks` is false (`mask_targets` is
+    /// then `[0, M, M]`): HTC's interleaved training trains its mask heads on a second sampling
+    /// of the refined boxes, so the first one needs only the box targets.
+    pub fn sample_with(
+        &self,
+        proposals: &[Tensor],
+        targets: &[Instances],
+        canvas: (i64, i64),
+        device: Device,
+        with_masks: bool,
+    ) -> SampledRois {
         let _g = tch::no_grad_guard();
         let c = self.num_classes;
         let canvas = ImageSize::new(canvas.0.max(0) as usize, canvas.1.max(0) as usize);
@@ -217,6 +232,10 @@ impl RoiSampler {
             num_pos.push(np as usize);
         }
         // 3. Mask targets: one copy of the positives back, one copy of the inputs forth.
+        if !with_masks {
+            pos_host.clear();
+            num_pos.iter_mut().for_each(|n| *n = 0);
+        }
         let host = if pos_host.is_empty() {
             Vec::new()
         } else {

@@ -464,7 +464,11 @@ impl CascadeRoiHead {
         let n = self.stages.len();
         for (i, stage) in self.stages.iter().enumerate() {
             let lw = self.stage_loss_weights[i];
-            let sampled = stage.sample(&props, targets, canvas, device);
+            let sampled = if interleaved {
+                stage.sample_boxes(&props, targets, canvas, device)
+            } else {
+                stage.sample(&props, targets, canvas, device)
+            };
             let pred = self.box_forward(i, levels, sem_feat, &sampled.rois);
             let b = stage.box_loss(&pred, &sampled);
             out.push((format!("s{i}.loss_cls"), b.cls * lw));

@@ -103,6 +103,17 @@ impl RoiStage {
         self.sampler.sample(proposals, targets, canvas, device)
     }
 
+    /// [`Self::sample`] without the mask targets (HTC's interleaved first sampling).
+    pub fn sample_boxes(
+        &self,
+        proposals: &[Tensor],
+        targets: &[Instances],
+        canvas: (i64, i64),
+        device: Device,
+    ) -> SampledRois {
+        self.sampler.sample_with(proposals, targets, canvas, device, false)
+    }
+
     /// Box losses of `pred` (from [`Self::box_forward`] on `sampled.rois`).
     pub fn box_loss(&self, pred: &BoxPredictions, sampled: &SampledRois) -> BoxLosses {
         self.bbox_head.loss(pred, &sampled.labels, &sampled.is_pos, &sampled.bbox_targets)
