@@ -2,7 +2,7 @@
 //! each built in mmdet with random weights by `tools/mmdet_fixtures.py cascade|htc` (run at test
 //! time, into a tempdir), its `state_dict` loaded strictly into our [`CascadeRcnn`] built from
 //! `configs/cascade.toml` / `configs/htc.toml`, and every stage compared on a 256×256 image with
-//! 40 GT cells.
+//! 40 GT cells (and, run by hand with `--ignored`, on 520×704 with 120).
 //!
 //! Each stage is fed mmdet's own inputs (its FPN maps, its RoIs of that stage, its detections),
 //! so a difference is located in one stage; the whole chain from the image is compared too.
@@ -83,7 +83,9 @@ fn model(fx: &Fixture, arch: Arch, file: &std::path::Path) -> (nn::VarStore, Cas
     (vs, model)
 }
 
-fn inference(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
+/// `box_tol`: boxes after the refinements, in px (float32 rounding grows with the coordinates:
+/// its step is 6.1e-5 between 512 and 1024).
+fn inference(fx: &Fixture, model: &CascadeRcnn, box_tol: f64, tab: &mut Table) {
     let _g = tch::no_grad_guard();
     let (h, w) = fx.hw;
     let sizes = [(h, w)];
@@ -163,7 +165,7 @@ fn inference(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
             &format!("stage loop: stage {i} input RoIs"),
             &stages.rois[i],
             fx.get(&format!("s{i}_rois")),
-            2e-4,
+            box_tol,
             0.0,
         );
     }
@@ -178,7 +180,7 @@ fn inference(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
         &dets.scores,
         db,
         ds,
-        2e-4,
+        box_tol,
         1e-5,
     );
     let k = dets.labels.size()[0].min(dl.size()[0]);
@@ -213,7 +215,7 @@ fn inference(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
     tab.count(&format!("pasted uint8 vs GPU path: pixels differing (max {m_gpu})"), n_gpu, 0);
 
     // 7. The whole chain from the image.
-    end_to_end(fx, model, &feats, tab);
+    end_to_end(fx, model, &feats, box_tol, tab);
 }
 
 fn training(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
@@ -261,30 +263,50 @@ fn exported(fx: &Fixture) -> std::path::PathBuf {
     out
 }
 
-fn check(arch: Arch) {
+fn check(arch: Arch, size: &str) {
     let t0 = std::time::Instant::now();
-    let fx = Fixture::run_with(arch.name(), "256x256", &["--pth"]);
+    let fx = Fixture::run_with(arch.name(), size, &["--pth"]);
     let t1 = t0.elapsed();
     let (_vs0, _) = model(&fx, arch, &exported(&fx));
     let (_vs, model) = model(&fx, arch, &fx.path("weights.safetensors"));
     let mut tab = Table::default();
-    inference(&fx, &model, &mut tab);
+    // Measured: 6.1e-5 px at 256x256; 2.4e-4 px (4 float32 steps) at 520x704 after three
+    // refinements.
+    let box_tol = if size == "256x256" { 2e-4 } else { 5e-4 };
+    inference(&fx, &model, box_tol, &mut tab);
     training(&fx, &model, &mut tab);
     println!(
-        "{}: fixture {:.1} s, Rust side {:.1} s",
+        "{} {size}: fixture {:.1} s, Rust side {:.1} s",
         arch.name(),
         t1.as_secs_f64(),
         (t0.elapsed() - t1).as_secs_f64()
     );
-    tab.finish(arch.name());
+    tab.finish(&format!("{} {size}", arch.name()));
 }
 
 #[test]
 fn cascade_matches_mmdet_256() {
-    check(Arch::Cascade);
+    check(Arch::Cascade, "256x256");
 }
 
 #[test]
 fn htc_matches_mmdet_256() {
-    check(Arch::Htc);
+    check(Arch::Htc, "256x256");
+}
+
+// The full Sartorius size (520x704, padded to 544x704: HTC's semantic target then has 255 rows,
+// the RPN's allowed_border cuts anchors at the unpadded border, mask targets sample the padded
+// canvas). Several minutes each on 2 cores, so run by hand:
+// `cargo test -p cellseg-heads --test mmdet_cascade_parity -- --ignored`.
+
+#[test]
+#[ignore = "several minutes on 2 cores; run with --ignored"]
+fn cascade_matches_mmdet_520x704() {
+    check(Arch::Cascade, "520x704");
+}
+
+#[test]
+#[ignore = "several minutes on 2 cores; run with --ignored"]
+fn htc_matches_mmdet_520x704() {
+    check(Arch::Htc, "520x704");
 }

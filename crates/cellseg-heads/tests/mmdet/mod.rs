@@ -273,12 +273,14 @@ pub fn paste_diff(ours: &[Vec<u8>], theirs: &[Vec<u8>]) -> (i64, i64) {
 }
 
 /// The whole chain from the image through the detector interface on our own `feats`: proposals
-/// and detections one-to-one with mmdet's, their labels, and (when the counts agree) the mask
-/// probabilities within 1e-4. Returns (detection boxes, mask probabilities) then.
+/// and detections one-to-one with mmdet's (detection boxes within `box_tol` px), their labels,
+/// and (when the counts agree) the mask probabilities within 1e-4. Returns (detection boxes, mask
+/// probabilities) then.
 pub fn end_to_end(
     fx: &Fixture,
     model: &dyn TwoStageDetector,
     feats: &Features,
+    box_tol: f64,
     tab: &mut Table,
 ) -> Option<(Tensor, Tensor)> {
     let sizes = [fx.hw];
@@ -288,7 +290,16 @@ pub fn end_to_end(
     let props = model.proposals(&out, &sizes, model.test_proposals());
     one_to_one(tab, "end-to-end proposals", &props[0].boxes, &props[0].scores, pb, ps, 1e-4, 1e-6);
     let dets = model.detect(feats, &sizes);
-    one_to_one(tab, "end-to-end detections", &dets[0].boxes, &dets[0].scores, db, ds, 2e-4, 1e-5);
+    one_to_one(
+        tab,
+        "end-to-end detections",
+        &dets[0].boxes,
+        &dets[0].scores,
+        db,
+        ds,
+        box_tol,
+        1e-5,
+    );
     let k = dets[0].labels.size()[0].min(dl.size()[0]);
     tab.count(
         "end-to-end detections: labels differing",
