@@ -16,6 +16,7 @@
 //! | [`heads`] | `cellseg-heads`: RPN, RoI heads, detectors | yes |
 //! | [`ensemble`] | `cellseg-ensemble`: multi-model × TTA merging | yes |
 //! | [`train`] | `cellseg-train`: training engine | yes |
+//! | [`inference`] | this crate: run folders + images → ensemble → submission, COCO, OOF | yes |
 //!
 //! # Example
 //! ```no_run
@@ -33,6 +34,8 @@ pub use cellseg_metrics as metrics;
 pub use cellseg_postproc as postproc;
 pub use cellseg_rle as rle;
 pub use cellseg_train as train;
+
+pub mod inference;
 
 /// One line describing the libtorch this binary runs on: version, threads, CUDA devices.
 pub fn libtorch_report() -> String {

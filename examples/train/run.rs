@@ -105,6 +105,7 @@ pub fn run(arch: Arch) -> anyhow::Result<()> {
             format!(", {} held-out DSB2018 images (real nuclei)", dsb_val.len())
         }
     );
+    write_held_out(&cfg.train.run_dir, &val, &dsb_val)?;
     let device = tch::Device::cuda_if_available();
     let mut model = Detector::from_config(device, &cfg.model)
         .map_err(|e| anyhow::anyhow!("building the model: {e}"))?;
@@ -157,5 +158,32 @@ pub fn run(arch: Arch) -> anyhow::Result<()> {
         );
     }
     support::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
+    Ok(())
+}
+
+/// Writes the held-out images and their truth (`heldout/images/` + `heldout/truth.csv`, and
+/// `heldout_dsb/` for the DSB2018 images) into the run folder, so that `infer_ensemble` can
+/// predict and score exactly what the validation saw.
+fn write_held_out(
+    run_dir: &std::path::Path,
+    val: &[cellseg::data::Sample],
+    dsb_val: &[cellseg::data::Sample],
+) -> anyhow::Result<()> {
+    use cellseg::data::Sample;
+    // The type of an image is the majority label of its cells, as the post-processing votes.
+    let majority = |s: &Sample| match cellseg::postproc::vote::cell_type_vote(&s.instances.labels) {
+        Some(Ok(t)) => t.name().to_string(),
+        _ => "unknown".to_string(),
+    };
+    let write = |name: &str, samples: &[Sample], cell_type: &dyn Fn(&Sample) -> String| {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let dir = run_dir.join(name);
+        let csv = dir.join("truth.csv");
+        cellseg::data::sartorius::write_annotated(&csv, &dir.join("images"), samples, cell_type)
+    };
+    write("heldout", val, &majority)?;
+    write("heldout_dsb", dsb_val, &|_| "nuclei".to_string())?;
     Ok(())
 }

@@ -432,6 +432,34 @@ fn clip_to_red(m: &CroppedMask, clip: &Image) -> CroppedMask {
     if full.area() == 0 { CroppedMask::empty(m.image_size()) } else { full.to_full().to_cropped() }
 }
 
+/// Writes `samples` in the competition layout: `image_dir/{id}.png` and `csv` with the columns
+/// `id,annotation,width,height,cell_type,sample_id` (one row per instance, row-major 1-based RLE;
+/// the subset of `train.csv` that [`SartoriusDataset::read_csv`] and truth readers need; the
+/// `sample_id` is the id). `cell_type(sample)` names each image's type. An image
+/// without instances gets no row, as in `train.csv`. Every file is written atomically.
+///
+/// # Errors
+/// [`Error::Io`] / [`Error::ImageEncode`] naming the file.
+pub fn write_annotated(
+    csv: &Path,
+    image_dir: &Path,
+    samples: &[Sample],
+    cell_type: impl Fn(&Sample) -> String,
+) -> Result<()> {
+    std::fs::create_dir_all(image_dir).map_err(|e| Error::io(image_dir, e))?;
+    let mut text = String::from("id,annotation,width,height,cell_type,sample_id\n");
+    for s in samples {
+        crate::raster::write_png(&s.image, &image_dir.join(format!("{}.png", s.id)))?;
+        let (size, t) = (s.image.size(), cell_type(s));
+        for m in &s.instances.masks {
+            let rle = cellseg_rle::kaggle::encode_cropped(m);
+            let (id, w, h) = (&s.id, size.width, size.height);
+            text.push_str(&format!("{id},{rle},{w},{h},{t},{id}\n"));
+        }
+    }
+    crate::raster::write_atomically(csv, text.as_bytes())
+}
+
 /// The unlabeled images of a `test/` folder (`{id}.png`), sorted by id.
 ///
 /// # Errors

@@ -221,3 +221,13 @@ fn the_config_file_is_strict_and_names_bad_values() {
     std::fs::write(&p, c.to_toml()).unwrap();
     assert_eq!(EnsembleConfig::load(&p).unwrap(), c);
 }
+
+#[test]
+fn the_config_files_hold_the_seeds_values() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    // The file spells out the seed's num_classes = 3; the built-in default reads every class.
+    let ens = EnsembleConfig::load(dir.join("ensemble.toml")).unwrap();
+    assert_eq!(ens, EnsembleConfig { num_classes: Some(3), ..EnsembleConfig::default() });
+    let single = EnsembleConfig::load(dir.join("ensemble_single.toml")).unwrap();
+    assert_eq!(single, EnsembleConfig { num_classes: Some(3), ..EnsembleConfig::seed_single() });
+}

@@ -245,3 +245,25 @@ fn anomalies_are_removed_by_option() {
         ["03b27b381a5f", "aaaaaaaaaaaa"]
     );
 }
+
+#[test]
+fn written_annotations_read_back_as_the_same_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = synthetic::samples(4, ImageSize::new(96, 128), 9);
+    let csv = dir.path().join("truth.csv");
+    let name = |s: &Sample| CellType::from_label(s.instances.labels[0]).unwrap().name().to_string();
+    write_annotated(&csv, &dir.path().join("images"), &samples, name).unwrap();
+    let ds = SartoriusDataset::read_csv(
+        &csv,
+        &dir.path().join("images"),
+        &SartoriusOptions::validation(),
+    )
+    .unwrap();
+    assert_eq!(ds.images.len(), 4);
+    for (i, s) in samples.iter().enumerate() {
+        let back = ds.load(i).unwrap();
+        assert_eq!(back.id, s.id);
+        assert_eq!(back.image.as_slice(), s.image.as_slice());
+        assert_eq!(back.instances.masks, s.instances.masks);
+    }
+}

@@ -18,7 +18,7 @@ use crate::ops::box_coder::BoxCoder;
 use crate::ops::box_coder::BoxCoderConfig;
 use crate::ops::losses::BoxLoss;
 use crate::ops::losses::{bce_sum, box_loss};
-use crate::ops::nms::{SPLIT_THR, greedy_keep, overlap_bits};
+use crate::ops::nms::{SPLIT_THR, greedy_keep, greedy_scan_masked, overlap_bits};
 
 /// Proposal generation (mmdet `rpn_proposal` / `test_cfg.rpn`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -309,52 +309,15 @@ impl RpnHead {
             let small = valid.sum_dim_intlist(1, false, Kind::Int64).le(SPLIT_THR);
             shifted.where_self(&small.view([bsz, 1, 1]), &boxes)
         };
-        // 5. Packed overlap bits of every (image, level) and the filter mask: one host copy.
-        let mut payload = Vec::new();
-        let mut off = 0;
-        for &k in &lens {
-            if k > 0 {
-                payload
-                    .push(overlap_bits(&nms_boxes.narrow(1, off, k), cfg.nms_iou).view([bsz, -1]));
-            }
-            off += k;
-        }
-        payload.push(valid.to_kind(Kind::Int64));
-        // The score threshold applies after the NMS (a box at or below it can only suppress
-        // boxes scored no higher, which it drops too), so it only filters the kept indices.
-        let above = cfg.score_thr.map(|t| scores.gt(t).to_kind(Kind::Int64));
-        if let Some(a) = &above {
-            payload.push(a.shallow_clone());
-        }
-        let host =
-            Vec::<i64>::try_from(Tensor::cat(&payload, 1).to_device(Device::Cpu).reshape([-1]))
-                .expect("overlap bits are int64");
-        // 6. Greedy scans on the host; kept positions (flat in [B * K]) ascending per image.
-        let row = host.len() / bsz as usize;
-        let kt_u = kt as usize;
-        let mut keep_all: Vec<i64> = Vec::new();
-        let mut counts = Vec::with_capacity(bsz as usize);
-        for b in 0..bsz as usize {
-            let r = &host[b * row..(b + 1) * row];
-            let tail = if above.is_some() { 2 * kt_u } else { kt_u };
-            let ok = &r[row - tail..row - tail + kt_u];
-            let above_thr = |i: usize| above.is_none() || r[row - kt_u + i] != 0;
-            let before = keep_all.len();
-            let (mut pos, mut base) = (0usize, 0usize);
-            for &k in &lens {
-                let k = k as usize;
-                let w = k.div_ceil(64);
-                let kept = greedy_keep(&r[pos..pos + k * w], k, |i| ok[base + i] == 0);
-                keep_all.extend(
-                    kept.into_iter()
-                        .filter(|&i| above_thr(base + i))
-                        .map(|i| (b * kt_u + base + i) as i64),
-                );
-                pos += k * w;
-                base += k;
-            }
-            counts.push((keep_all.len() - before) as i64);
-        }
+        // 5-6. Greedy NMS per (image, level) on the host. The score threshold applies after
+        // the NMS (a box at or below it can only suppress boxes scored no higher, which it drops
+        // too), so it only filters the kept positions (flat in [B * K], ascending per image).
+        let above = cfg.score_thr.map(|t| scores.gt(t));
+        let (keep_all, counts) = if dev == Device::Cpu {
+            scan_on_host(&nms_boxes, &valid, above.as_ref(), &lens, cfg.nms_iou)
+        } else {
+            scan_packed_bits(&nms_boxes, &valid, above.as_ref(), &lens, cfg.nms_iou)
+        };
         let keep_all = Tensor::from_slice(&keep_all).to_device(dev);
         // 7. Per image: sorted by score (stable: ties in level, then rank order), top max_per_img.
         let flat_boxes = boxes.view([-1, 4]);
@@ -482,6 +445,95 @@ impl RpnHead {
     }
 }
 
+/// Kept positions of every (image, level) NMS of `nms_boxes` `[B, K, 4]` (levels of `lens`
+/// boxes, masked by `valid`, filtered by `above`), and the count per image: packed overlap bits
+/// computed on the device, one host copy, greedy scans on the host.
+fn scan_packed_bits(
+    nms_boxes: &Tensor,
+    valid: &Tensor,
+    above: Option<&Tensor>,
+    lens: &[i64],
+    iou: f64,
+) -> (Vec<i64>, Vec<i64>) {
+    let bsz = nms_boxes.size()[0];
+    let kt = nms_boxes.size()[1];
+    let mut payload = Vec::new();
+    let mut off = 0;
+    for &k in lens {
+        if k > 0 {
+            payload.push(overlap_bits(&nms_boxes.narrow(1, off, k), iou).view([bsz, -1]));
+        }
+        off += k;
+    }
+    payload.push(valid.to_kind(Kind::Int64));
+    if let Some(a) = above {
+        payload.push(a.to_kind(Kind::Int64));
+    }
+    let host = Vec::<i64>::try_from(Tensor::cat(&payload, 1).to_device(Device::Cpu).reshape([-1]))
+        .expect("overlap bits are int64");
+    let row = host.len() / bsz as usize;
+    let kt_u = kt as usize;
+    let mut keep_all: Vec<i64> = Vec::new();
+    let mut counts = Vec::with_capacity(bsz as usize);
+    for b in 0..bsz as usize {
+        let r = &host[b * row..(b + 1) * row];
+        let tail = if above.is_some() { 2 * kt_u } else { kt_u };
+        let ok = &r[row - tail..row - tail + kt_u];
+        let above_thr = |i: usize| above.is_none() || r[row - kt_u + i] != 0;
+        let before = keep_all.len();
+        let (mut pos, mut base) = (0usize, 0usize);
+        for &k in lens {
+            let k = k as usize;
+            let w = k.div_ceil(64);
+            let kept = greedy_keep(&r[pos..pos + k * w], k, |i| ok[base + i] == 0);
+            keep_all.extend(
+                kept.into_iter()
+                    .filter(|&i| above_thr(base + i))
+                    .map(|i| (b * kt_u + base + i) as i64),
+            );
+            pos += k * w;
+            base += k;
+        }
+        counts.push((keep_all.len() - before) as i64);
+    }
+    (keep_all, counts)
+}
+
+/// [`scan_packed_bits`] for CPU tensors: one copy of the boxes and masks, then greedy scans that
+/// compute only the IoUs they need ([`greedy_scan`]); the same kept positions.
+fn scan_on_host(
+    nms_boxes: &Tensor,
+    valid: &Tensor,
+    above: Option<&Tensor>,
+    lens: &[i64],
+    iou: f64,
+) -> (Vec<i64>, Vec<i64>) {
+    let bsz = nms_boxes.size()[0] as usize;
+    let kt = nms_boxes.size()[1] as usize;
+    let boxes =
+        Vec::<f32>::try_from(nms_boxes.to_kind(Kind::Float).reshape([-1])).expect("float32 boxes");
+    let valid = Vec::<bool>::try_from(valid.reshape([-1])).expect("bool mask");
+    let above = above.map(|a| Vec::<bool>::try_from(a.reshape([-1])).expect("bool mask"));
+    let mut keep_all: Vec<i64> = Vec::new();
+    let mut counts = Vec::with_capacity(bsz);
+    for b in 0..bsz {
+        let before = keep_all.len();
+        let mut base = 0usize;
+        for &k in lens {
+            let (lo, k) = (b * kt + base, k as usize);
+            let kept = greedy_scan_masked(&boxes[lo * 4..(lo + k) * 4], iou, &valid[lo..lo + k]);
+            keep_all.extend(
+                kept.into_iter()
+                    .filter(|&i| above.as_ref().is_none_or(|a| a[lo + i]))
+                    .map(|i| (lo + i) as i64),
+            );
+            base += k;
+        }
+        counts.push((keep_all.len() - before) as i64);
+    }
+    (keep_all, counts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,6 +551,26 @@ mod tests {
             reg.push(Tensor::randn([b, 4 * a, n, n], (Kind::Float, Device::Cpu)) * 0.5);
         }
         RpnOutputs { cls, reg }
+    }
+
+    #[test]
+    fn the_host_scan_keeps_what_the_packed_bits_keep() {
+        tch::manual_seed(5);
+        let lens = [300i64, 0, 120, 7];
+        let kt: i64 = lens.iter().sum();
+        let xy = Tensor::rand([2, kt, 2], (Kind::Float, Device::Cpu)) * 200.0;
+        let wh = Tensor::rand([2, kt, 2], (Kind::Float, Device::Cpu)) * 30.0;
+        let boxes = Tensor::cat(&[&xy, &(&xy + wh)], 2);
+        let valid = Tensor::rand([2, kt], (Kind::Float, Device::Cpu)).gt(0.1);
+        let above = Tensor::rand([2, kt], (Kind::Float, Device::Cpu)).gt(0.3);
+        for a in [None, Some(&above)] {
+            for iou in [0.3, 0.7] {
+                assert_eq!(
+                    scan_on_host(&boxes, &valid, a, &lens, iou),
+                    scan_packed_bits(&boxes, &valid, a, &lens, iou)
+                );
+            }
+        }
     }
 
     /// The straightforward per-image algorithm (mmdet `_get_bboxes_single`) with

@@ -80,6 +80,47 @@ pub fn greedy_keep(bits: &[i64], n: usize, skip: impl Fn(usize) -> bool) -> Vec<
     keep
 }
 
+/// Greedy NMS on the host of boxes `[n * 4]` (xyxy, already in score order): the kept
+/// positions, ascending. The IoU is [`pairwise_iou`]'s float32 arithmetic step by step (so the
+/// result equals [`overlap_bits`] + [`greedy_keep`]), computed only between each kept box and the
+/// boxes after it that are still alive.
+pub fn greedy_scan(boxes: &[f32], iou_thr: f64) -> Vec<usize> {
+    greedy_scan_masked(boxes, iou_thr, &vec![true; boxes.len() / 4])
+}
+
+/// [`greedy_scan`] of the boxes with `alive[i]`; the others are neither kept nor suppress (as
+/// [`greedy_keep`]'s `skip`).
+pub fn greedy_scan_masked(boxes: &[f32], iou_thr: f64, alive: &[bool]) -> Vec<usize> {
+    let n = boxes.len() / 4;
+    let thr = iou_thr as f32;
+    let b = |i: usize| &boxes[i * 4..i * 4 + 4];
+    let area = |v: &[f32]| (v[2] - v[0]) * (v[3] - v[1]);
+    let areas: Vec<f32> = (0..n).map(|i| area(b(i))).collect();
+    let mut removed: Vec<bool> = alive.iter().map(|a| !a).collect();
+    let mut keep = Vec::new();
+    for i in 0..n {
+        if removed[i] {
+            continue;
+        }
+        keep.push(i);
+        let p = b(i);
+        for j in i + 1..n {
+            if removed[j] {
+                continue;
+            }
+            let q = b(j);
+            let w = (p[2].min(q[2]) - p[0].max(q[0])).max(0.0);
+            let h = (p[3].min(q[3]) - p[1].max(q[1])).max(0.0);
+            let inter = w * h;
+            let union = (areas[i] + areas[j] - inter).max(1e-6);
+            if inter / union > thr {
+                removed[j] = true;
+            }
+        }
+    }
+    keep
+}
+
 /// Greedy NMS of `boxes` `[N, 4]` with `scores` `[N]`: kept indices `[K]` (int64), by score desc.
 pub fn nms(boxes: &Tensor, scores: &Tensor, iou_thr: f64) -> Tensor {
     let n = boxes.size()[0];
@@ -89,10 +130,16 @@ pub fn nms(boxes: &Tensor, scores: &Tensor, iou_thr: f64) -> Tensor {
     }
     let (_, order) = scores.sort_stable(true, 0, true);
     let sorted = boxes.index_select(0, &order).to_kind(Kind::Float);
-    let bits = overlap_bits(&sorted.unsqueeze(0), iou_thr).to_device(Device::Cpu).reshape([-1]);
-    let bits = Vec::<i64>::try_from(bits).unwrap_or_default();
-    let keep: Vec<i64> =
-        greedy_keep(&bits, n as usize, |_| false).into_iter().map(|i| i as i64).collect();
+    let keep: Vec<i64> = if dev == Device::Cpu {
+        // On the CPU a greedy scan that computes only the IoUs it needs (those of kept boxes
+        // with the boxes after them) is far cheaper than the whole packed matrix.
+        let b = Vec::<f32>::try_from(sorted.reshape([-1])).expect("float32 boxes");
+        greedy_scan(&b, iou_thr).into_iter().map(|i| i as i64).collect()
+    } else {
+        let bits = overlap_bits(&sorted.unsqueeze(0), iou_thr).to_device(Device::Cpu).reshape([-1]);
+        let bits = Vec::<i64>::try_from(bits).expect("int64 overlap bits");
+        greedy_keep(&bits, n as usize, |_| false).into_iter().map(|i| i as i64).collect()
+    };
     order.index_select(0, &Tensor::from_slice(&keep).to_device(dev))
 }
 
@@ -179,5 +226,24 @@ mod tests {
         }
         want.sort_by(|&x, &y| sv[y as usize].total_cmp(&sv[x as usize]));
         assert_eq!(a, want);
+    }
+
+    #[test]
+    fn the_host_scan_equals_the_packed_bits() {
+        // Shifted boxes as batched_nms builds them (coordinates up to ~1e4) and exact duplicates.
+        tch::manual_seed(3);
+        let n = 700;
+        let xy = Tensor::rand([n, 2], (Kind::Float, Device::Cpu)) * 300.0;
+        let wh = Tensor::rand([n, 2], (Kind::Float, Device::Cpu)) * 40.0 + 0.5;
+        let b = Tensor::cat(&[&xy, &(&xy + wh)], 1);
+        let shift = Tensor::randint(3, [n, 1], (Kind::Float, Device::Cpu)) * 4000.0;
+        let b = Tensor::cat(&[&b + shift, b.narrow(0, 0, 50)], 0);
+        let m = b.size()[0] as usize;
+        let host = Vec::<f32>::try_from(b.reshape([-1])).unwrap();
+        for thr in [0.0, 0.1, 0.3, 0.5, 0.7, 0.95] {
+            let bits =
+                Vec::<i64>::try_from(overlap_bits(&b.unsqueeze(0), thr).reshape([-1])).unwrap();
+            assert_eq!(greedy_scan(&host, thr), greedy_keep(&bits, m, |_| false), "thr {thr}");
+        }
     }
 }

@@ -106,22 +106,29 @@ impl Fixture {
         Self::run_with(model, size, &[])
     }
 
-    /// [`Self::run`] with `extra` arguments. For local iteration only, `CELLSEG_MMDET_FIXTURES=<dir>`
-    /// reuses (or first writes) the fixture in `<dir>/<model>_<size>` instead of a tempdir.
+    /// [`Self::run`] with `extra` arguments.
     pub fn run_with(model: &str, size: &str, extra: &[&str]) -> Self {
+        let mut args = vec![model, "{out}", "--size", size];
+        args.extend_from_slice(extra);
+        Self::run_tool("mmdet_fixtures.py", &format!("{model}_{size}"), &args)
+    }
+
+    /// Runs `tools/<tool> <args>` (`{out}` in `args` stands for the output folder) and reads
+    /// the `stages.safetensors` it writes. For local iteration only,
+    /// `CELLSEG_MMDET_FIXTURES=<dir>` reuses (or first writes) the fixture in `<dir>/<name>`
+    /// instead of a tempdir.
+    pub fn run_tool(tool: &str, name: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cached = std::env::var_os("CELLSEG_MMDET_FIXTURES")
-            .map(|d| std::path::PathBuf::from(d).join(format!("{model}_{size}")));
+            .map(|d| std::path::PathBuf::from(d).join(name));
         let out_dir = cached.clone().unwrap_or_else(|| dir.path().to_path_buf());
         if !out_dir.join("stages.safetensors").exists() {
             let t0 = std::time::Instant::now();
-            let mut args = vec![model, out_dir.to_str().unwrap(), "--size", size];
-            args.extend_from_slice(extra);
-            let out = cellseg_core::testing::run_tool("mmdet_fixtures.py", &args);
-            println!(
-                "mmdet_fixtures.py {model} --size {size}: {:.1} s\n{out}",
-                t0.elapsed().as_secs_f64()
-            );
+            let out = out_dir.to_str().unwrap();
+            let args: Vec<&str> =
+                args.iter().map(|a| if *a == "{out}" { out } else { a }).collect();
+            let log = cellseg_core::testing::run_tool(tool, &args);
+            println!("{tool} {}: {:.1} s\n{log}", args.join(" "), t0.elapsed().as_secs_f64());
         } else {
             println!("reusing the fixture in {}", out_dir.display());
         }

@@ -1,0 +1,137 @@
+//! Predict a folder of images with one or more trained models: the seed's multi-model × flip-TTA
+//! ensemble, its post-processing, and a Kaggle submission (plus COCO results, the OOF file for
+//! `tweak_thresholds`, overlays and the competition metric against a truth CSV).
+//!
+//! ```text
+//! cargo run --release --example infer_ensemble -- --model runs/maskrcnn --model runs/maskrcnn_cascade \
+//!     --images test/ --out submission.csv [--coco-out results.json] [--overlays overlays/] \
+//!     [--truth train.csv] [--oof oof.bin] [--ensemble configs/ensemble.toml] \
+//!     [--postproc configs/postproc.toml] [--no-tta] [--cpu] [--threads N]
+//! ```
+//! Each `--model` is a run folder (or a checkpoint folder inside one) written by a training
+//! example; it is rebuilt from its `model.toml` and latest checkpoint alone.
+
+// Only `init_tracing` here; the rest serves the training examples.
+#[allow(dead_code)]
+mod support;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cellseg::ensemble::{EnsembleConfig, View};
+use cellseg::inference::{Inference, Members, Outputs, list_images};
+use cellseg::postproc::{Pipeline, PostprocConfig};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(about = "Ensemble trained models over a folder of images into a submission")]
+struct Args {
+    /// A run folder of a trained model (repeatable; members in this order).
+    #[arg(long = "model", required = true)]
+    models: Vec<PathBuf>,
+    /// The images: a Kaggle `test/` folder or any folder of PNG / TIFF files.
+    #[arg(long)]
+    images: PathBuf,
+    /// The Kaggle submission CSV.
+    #[arg(long, default_value = "submission.csv")]
+    out: PathBuf,
+    /// Also write COCO results (category_id = label + 1).
+    #[arg(long)]
+    coco_out: Option<PathBuf>,
+    /// Also write one overlay PNG per image into this folder.
+    #[arg(long)]
+    overlays: Option<PathBuf>,
+    /// Score against a truth CSV (Sartorius train.csv layout): overall and per cell type.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Also write the predictions before post-processing (the input of `tweak_thresholds`).
+    #[arg(long)]
+    oof: Option<PathBuf>,
+    /// Ensemble config (default: the seed's ENS values, or its SINGLE values for one model).
+    #[arg(long)]
+    ensemble: Option<PathBuf>,
+    /// Post-processing config (default: the seed's, `configs/postproc.toml`).
+    #[arg(long)]
+    postproc: Option<PathBuf>,
+    /// The identity view only (no flip TTA).
+    #[arg(long)]
+    no_tta: bool,
+    /// Run on the CPU even when a GPU is available.
+    #[arg(long)]
+    cpu: bool,
+    /// libtorch intra-op threads (default: libtorch's).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+fn main() -> ExitCode {
+    support::init_tracing();
+    cellseg::exit_code(run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(t) = args.threads {
+        tch::set_num_threads(t);
+    }
+    let device = if args.cpu { tch::Device::Cpu } else { cellseg::best_device() };
+    println!("{}", cellseg::libtorch_report());
+    let mut ens_cfg = match &args.ensemble {
+        Some(p) => EnsembleConfig::load(p)?,
+        None if args.models.len() == 1 => EnsembleConfig::seed_single(),
+        None => EnsembleConfig::default(),
+    };
+    if args.no_tta {
+        ens_cfg.views = vec![View::Identity];
+    }
+    let post_cfg = match &args.postproc {
+        Some(p) => PostprocConfig::load(p)?,
+        None => PostprocConfig::default(),
+    };
+    let pipeline = Pipeline::new(post_cfg)?;
+    let images = list_images(&args.images)?;
+    let members = Members::load(&args.models, device)?;
+    for (path, d) in args.models.iter().zip(members.detectors()) {
+        println!("member {}: {}", path.display(), d.model().arch().name());
+    }
+    let ensemble = members.ensemble(ens_cfg)?;
+    let input = &members.card().context("no member")?.input;
+    let outputs = Outputs {
+        submission: Some(args.out.clone()),
+        coco: args.coco_out.clone(),
+        oof: args.oof.clone(),
+        overlays: args.overlays.clone(),
+        truth: args.truth.clone(),
+    };
+    let bar = ProgressBar::new(images.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} images  {per_sec}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    let inference = Inference { ensemble: &ensemble, input, pipeline: &pipeline, device };
+    let report = inference.run(&images, &outputs, &mut |done| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    let instances: usize = report.processed.iter().map(|p| p.detections.masks.len()).sum();
+    println!(
+        "{} images, {instances} instances in {:.1} s ({:.2} images/s; {} member(s), {} view(s))",
+        report.processed.len(),
+        report.seconds,
+        report.images_per_s(),
+        args.models.len(),
+        ensemble.config().views.len()
+    );
+    if let Some(m) = &report.metric {
+        let truth = args.truth.as_deref().unwrap_or(std::path::Path::new("?"));
+        print!("competition metric against {}:\n{}", truth.display(), m.table());
+    }
+    for p in &report.written {
+        println!("wrote {}", p.display());
+    }
+    if let Some(dir) = &args.overlays {
+        println!("overlays: {}", dir.display());
+    }
+    Ok(())
+}
