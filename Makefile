@@ -8,4 +8,4 @@ test: venv
 	cargo test --workspace
 
 demo: venv
-	cargo run --release --example train_maskrcnn -- --config configs/demo.toml
+	tools/demo.sh

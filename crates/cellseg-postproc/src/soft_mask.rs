@@ -67,6 +67,49 @@ impl SoftMask {
         Self::new(image_size, top, left, height, width, data)
     }
 
+    /// A soft mask from a full-frame byte array (`image_size` row-major, 0 = background, e.g.
+    /// the seed's `uint8 [520, 704]` masks), stored in the tight rectangle of its non-zero bytes.
+    ///
+    /// # Errors
+    /// [`Error::SoftMaskShape`] when `bytes` does not hold `image_size` pixels.
+    pub fn from_full_frame(image_size: ImageSize, bytes: &[u8]) -> Result<Self> {
+        Self::from_window(image_size, 0, 0, image_size.height, image_size.width, bytes)
+    }
+
+    /// A soft mask from the bytes of a window `[top, top+height) × [left, left+width)` of the
+    /// image (e.g. a box-cropped mask), stored in the tight rectangle of its non-zero bytes (an
+    /// all-zero window gives an empty mask).
+    ///
+    /// # Errors
+    /// As [`SoftMask::new`] for the window.
+    pub fn from_window(
+        image_size: ImageSize,
+        top: usize,
+        left: usize,
+        height: usize,
+        width: usize,
+        bytes: &[u8],
+    ) -> Result<Self> {
+        let window = Self::new(image_size, top, left, height, width, bytes.to_vec())?;
+        let (mut r0, mut r1, mut c0, mut c1) = (usize::MAX, 0, usize::MAX, 0);
+        for (r, row) in bytes.chunks_exact(width.max(1)).enumerate() {
+            if let (Some(a), Some(b)) =
+                (row.iter().position(|&v| v > 0), row.iter().rposition(|&v| v > 0))
+            {
+                (r0, r1, c0, c1) = (r0.min(r), r, c0.min(a), c1.max(b));
+            }
+        }
+        if r0 == usize::MAX {
+            return Self::new(image_size, 0, 0, 0, 0, Vec::new());
+        }
+        let (h, w) = (r1 + 1 - r0, c1 + 1 - c0);
+        let mut data = Vec::with_capacity(h * w);
+        for r in r0..=r1 {
+            data.extend_from_slice(&window.data[r * width + c0..r * width + c1 + 1]);
+        }
+        Self::new(image_size, top + r0, left + c0, h, w, data)
+    }
+
     /// Size of the whole image.
     pub fn image_size(&self) -> ImageSize {
         self.image_size
@@ -136,6 +179,22 @@ fn binarize_rect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_frames_and_windows_are_cropped_to_their_non_zero_bytes() {
+        let size = ImageSize::new(4, 5);
+        let mut full = vec![0u8; 20];
+        full[5 + 1] = 200; // (1, 1)
+        full[10 + 3] = 7; // (2, 3)
+        let m = SoftMask::from_full_frame(size, &full).unwrap();
+        assert_eq!(m.rect(), (1, 1, 2, 3));
+        assert_eq!(m.as_slice(), &[200, 0, 0, 0, 0, 7]);
+        let w = SoftMask::from_window(size, 1, 1, 2, 3, &[0, 0, 0, 0, 9, 0]).unwrap();
+        assert_eq!((w.rect(), w.as_slice()), ((2, 2, 1, 1), &[9u8][..]));
+        assert_eq!(SoftMask::from_full_frame(size, &[0; 20]).unwrap().rect(), (0, 0, 0, 0));
+        assert!(SoftMask::from_full_frame(size, &[0; 19]).is_err());
+        assert!(SoftMask::from_window(size, 3, 3, 2, 3, &[0; 6]).is_err());
+    }
 
     #[test]
     fn binarize_keeps_bytes_above_the_seed_cut() {
