@@ -7,18 +7,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use cellseg::backbones::{FpnConfig, TinyConfig};
 use cellseg::core::ImageSize;
 use cellseg::data::sartorius::write_annotated;
 use cellseg::data::{AugmentConfig, Sample, Strictness, synthetic};
 use cellseg::ensemble::EnsembleConfig;
-use cellseg::heads::HeadsConfig;
 use cellseg::inference::{
     Error, ImageFile, Inference, InferenceReport, Members, Outputs, list_images,
 };
 use cellseg::metrics::report::competition_from_files;
 use cellseg::postproc::{Pipeline, PostprocConfig};
-use cellseg::train::detector::{Arch, Detector, DetectorConfig, SampleData, Trunk};
+use cellseg::train::detector::{Detector, DetectorConfig, SampleData};
 use cellseg::train::{Start, TrainConfig, Trainer};
 use tch::Device;
 
@@ -35,26 +33,7 @@ fn trained() -> &'static Trained {
     T.get_or_init(|| {
         tch::manual_seed(0);
         let dir = tempfile::tempdir().unwrap();
-        let mut h = HeadsConfig { num_classes: 3, ..HeadsConfig::default() };
-        h.rpn.feat_channels = 32;
-        h.rpn.anchors.scales = vec![4.0];
-        h.rpn.sampler.num = 128;
-        h.rpn.train_proposals.nms_pre = 200;
-        h.rpn.train_proposals.max_per_img = 100;
-        h.rpn.test_proposals.nms_pre = 200;
-        h.rpn.test_proposals.max_per_img = 100;
-        h.bbox_head.fc_channels = 64;
-        h.bbox_head.sampler.num = 64;
-        h.mask_head.conv_channels = 32;
-        h.mask_head.num_convs = 2;
-        let cfg = DetectorConfig {
-            arch: Arch::MaskRcnn,
-            trunk: Trunk::Tiny,
-            tiny: TinyConfig { widths: [16, 32, 32, 32] },
-            neck: FpnConfig { out_channels: 32, num_outs: 5 },
-            heads: h,
-            ..DetectorConfig::default()
-        };
+        let cfg = DetectorConfig::tiny(3);
         let mut model = Detector::from_config(Device::Cpu, &cfg).unwrap();
         let mut aug = AugmentConfig::default();
         aug.crop.height = 96;

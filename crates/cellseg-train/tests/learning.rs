@@ -7,14 +7,10 @@
 //! Its own test binary (the engine re-seeds libtorch's global generator every step); the runs
 //! are deterministic. `LEARN_STEPS=n` overrides the number of steps for experiments.
 
-use cellseg_backbones::{FpnConfig, TinyConfig};
 use cellseg_core::ImageSize;
 use cellseg_data::{AugmentConfig, synthetic};
-use cellseg_heads::config::HeadsConfig;
 use cellseg_postproc::PostprocConfig;
-use cellseg_train::detector::{
-    Arch, Detector, DetectorConfig, DetectorValidator, SampleData, Trunk,
-};
+use cellseg_train::detector::{Arch, Detector, DetectorConfig, DetectorValidator, SampleData};
 use cellseg_train::{Start, TrainConfig, Trainer};
 
 /// The untrained metric is at most this; the trained one at least [`GAIN`] above it.
@@ -22,29 +18,7 @@ const UNTRAINED_MAX: f64 = 0.05;
 const GAIN: f64 = 0.2;
 
 fn config(arch: Arch) -> DetectorConfig {
-    let mut h = HeadsConfig { num_classes: 3, ..HeadsConfig::default() };
-    h.rpn.feat_channels = 32;
-    h.rpn.anchors.scales = vec![4.0]; // 8 … 128 px over strides 2 … 32
-    h.rpn.sampler.num = 128;
-    h.rpn.train_proposals.nms_pre = 200;
-    h.rpn.train_proposals.max_per_img = 100;
-    h.rpn.test_proposals.nms_pre = 200;
-    h.rpn.test_proposals.max_per_img = 100;
-    h.bbox_head.fc_channels = 64;
-    h.bbox_head.sampler.num = 64;
-    h.mask_head.conv_channels = 32;
-    h.mask_head.num_convs = 2;
-    h.test.score_thr = 0.3;
-    h.test.max_per_img = 100;
-    let base = DetectorConfig {
-        arch: Arch::MaskRcnn,
-        trunk: Trunk::Tiny,
-        tiny: TinyConfig { widths: [16, 32, 32, 32] },
-        neck: FpnConfig { out_channels: 32, num_outs: 5 },
-        heads: h,
-        ..DetectorConfig::default()
-    };
-    let mut cfg = base.to_arch(arch).unwrap();
+    let mut cfg = DetectorConfig::tiny(3).to_arch(arch).unwrap();
     cfg.heads.htc.semantic_head.num_convs = 2;
     cfg
 }

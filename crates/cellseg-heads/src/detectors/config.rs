@@ -94,6 +94,36 @@ impl Default for DetectorConfig {
 }
 
 impl DetectorConfig {
+    /// A small Mask R-CNN on the `TinyConvNet` trunk (widths 16 / 32 / 32 / 32 at strides 2–16,
+    /// 32 FPN channels, 8–128 px anchors, 64-wide box head, two 32-wide mask convs, 200 / 100
+    /// proposals, test score 0.3, 100 detections) with `num_classes` classes: it learns synthetic
+    /// cells in a few hundred CPU steps, for tests and small demos. [`Self::to_arch`] makes it a
+    /// cascade or HTC.
+    pub fn tiny(num_classes: i64) -> Self {
+        let mut h = HeadsConfig { num_classes, ..HeadsConfig::default() };
+        h.rpn.feat_channels = 32;
+        h.rpn.anchors.scales = vec![4.0];
+        h.rpn.sampler.num = 128;
+        h.rpn.train_proposals.nms_pre = 200;
+        h.rpn.train_proposals.max_per_img = 100;
+        h.rpn.test_proposals.nms_pre = 200;
+        h.rpn.test_proposals.max_per_img = 100;
+        h.bbox_head.fc_channels = 64;
+        h.bbox_head.sampler.num = 64;
+        h.mask_head.conv_channels = 32;
+        h.mask_head.num_convs = 2;
+        h.test.score_thr = 0.3;
+        h.test.max_per_img = 100;
+        Self {
+            arch: Arch::MaskRcnn,
+            trunk: Trunk::Tiny,
+            tiny: TinyConfig { widths: [16, 32, 32, 32] },
+            neck: FpnConfig { out_channels: 32, num_outs: 5 },
+            heads: h,
+            ..Self::default()
+        }
+    }
+
     /// Loads and validates a TOML file.
     ///
     /// # Errors
