@@ -72,7 +72,7 @@ fn postproc() -> Pipeline {
 /// The seed's ENS ensemble with thresholds a 200-step model passes.
 fn ens_config() -> EnsembleConfig {
     let mut c = EnsembleConfig::default();
-    c.proposals.score_thr = [Some(0.5); 3];
+    c.proposals.score_thr = [0.5; 3];
     c
 }
 

@@ -77,8 +77,8 @@ pub struct ProposalSettings {
     /// Per-level NMS IoU. ENS `[0.7, 0.75, 0.6]`, SINGLE `[0.75, 0.75, 0.6]`.
     pub nms_iou: [f64; 3],
     /// Keep proposals with objectness `> score_thr` after the NMS. ENS `[0.9, 0.9, 0.95]`,
-    /// SINGLE `[0.95, 0.9, 0.95]`; absent: no threshold (mmdet).
-    pub score_thr: [Option<f64>; 3],
+    /// SINGLE `[0.95, 0.9, 0.95]`; a negative value: no threshold (mmdet's test_cfg has none).
+    pub score_thr: [f64; 3],
     /// Proposals kept per image; 0 keeps all (the seed's `None`).
     pub max_per_img: [usize; 3],
     /// Keep proposals wider and taller than this (strict). Seed 0.
@@ -90,7 +90,7 @@ impl Default for ProposalSettings {
         Self {
             nms_pre: [5000, 2000, 1000],
             nms_iou: [0.7, 0.75, 0.6],
-            score_thr: [Some(0.9), Some(0.9), Some(0.95)],
+            score_thr: [0.9, 0.9, 0.95],
             max_per_img: [0, 0, 0],
             min_bbox_size: 0.0,
         }
@@ -106,7 +106,7 @@ impl ProposalSettings {
             max_per_img: keep_all_as_max(self.max_per_img[i]),
             nms_iou: self.nms_iou[i],
             min_bbox_size: self.min_bbox_size,
-            score_thr: self.score_thr[i],
+            score_thr: (self.score_thr[i] >= 0.0).then_some(self.score_thr[i]),
         }
     }
 }
@@ -222,7 +222,7 @@ impl EnsembleConfig {
         let mut c = Self::default();
         c.proposals.nms_pre = [3000, 2000, 1000];
         c.proposals.nms_iou = [0.75, 0.75, 0.6];
-        c.proposals.score_thr = [Some(0.95), Some(0.9), Some(0.95)];
+        c.proposals.score_thr = [0.95, 0.9, 0.95];
         c.boxes.nms_iou = [0.75, 0.9, 0.6];
         c.boxes.score_thr = [0.2, 0.3, 0.5];
         c
@@ -244,7 +244,7 @@ impl EnsembleConfig {
             proposals: ProposalSettings {
                 nms_pre: [p.nms_pre; 3],
                 nms_iou: [p.nms_iou; 3],
-                score_thr: [p.score_thr; 3],
+                score_thr: [p.score_thr.unwrap_or(-1.0); 3],
                 max_per_img: [p.max_per_img; 3],
                 min_bbox_size: p.min_bbox_size,
             },
@@ -276,10 +276,10 @@ impl EnsembleConfig {
         Ok(cfg)
     }
 
-    /// The config as TOML.
+    /// The config as TOML (every value has a TOML form; `num_classes` and `usage` are left out
+    /// when absent).
     pub fn to_toml(&self) -> String {
-        // Every field serialises (plain numbers, strings, lists and tables).
-        toml::to_string(self).unwrap_or_default()
+        toml::to_string(self).expect("numbers, strings, lists and tables serialise")
     }
 
     /// Checks the values that do not depend on the members.
@@ -319,7 +319,8 @@ impl EnsembleConfig {
         };
         for i in 0..3 {
             unit("proposals.nms_iou", self.proposals.nms_iou[i])?;
-            if let Some(t) = self.proposals.score_thr[i] {
+            let t = self.proposals.score_thr[i];
+            if t.is_nan() || t >= 0.0 {
                 unit("proposals.score_thr", t)?;
             }
             unit("boxes.nms_iou", self.boxes.nms_iou[i])?;

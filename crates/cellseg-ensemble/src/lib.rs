@@ -37,7 +37,7 @@
 //! ];
 //! // The seed's ENS settings, with no proposal score threshold for these untrained models.
 //! let mut config = EnsembleConfig::default();
-//! config.proposals.score_thr = [None; 3];
+//! config.proposals.score_thr = [-1.0; 3];
 //! let ensemble = Ensemble::new(members, config)?;
 //! let image = Tensor::randn([1, 3, 64, 64], (Kind::Float, Device::Cpu));
 //! let pred = ensemble.predict(&image, ImageSize::new(60, 64))?;

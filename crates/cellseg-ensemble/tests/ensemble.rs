@@ -80,7 +80,7 @@ fn three_architectures_with_flips_and_usage_run_every_merge_point() {
     let members: Vec<Member> =
         built.iter().zip(names).map(|(b, name)| Member { name, model: b.model.as_ref() }).collect();
     let mut cfg = EnsembleConfig::default();
-    cfg.proposals.score_thr = [None; 3];
+    cfg.proposals.score_thr = [-1.0; 3];
     cfg.boxes.score_thr = [0.05; 3];
     let img = image(3);
 
@@ -220,6 +220,14 @@ fn the_config_file_is_strict_and_names_bad_values() {
     let c = EnsembleConfig::seed_single();
     std::fs::write(&p, c.to_toml()).unwrap();
     assert_eq!(EnsembleConfig::load(&p).unwrap(), c);
+    // A member's own settings (no proposal threshold: negative) and a usage table round-trip too.
+    let member = tiny(Arch::Cascade, 3);
+    let b = build(&member, 0);
+    let mut own = EnsembleConfig::of_member(b.model.as_ref());
+    own.usage = Some(Usage { cls: Some(vec![0]), ..Usage::default() });
+    assert_eq!(own.proposals.score_thr, [-1.0; 3]);
+    std::fs::write(&p, own.to_toml()).unwrap();
+    assert_eq!(EnsembleConfig::load(&p).unwrap(), own);
 }
 
 #[test]

@@ -51,7 +51,7 @@ fn config(fx: &Fixture, scenario: &str) -> EnsembleConfig {
         j["rpn_nms_pre"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
     c.proposals.nms_pre = [pre[0], pre[1], pre[2]];
     c.proposals.nms_iou = f3("rpn_iou");
-    c.proposals.score_thr = f3("rpn_score_thr").map(Some);
+    c.proposals.score_thr = f3("rpn_score_thr");
     c.proposals.max_per_img = [0; 3];
     c.boxes.nms_iou = f3("rcnn_iou");
     c.boxes.score_thr = f3("rcnn_score_thr");

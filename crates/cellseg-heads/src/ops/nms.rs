@@ -161,7 +161,7 @@ pub fn batched_nms(boxes: &Tensor, scores: &Tensor, idxs: &Tensor, iou_thr: f64)
         let ids = Vec::<i64>::try_from(
             idxs.to_kind(Kind::Int64).unique_dim(0, true, false, false).0.to_device(Device::Cpu),
         )
-        .unwrap_or_default();
+        .expect("a 1-d int64 tensor converts to Vec<i64>");
         let mut parts = Vec::new();
         for id in ids {
             let m = idxs.eq(id).nonzero().view([-1]);
