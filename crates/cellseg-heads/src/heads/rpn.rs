@@ -456,7 +456,7 @@ fn scan_packed_bits(
     iou: f64,
 ) -> (Vec<i64>, Vec<i64>) {
     let bsz = nms_boxes.size()[0];
-    let kt = nms_boxes.size()[1];
+    let kt = nms_boxes.size()[1] as usize;
     let mut payload = Vec::new();
     let mut off = 0;
     for &k in lens {
@@ -471,36 +471,23 @@ fn scan_packed_bits(
     }
     let host = Vec::<i64>::try_from(Tensor::cat(&payload, 1).to_device(Device::Cpu).reshape([-1]))
         .expect("overlap bits are int64");
+    // Row of image b: the bits of every level, then `valid`, then `above`.
     let row = host.len() / bsz as usize;
-    let kt_u = kt as usize;
-    let mut keep_all: Vec<i64> = Vec::new();
-    let mut counts = Vec::with_capacity(bsz as usize);
-    for b in 0..bsz as usize {
-        let r = &host[b * row..(b + 1) * row];
-        let tail = if above.is_some() { 2 * kt_u } else { kt_u };
-        let ok = &r[row - tail..row - tail + kt_u];
-        let above_thr = |i: usize| above.is_none() || r[row - kt_u + i] != 0;
-        let before = keep_all.len();
-        let (mut pos, mut base) = (0usize, 0usize);
-        for &k in lens {
-            let k = k as usize;
-            let w = k.div_ceil(64);
-            let kept = greedy_keep(&r[pos..pos + k * w], k, |i| ok[base + i] == 0);
-            keep_all.extend(
-                kept.into_iter()
-                    .filter(|&i| above_thr(base + i))
-                    .map(|i| (b * kt_u + base + i) as i64),
-            );
-            pos += k * w;
-            base += k;
-        }
-        counts.push((keep_all.len() - before) as i64);
+    let tail = if above.is_some() { 2 * kt } else { kt };
+    let mut word_at = vec![0usize];
+    for &k in lens {
+        word_at.push(word_at.last().copied().unwrap_or(0) + k as usize * (k as usize).div_ceil(64));
     }
-    (keep_all, counts)
+    let r = |b: usize| &host[b * row..(b + 1) * row];
+    let above_thr = |b: usize, i: usize| above.is_none() || r(b)[row - kt + i] != 0;
+    kept_positions(bsz as usize, kt, lens, above_thr, |b, level, base, k| {
+        let ok = &r(b)[row - tail..row - tail + kt];
+        greedy_keep(&r(b)[word_at[level]..word_at[level + 1]], k, |i| ok[base + i] == 0)
+    })
 }
 
 /// [`scan_packed_bits`] for CPU tensors: one copy of the boxes and masks, then greedy scans that
-/// compute only the IoUs they need ([`greedy_scan`]); the same kept positions.
+/// compute only the IoUs they need ([`greedy_scan_masked`]); the same kept positions.
 fn scan_on_host(
     nms_boxes: &Tensor,
     valid: &Tensor,
@@ -514,18 +501,36 @@ fn scan_on_host(
         Vec::<f32>::try_from(nms_boxes.to_kind(Kind::Float).reshape([-1])).expect("float32 boxes");
     let valid = Vec::<bool>::try_from(valid.reshape([-1])).expect("bool mask");
     let above = above.map(|a| Vec::<bool>::try_from(a.reshape([-1])).expect("bool mask"));
+    let above_thr = |b: usize, i: usize| above.as_ref().is_none_or(|a| a[b * kt + i]);
+    kept_positions(bsz, kt, lens, above_thr, |b, _, base, k| {
+        let lo = b * kt + base;
+        greedy_scan_masked(&boxes[lo * 4..(lo + k) * 4], iou, &valid[lo..lo + k])
+    })
+}
+
+/// The loop both scans share: for every image `b` and level (`lens` boxes each, at `base` in the
+/// image's `kt`), `scan(b, level, base, k)` gives the kept positions within the level; those with
+/// `above(b, base + i)` become flat positions `b * kt + base + i`. Returns them (ascending per
+/// image) and the count per image.
+fn kept_positions(
+    bsz: usize,
+    kt: usize,
+    lens: &[i64],
+    above: impl Fn(usize, usize) -> bool,
+    mut scan: impl FnMut(usize, usize, usize, usize) -> Vec<usize>,
+) -> (Vec<i64>, Vec<i64>) {
     let mut keep_all: Vec<i64> = Vec::new();
     let mut counts = Vec::with_capacity(bsz);
     for b in 0..bsz {
         let before = keep_all.len();
         let mut base = 0usize;
-        for &k in lens {
-            let (lo, k) = (b * kt + base, k as usize);
-            let kept = greedy_scan_masked(&boxes[lo * 4..(lo + k) * 4], iou, &valid[lo..lo + k]);
+        for (level, &k) in lens.iter().enumerate() {
+            let k = k as usize;
+            let kept = scan(b, level, base, k);
             keep_all.extend(
                 kept.into_iter()
-                    .filter(|&i| above.as_ref().is_none_or(|a| a[lo + i]))
-                    .map(|i| (lo + i) as i64),
+                    .filter(|&i| above(b, base + i))
+                    .map(|i| (b * kt + base + i) as i64),
             );
             base += k;
         }
