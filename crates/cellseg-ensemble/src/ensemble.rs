@@ -121,8 +121,10 @@ impl<'m> Ensemble<'m> {
     /// unpadded size is `size`.
     ///
     /// # Errors
-    /// [`Error::Mismatch`] naming the shape when `image` is not one 3-channel image at least as
-    /// large as `size`; the heads' errors.
+    /// [`Error::Mismatch`] naming the shape when `image` is not one 3-channel floating-point
+    /// image at least as large as `size` on the members' device; the heads' errors; libtorch's
+    /// ([`cellseg_heads::Error::OutOfMemory`], [`cellseg_heads::Error::Libtorch`]) naming the
+    /// image.
     pub fn predict(&self, image: &Tensor, size: ImageSize) -> Result<Prediction> {
         let _g = tch::no_grad_guard();
         let shape = image.size();
@@ -134,6 +136,21 @@ impl<'m> Ensemble<'m> {
                 hw.0, hw.1
             )));
         }
+        let device = self.members[0].model.device();
+        if image.device() != device || !image.is_floating_point() {
+            return Err(Error::Mismatch(format!(
+                "the ensemble takes a floating-point image on {device:?} (its members'), got {}",
+                cellseg_heads::libtorch::describe(image)
+            )));
+        }
+        cellseg_heads::libtorch::guarded("ensemble predict", image, || {
+            self.predict_checked(image, size)
+        })
+    }
+
+    /// [`Self::predict`] of a checked image.
+    fn predict_checked(&self, image: &Tensor, size: ImageSize) -> Result<Prediction> {
+        let hw = (size.height as i64, size.width as i64);
         let views: Vec<Tensor> = self.config.views.iter().map(|v| v.image(image, hw)).collect();
         let mut cache = FeatureCache { views: Tensor::cat(&views, 0), slots: Vec::new() };
         cache.slots.resize_with(self.members.len(), || None);

@@ -38,6 +38,38 @@ pub enum Error {
         /// The other length.
         right: usize,
     },
+    /// An input is on another device, or of another dtype, than the model needs.
+    #[error("{what} {shape:?} is {got}; the model needs {expected}")]
+    Input {
+        /// Which input.
+        what: &'static str,
+        /// Its shape.
+        shape: Vec<i64>,
+        /// Its device or dtype.
+        got: String,
+        /// The model's.
+        expected: String,
+    },
+    /// libtorch failed during a stage (a kernel rejected a shape, a CUDA error).
+    #[error("libtorch failed in {stage} on {input}: {message}")]
+    Libtorch {
+        /// The stage (`mask_rcnn losses`, `predict`, …).
+        stage: &'static str,
+        /// The stage's input: shape, dtype and device.
+        input: String,
+        /// libtorch's message (its first line).
+        message: String,
+    },
+    /// libtorch ran out of memory during a stage.
+    #[error("out of memory in {stage} on {input}: {message}")]
+    OutOfMemory {
+        /// The stage.
+        stage: &'static str,
+        /// The stage's input: shape, dtype and device.
+        input: String,
+        /// libtorch's message (its first line).
+        message: String,
+    },
     /// An error of the post-processing vocabulary (soft masks).
     #[error(transparent)]
     Postproc(#[from] cellseg_postproc::Error),

@@ -221,3 +221,53 @@ fn ground_truths_without_area_are_ignored() {
     println!("GTs without area next to a cell: {v:?}");
     assert!(loss(&v, "loss_mask") > 0.0, "{v:?}");
 }
+
+/// Bad input at the detector boundary is a typed error naming the shape, dtype or device, before
+/// any tensor work — never a libtorch panic.
+#[test]
+fn bad_batches_and_targets_are_typed_errors_naming_the_input() {
+    use cellseg_heads::Error;
+    let (_vs, m) = model(0);
+    let size = ImageSize::new(64, 64);
+    let good = vec![instances(size, &[rect_mask(size, 4, 4, 10, 10)])];
+    let expect = |what: &str, err: Error, needles: &[&str]| {
+        let msg = err.to_string();
+        for n in needles {
+            assert!(msg.contains(n), "{what}: {msg:?} lacks {n:?}");
+        }
+    };
+    // Shapes: not 4-d, not 3 channels, empty.
+    for (shape, needle) in [
+        (vec![3i64, 64, 64], "[3, 64, 64]"),
+        (vec![1, 1, 64, 64], "[1, 1, 64, 64]"),
+        (vec![1, 3, 0, 64], "[1, 3, 0, 64]"),
+    ] {
+        let x = Tensor::zeros(shape.as_slice(), (Kind::Float, Device::Cpu));
+        let err = m.losses(&x, &good).unwrap_err();
+        assert!(matches!(err, Error::Shape { what: "images", .. }), "{err}");
+        expect("shape", err, &[needle, "[B, 3, H, W]"]);
+        let err = m.predict(&x, &[size]).unwrap_err();
+        assert!(matches!(err, Error::Shape { .. }), "{err}");
+    }
+    // Raw bytes instead of normalised floats.
+    let bytes = Tensor::zeros([1, 3, 64, 64], (Kind::Uint8, Device::Cpu));
+    expect("dtype", m.losses(&bytes, &good).unwrap_err(), &["Uint8", "floating", "[1, 3, 64, 64]"]);
+    expect("dtype", m.predict(&bytes, &[size]).unwrap_err(), &["Uint8"]);
+    let x = images(1, 64, 64);
+    // Targets: count, size beyond the padded canvas, a label the model does not have.
+    expect("count", m.losses(&x, &[]).unwrap_err(), &["images vs targets", "1 vs 0"]);
+    let big = ImageSize::new(96, 64);
+    let beyond = vec![instances(big, &[rect_mask(big, 4, 4, 10, 10)])];
+    expect("size", m.losses(&x, &beyond).unwrap_err(), &["[96, 64]", "h <= 64"]);
+    let mut label = good.clone();
+    label[0].labels[0] = 8;
+    expect("label", m.losses(&x, &label).unwrap_err(), &["label 8", "8 classes", "image 0"]);
+    // Sizes for predict.
+    expect("sizes", m.predict(&x, &[size, size]).unwrap_err(), &["images vs sizes", "1 vs 2"]);
+    expect("sizes", m.predict(&x, &[big]).unwrap_err(), &["[96, 64]"]);
+    // A well-formed batch on another device than the model (only testable with CUDA).
+    if tch::Cuda::is_available() {
+        let cuda = Tensor::zeros([1, 3, 64, 64], (Kind::Float, Device::Cuda(0)));
+        expect("device", m.predict(&cuda, &[size]).unwrap_err(), &["Cuda(0)", "Cpu"]);
+    }
+}

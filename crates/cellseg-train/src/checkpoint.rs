@@ -100,6 +100,9 @@ pub struct TrainState {
     pub loss_scale: Option<LossScale>,
     /// Steps skipped so far for a non-finite loss or gradient.
     pub nonfinite_steps: u32,
+    /// The skipped steps in a row just before this checkpoint.
+    #[serde(default)]
+    pub nonfinite_streak: Vec<crate::observer::SkippedBatch>,
     /// The best validation result so far.
     pub best: Option<BestRecord>,
     /// The run's configuration.
@@ -115,6 +118,17 @@ pub struct LoadedCheckpoint {
     pub state: TrainState,
     /// Optimizer moments.
     pub optimizer: Vec<(String, Tensor)>,
+    /// Newer checkpoints that [`CheckpointStore::load_resumable`] could not read and passed over.
+    pub skipped: Vec<SkippedCheckpoint>,
+}
+
+/// A checkpoint (or `latest.json`) that a resume passed over because it could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedCheckpoint {
+    /// The checkpoint folder, or `latest.json` itself.
+    pub path: PathBuf,
+    /// Why: the error, naming the broken file.
+    pub reason: String,
 }
 
 /// The content of `latest.json` / `best.json`.
@@ -280,10 +294,26 @@ impl CheckpointStore {
             return Ok(None);
         }
         let text = fs::read_to_string(path).map_err(Error::io("reading", path))?;
-        serde_json::from_str(&text).map(Some).map_err(|e| Error::CheckpointState {
+        let pointer: Pointer = serde_json::from_str(&text).map_err(|e| Error::CheckpointState {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        // Only a folder of this run's `checkpoints/`: never a path out of the run folder.
+        let rel = Path::new(&pointer.checkpoint);
+        let mut parts = rel.components();
+        let inside = parts.next() == Some(std::path::Component::Normal("checkpoints".as_ref()))
+            && matches!(parts.next(), Some(std::path::Component::Normal(_)))
+            && parts.next().is_none();
+        if !inside {
+            return Err(Error::CheckpointState {
+                path: path.to_path_buf(),
+                message: format!(
+                    "`checkpoint` = {:?} is not a folder `checkpoints/<name>` of the run",
+                    pointer.checkpoint
+                ),
+            });
+        }
+        Ok(Some(pointer))
     }
 
     /// The folder of the latest checkpoint, if any.
@@ -401,8 +431,14 @@ impl CheckpointStore {
     /// ones `latest.json` and `best.json` name).
     fn prune(&self, keep_last: usize) -> Result<()> {
         let ckpts = self.checkpoints_dir();
-        let keep: Vec<PathBuf> =
-            [self.latest_dir()?, self.best_dir()?].into_iter().flatten().collect();
+        let keep: Vec<PathBuf> = match (self.latest_dir(), self.best_dir()) {
+            (Ok(latest), Ok(best)) => [latest, best].into_iter().flatten().collect(),
+            (Err(e), _) | (_, Err(e)) => {
+                // Which folders the pointers protect is unknown: remove nothing.
+                tracing::warn!(error = %e, "unreadable pointer file; no old checkpoint removed");
+                return Ok(());
+            }
+        };
         let mut regular: Vec<(String, PathBuf)> = Vec::new();
         let entries = fs::read_dir(&ckpts).map_err(Error::io("listing", &ckpts))?;
         for entry in entries.flatten() {
@@ -453,7 +489,77 @@ impl CheckpointStore {
             });
         }
         let optimizer = read_tensors(&dir.join(OPTIMIZER_FILE))?;
-        Ok(LoadedCheckpoint { dir: dir.to_path_buf(), state, optimizer })
+        Ok(LoadedCheckpoint { dir: dir.to_path_buf(), state, optimizer, skipped: Vec::new() })
+    }
+
+    /// The checkpoint folders a resume may use, best first: the one `latest.json` names, then
+    /// every other `step-*` folder, newest first. An unreadable `latest.json` goes to `skipped`.
+    fn resume_candidates(&self, skipped: &mut Vec<SkippedCheckpoint>) -> Result<Vec<PathBuf>> {
+        let mut candidates = Vec::new();
+        match self.latest_dir() {
+            Ok(dir) => candidates.extend(dir),
+            Err(e) => {
+                tracing::warn!(path = %self.latest_path().display(), error = %e, "unreadable latest.json; looking for the newest checkpoint folder");
+                skipped.push(SkippedCheckpoint { path: self.latest_path(), reason: e.to_string() });
+            }
+        }
+        let ckpts = self.checkpoints_dir();
+        let mut names: Vec<String> = match fs::read_dir(&ckpts) {
+            Ok(entries) => entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("step-"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io("listing", &ckpts)(e)),
+        };
+        // Zero-padded steps sort by name; a re-save of a step (`step-….1`) sorts after the first.
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        for name in names {
+            let dir = ckpts.join(name);
+            if !candidates.contains(&dir) {
+                candidates.push(dir);
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// Reads the newest readable checkpoint and copies its weights into `vs`: the one
+    /// `latest.json` names or, when that one (or `latest.json` itself) is corrupt or
+    /// half-written, the previous ones in turn, each passed over with a warning naming it (and
+    /// listed in [`LoadedCheckpoint::skipped`]). Nothing is copied from a checkpoint that fails.
+    ///
+    /// # Errors
+    /// [`Error::NoCheckpoint`] without `latest.json`; [`Error::CheckpointMismatch`] when the
+    /// weights belong to another architecture (no fallback: the older ones would too);
+    /// [`Error::NoReadableCheckpoint`] listing every folder tried and why, when none is readable.
+    pub fn load_resumable(&self, vs: &tch::nn::VarStore) -> Result<LoadedCheckpoint> {
+        if !self.has_latest() {
+            return Err(Error::NoCheckpoint { path: self.run_dir.clone() });
+        }
+        let mut skipped = Vec::new();
+        for dir in self.resume_candidates(&mut skipped)? {
+            let loaded = Self::load_dir(&dir).and_then(|ckpt| {
+                load_weights(vs, &dir.join(MODEL_FILE))?;
+                Ok(ckpt)
+            });
+            match loaded {
+                Ok(mut ckpt) => {
+                    ckpt.skipped = skipped;
+                    return Ok(ckpt);
+                }
+                Err(e @ Error::CheckpointMismatch { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "unreadable checkpoint passed over; trying the previous one");
+                    skipped.push(SkippedCheckpoint { path: dir, reason: e.to_string() });
+                }
+            }
+        }
+        Err(Error::NoReadableCheckpoint {
+            path: self.run_dir.clone(),
+            tried: skipped.iter().map(|s| format!("{}: {}", s.path.display(), s.reason)).collect(),
+        })
     }
 }
 
@@ -475,6 +581,7 @@ pub(crate) mod tests {
             optimizer_steps: BTreeMap::new(),
             loss_scale: None,
             nonfinite_steps: 0,
+            nonfinite_streak: Vec::new(),
             best: None,
             config: TrainConfig::default(),
         }
@@ -565,5 +672,117 @@ pub(crate) mod tests {
             msg.contains("neck.b") && msg.contains("head.extra") && msg.contains("[4, 4]"),
             "{msg}"
         );
+    }
+
+    /// A store with checkpoints of steps 1, 2, 3 (weights 1.0, 2.0, 3.0) and a model to load into.
+    fn three_checkpoints() -> (tempfile::TempDir, CheckpointStore, nn::VarStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        for step in 1..=3 {
+            store.save(&weights(step as f32), &[], &state(step), None, 5).unwrap();
+        }
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = vs.root().sub("a").zeros("weight", &[2, 3]);
+        (dir, store, vs)
+    }
+
+    fn step_dir(store: &CheckpointStore, step: u64) -> PathBuf {
+        store.checkpoints_dir().join(format!("step-{step:08}"))
+    }
+
+    #[test]
+    fn resume_reads_the_latest_checkpoint_when_it_is_sound() {
+        let (_dir, store, vs) = three_checkpoints();
+        let ckpt = store.load_resumable(&vs).unwrap();
+        assert_eq!((ckpt.state.step, ckpt.skipped.len()), (3, 0));
+        assert_eq!(vs.variables()["a.weight"].double_value(&[0, 0]), 3.0);
+    }
+
+    #[test]
+    fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_naming_it() {
+        type Damage = fn(&Path);
+        let damages: [(&str, Damage); 4] = [
+            ("model.safetensors cut in half", |d| {
+                let p = d.join(MODEL_FILE);
+                let bytes = fs::read(&p).unwrap();
+                fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+            }),
+            ("model.safetensors missing", |d| fs::remove_file(d.join(MODEL_FILE)).unwrap()),
+            ("state.json cut", |d| {
+                let p = d.join(STATE_FILE);
+                let text = fs::read_to_string(&p).unwrap();
+                fs::write(&p, &text[..text.len() / 3]).unwrap();
+            }),
+            ("optimizer.safetensors garbage", |d| {
+                fs::write(d.join(OPTIMIZER_FILE), b"\xff\xff\xff\xff\xff\xff\xff\x7fjunk").unwrap()
+            }),
+        ];
+        for (what, damage) in damages {
+            let (_dir, store, vs) = three_checkpoints();
+            damage(&step_dir(&store, 3));
+            let ckpt = store.load_resumable(&vs).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(ckpt.state.step, 2, "{what}");
+            assert_eq!(vs.variables()["a.weight"].double_value(&[0, 0]), 2.0, "{what}");
+            assert_eq!(ckpt.skipped.len(), 1, "{what}");
+            assert_eq!(ckpt.skipped[0].path, step_dir(&store, 3), "{what}");
+            assert!(ckpt.skipped[0].reason.contains("step-00000003"), "{what}: {:?}", ckpt.skipped);
+        }
+    }
+
+    #[test]
+    fn a_garbage_latest_json_falls_back_to_the_newest_folder() {
+        let (dir, store, vs) = three_checkpoints();
+        fs::write(dir.path().join("latest.json"), b"{\"checkpoint\": ").unwrap();
+        let ckpt = store.load_resumable(&vs).unwrap();
+        assert_eq!(ckpt.state.step, 3);
+        assert_eq!(ckpt.skipped[0].path, dir.path().join("latest.json"));
+        // The next save rewrites the pointer and prunes again.
+        store.save(&weights(4.0), &[], &state(4), None, 2).unwrap();
+        assert!(store.latest_dir().unwrap().unwrap().ends_with("step-00000004"));
+    }
+
+    #[test]
+    fn a_pointer_out_of_the_run_folder_is_refused() {
+        let (dir, store, vs) = three_checkpoints();
+        for bad in
+            ["../other/checkpoints/step-00000003", "/etc", "checkpoints/../../x", "checkpoints"]
+        {
+            let json = format!("{{\"checkpoint\": {bad:?}, \"step\": 3}}");
+            fs::write(dir.path().join("latest.json"), json).unwrap();
+            let err = store.latest_dir().unwrap_err();
+            assert!(
+                err.to_string().contains("is not a folder `checkpoints/<name>`"),
+                "{bad}: {err}"
+            );
+            // The resume passes over it and reads the newest folder.
+            assert_eq!(store.load_resumable(&vs).unwrap().state.step, 3, "{bad}");
+        }
+    }
+
+    #[test]
+    fn when_no_checkpoint_is_readable_the_error_lists_each_one() {
+        let (_dir, store, vs) = three_checkpoints();
+        for step in 1..=3 {
+            fs::write(step_dir(&store, step).join(MODEL_FILE), b"").unwrap();
+        }
+        let err = store.load_resumable(&vs).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, Error::NoReadableCheckpoint { tried, .. } if tried.len() == 3),
+            "{msg}"
+        );
+        for step in 1..=3 {
+            assert!(msg.contains(&format!("step-{step:08}")), "{msg}");
+        }
+        assert_eq!(vs.variables()["a.weight"].double_value(&[0, 0]), 0.0, "nothing copied");
+    }
+
+    #[test]
+    fn weights_of_another_architecture_do_not_fall_back() {
+        let (_dir, store, _) = three_checkpoints();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = vs.root().sub("b").zeros("weight", &[2, 3]);
+        let err = store.load_resumable(&vs).unwrap_err();
+        assert!(matches!(err, Error::CheckpointMismatch { .. }), "{err}");
     }
 }

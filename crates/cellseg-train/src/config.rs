@@ -29,9 +29,13 @@ pub struct TrainConfig {
     /// Autocast (float16) with dynamic loss scaling on CUDA; ignored with a warning on the CPU.
     /// The seed never used mixed precision (SEED.md §3.3).
     pub mixed_precision: bool,
-    /// How many steps with a non-finite loss or gradient are skipped and tolerated; the next one
-    /// stops the run with an error naming the step and its images (ours).
+    /// How many steps with a non-finite loss or gradient are skipped and tolerated in the whole
+    /// run; the next one stops it with an error naming the step and its images (ours).
     pub max_nonfinite_steps: u32,
+    /// How many such steps in a row are tolerated; the next one stops the run with an error
+    /// naming each of them and their images (ours: a streak means the model has diverged, not
+    /// that one batch is bad).
+    pub max_nonfinite_in_a_row: u32,
     /// Optimizer and its parameter groups.
     pub optimizer: OptimizerConfig,
     /// Learning-rate schedule.
@@ -55,6 +59,7 @@ impl Default for TrainConfig {
             grad_accumulation: 1,
             mixed_precision: false,
             max_nonfinite_steps: 10,
+            max_nonfinite_in_a_row: 3,
             optimizer: OptimizerConfig::default(),
             schedule: ScheduleConfig::default(),
             loss: LossConfig::default(),

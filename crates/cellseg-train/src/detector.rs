@@ -364,6 +364,10 @@ impl TrainData for SampleData {
         }
         Ok(Batch::collate(out, SIZE_DIVISOR))
     }
+
+    fn padded_size(&self, batch: &Batch) -> Option<(usize, usize)> {
+        Some((batch.shape[2], batch.shape[3]))
+    }
 }
 
 /// Held-out images scored with the competition metric after post-processing.

@@ -107,6 +107,14 @@ pub enum Error {
         /// The run folder.
         path: PathBuf,
     },
+    /// `resume` found checkpoints, but none of them could be read.
+    #[error("nothing to resume: no checkpoint of {path} is readable: {}", list(tried))]
+    NoReadableCheckpoint {
+        /// The run folder.
+        path: PathBuf,
+        /// Each checkpoint folder tried, newest first, with why it was rejected.
+        tried: Vec<String>,
+    },
     /// A fresh run was started in a folder that already holds a run.
     #[error(
         "{path} already holds a training run (`latest.json`); resume it or choose another run_dir"
@@ -182,18 +190,45 @@ pub enum Error {
     },
     /// Too many steps had a non-finite loss or gradient.
     #[error(
-        "stopping: {count} steps had a non-finite loss or gradient (limit {limit}); the last at \
-         step {step}, images {image_ids:?}"
+        "stopping at step {step}: {count} steps had a non-finite loss or gradient, more than \
+         `{key}` = {limit}; in a row: {}",
+        list(&streak.iter().map(ToString::to_string).collect::<Vec<_>>())
     )]
     TooManyNonFinite {
-        /// How many steps were skipped.
+        /// How many steps were skipped (in the run or in a row, as `key` says).
         count: u32,
-        /// The configured limit (`max_nonfinite_steps`).
+        /// The configured limit.
         limit: u32,
+        /// Which limit: `max_nonfinite_steps` or `max_nonfinite_in_a_row`.
+        key: &'static str,
         /// The last offending step.
         step: u64,
-        /// Its batch's image ids.
+        /// The skipped steps in a row up to `step`, with their image ids.
+        streak: Vec<crate::observer::SkippedBatch>,
+    },
+    /// A step ran out of memory (on the GPU, usually): the error says what to lower.
+    #[error(
+        "out of memory at step {step} on {device} with batch_size {batch_size}{} (images \
+         {image_ids:?}): {message}. Lower `batch_size` (and raise `grad_accumulation` to keep the \
+         effective batch) or the crop size (`crop.height` / `crop.width` of the augmentations){}",
+        padded_size.map(|(h, w)| format!(" of {h}×{w} images")).unwrap_or_default(),
+        if *mixed_precision { "" } else { ", or turn on `mixed_precision` (CUDA)" }
+    )]
+    OutOfMemory {
+        /// The 1-based step.
+        step: u64,
+        /// The model's device.
+        device: String,
+        /// Images per forward pass (`batch_size`).
+        batch_size: usize,
+        /// The padded `(height, width)` of the batch's images, when the data source knows it.
+        padded_size: Option<(usize, usize)>,
+        /// Whether float16 autocast was on.
+        mixed_precision: bool,
+        /// The batch's image ids.
         image_ids: Vec<String>,
+        /// libtorch's message.
+        message: String,
     },
     /// The data source has fewer samples than one (accumulated) batch.
     #[error("the training data has {samples} samples, fewer than one step of {needed}")]

@@ -77,7 +77,9 @@ pub use config::{
 };
 pub use error::{Error, HookError, Result, ShapeMismatch};
 pub use losses::{DecayWeights, LossWeighting, Losses};
-pub use observer::{EvalRecord, EvalReport, NonFiniteStep, RunPlan, StepStats, TrainObserver};
+pub use observer::{
+    EvalRecord, EvalReport, NonFiniteStep, RunPlan, SkippedBatch, StepStats, TrainObserver,
+};
 pub use optim::{Optimizer, clip_grad_norm};
 pub use pretrained::{
     PretrainedConfig, PretrainedReport, RunCheckpoint, load_pretrained, resolve_checkpoint_file,

@@ -70,6 +70,25 @@ pub struct NonFiniteStep {
     pub image_ids: Vec<String>,
     /// Skipped steps so far in the run.
     pub count: u32,
+    /// Skipped steps in a row, this one included.
+    #[serde(default)]
+    pub in_a_row: u32,
+}
+
+/// A skipped step and its images, as kept for the error that stops a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkippedBatch {
+    /// The step (1-based).
+    pub step: u64,
+    /// The image ids of its batch(es).
+    pub image_ids: Vec<String>,
+}
+
+impl std::fmt::Display for SkippedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "step {} images {:?}", self.step, self.image_ids)
+    }
 }
 
 /// The shape of a run, given to [`TrainObserver::on_start`].

@@ -7,14 +7,15 @@ use std::time::Instant;
 use tch::{Tensor, nn};
 
 use crate::checkpoint::{
-    BestRecord, CheckpointStore, LossScale, MODEL_FILE, STATE_FORMAT, TrainState, load_weights,
-    named_variables,
+    BestRecord, CheckpointStore, LossScale, STATE_FORMAT, TrainState, named_variables,
 };
 use crate::config::TrainConfig;
 use crate::error::HookError;
 use crate::losses::{LossWeighting, Losses};
 use crate::metrics_log::{MetricsLog, Record};
-use crate::observer::{EvalRecord, EvalReport, NonFiniteStep, RunPlan, StepStats, TrainObserver};
+use crate::observer::{
+    EvalRecord, EvalReport, NonFiniteStep, RunPlan, SkippedBatch, StepStats, TrainObserver,
+};
 use crate::optim::{Optimizer, clip_grad_norm};
 use crate::sampler::{ALGORITHM, STREAM_DATA, STREAM_TORCH, epoch_order, mix};
 use crate::schedule::LrSchedule;
@@ -77,6 +78,25 @@ pub trait TrainData {
         indices: &[usize],
         seed: u64,
     ) -> std::result::Result<Self::Batch, HookError>;
+
+    /// The `(height, width)` that `batch`'s images are padded to, for the error that a step ran
+    /// out of memory (unknown by default).
+    fn padded_size(&self, _batch: &Self::Batch) -> Option<(usize, usize)> {
+        None
+    }
+}
+
+/// The libtorch message of an error whose chain says that memory ran out.
+fn out_of_memory_message(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if cellseg_heads::libtorch::is_out_of_memory(&text) {
+            return Some(text.lines().next().unwrap_or_default().to_string());
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// Validation during training (the competition metric, overall and per cell type).
@@ -112,6 +132,8 @@ pub struct TrainReport {
     pub last_loss: Option<f64>,
     /// The best validation result.
     pub best: Option<BestRecord>,
+    /// The checkpoint a resumed run started from (after passing over unreadable newer ones).
+    pub resumed_from: Option<PathBuf>,
     /// The last checkpoint folder.
     pub last_checkpoint: Option<PathBuf>,
     /// The best checkpoint folder.
@@ -134,6 +156,8 @@ struct Position {
     epoch: u32,
     batch_in_epoch: u64,
     nonfinite: u32,
+    /// The skipped steps since the last completed one.
+    streak: Vec<SkippedBatch>,
     best: Option<BestRecord>,
     loss_scale: Option<LossScale>,
 }
@@ -217,9 +241,11 @@ impl Trainer {
             epoch: 0,
             batch_in_epoch: 0,
             nonfinite: 0,
+            streak: Vec::new(),
             best: None,
             loss_scale: amp.then(LossScale::default),
         };
+        let mut resumed_from = None;
         let mut log = match start {
             Start::Fresh => {
                 if store.has_latest() {
@@ -240,10 +266,9 @@ impl Trainer {
                 MetricsLog::create(&metrics_path)?
             }
             Start::Resume => {
-                let ckpt = store.load_latest()?;
+                let ckpt = store.load_resumable(model.var_store())?;
                 let state_path = ckpt.dir.join(crate::checkpoint::STATE_FILE);
                 check_resumable(cfg, &ckpt.state, &state_path)?;
-                load_weights(model.var_store(), &ckpt.dir.join(MODEL_FILE))?;
                 optimizer.load_state(
                     ckpt.optimizer,
                     &ckpt.state.optimizer_steps,
@@ -255,10 +280,12 @@ impl Trainer {
                     epoch: s.epoch,
                     batch_in_epoch: s.batch_in_epoch,
                     nonfinite: s.nonfinite_steps,
+                    streak: s.nonfinite_streak,
                     best: s.best,
                     loss_scale: if amp { Some(s.loss_scale.unwrap_or_default()) } else { None },
                 };
-                tracing::info!(dir = %ckpt.dir.display(), step = pos.step, epoch = pos.epoch + 1, "resuming");
+                tracing::info!(dir = %ckpt.dir.display(), step = pos.step, epoch = pos.epoch + 1, passed_over = ckpt.skipped.len(), "resuming");
+                resumed_from = Some(ckpt.dir);
                 MetricsLog::resume(&metrics_path, pos.step)?
             }
         };
@@ -292,8 +319,12 @@ impl Trainer {
             nonfinite_steps: pos.nonfinite,
             last_loss: None,
             best: pos.best.clone(),
-            last_checkpoint: store.latest_dir()?,
-            best_checkpoint: store.best_dir()?,
+            last_checkpoint: resumed_from.clone(),
+            resumed_from,
+            best_checkpoint: store.best_dir().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "unreadable best.json; the next best score rewrites it");
+                None
+            }),
             metrics_log: metrics_path.clone(),
             curves: curves_path.clone(),
         };
@@ -319,6 +350,7 @@ impl Trainer {
                     ctx.run_step(model, data, &param_tensors, &mut optimizer, &mut pos)?;
                 match outcome {
                     StepOutcome::Done(stats) => {
+                        pos.streak.clear();
                         report.last_loss = Some(stats.loss);
                         observer.on_step(&stats);
                         log.append(Record::Step(stats))?;
@@ -327,19 +359,30 @@ impl Trainer {
                         tracing::warn!(
                             step = skipped.step, what = %skipped.what, value = skipped.value,
                             image_ids = ?skipped.image_ids, count = skipped.count,
-                            "non-finite step skipped"
+                            in_a_row = skipped.in_a_row, "non-finite step skipped"
                         );
                         observer.on_nonfinite(&skipped);
-                        let stop = skipped.count > cfg.max_nonfinite_steps;
-                        let err = Error::TooManyNonFinite {
-                            count: skipped.count,
-                            limit: cfg.max_nonfinite_steps,
-                            step: skipped.step,
-                            image_ids: skipped.image_ids.clone(),
+                        let limit = if skipped.in_a_row > cfg.max_nonfinite_in_a_row {
+                            Some((
+                                "max_nonfinite_in_a_row",
+                                skipped.in_a_row,
+                                cfg.max_nonfinite_in_a_row,
+                            ))
+                        } else if skipped.count > cfg.max_nonfinite_steps {
+                            Some(("max_nonfinite_steps", skipped.count, cfg.max_nonfinite_steps))
+                        } else {
+                            None
                         };
+                        let step = skipped.step;
                         log.append(Record::NonFinite(skipped))?;
-                        if stop {
-                            return Err(err);
+                        if let Some((key, count, limit)) = limit {
+                            return Err(Error::TooManyNonFinite {
+                                count,
+                                limit,
+                                key,
+                                step,
+                                streak: pos.streak.clone(),
+                            });
                         }
                     }
                 }
@@ -426,6 +469,7 @@ impl Trainer {
             optimizer_steps,
             loss_scale: pos.loss_scale.clone(),
             nonfinite_steps: pos.nonfinite,
+            nonfinite_streak: pos.streak.clone(),
             best: pos.best.clone(),
             config: self.cfg.clone(),
         };
@@ -527,8 +571,26 @@ impl StepContext<'_> {
             let batch = data
                 .batch(indices, mix(cfg.seed, STREAM_DATA, global))
                 .map_err(|source| Error::Data { epoch: pos.epoch + 1, batch: mb, source })?;
-            let losses = tch::autocast(self.amp, || model.losses(&batch))
-                .map_err(|source| Error::Model { step: step + 1, image_ids: ids, source })?;
+            let padded_size = data.padded_size(&batch);
+            let device = format!("{:?}", model.var_store().device());
+            let out_of_memory = |message: String, image_ids: Vec<String>| Error::OutOfMemory {
+                step: step + 1,
+                device: device.clone(),
+                batch_size: cfg.batch_size,
+                padded_size,
+                mixed_precision: self.amp,
+                image_ids,
+                message,
+            };
+            let losses = match tch::autocast(self.amp, || model.losses(&batch)) {
+                Ok(losses) => losses,
+                Err(source) => {
+                    return Err(match out_of_memory_message(source.as_ref()) {
+                        Some(message) => out_of_memory(message, ids),
+                        None => Error::Model { step: step + 1, image_ids: ids, source },
+                    });
+                }
+            };
             let total = self
                 .weighting
                 .combine(&losses)
@@ -544,7 +606,12 @@ impl StepContext<'_> {
                 break;
             }
             let scaled = total * (scale / accum as f64);
-            let g = Tensor::f_run_backward(&[&scaled], params, false, false)?;
+            let g = Tensor::f_run_backward(&[&scaled], params, false, false).map_err(|e| {
+                match out_of_memory_message(&e) {
+                    Some(message) => out_of_memory(message, ids.clone()),
+                    None => Error::Tch(e),
+                }
+            })?;
             for (acc, g) in grads.iter_mut().zip(g) {
                 if !g.defined() {
                     continue;
@@ -582,6 +649,7 @@ impl StepContext<'_> {
         pos.step += 1;
         if let Some((what, value)) = bad {
             pos.nonfinite += 1;
+            pos.streak.push(SkippedBatch { step: pos.step, image_ids: image_ids.clone() });
             return Ok(StepOutcome::Skipped(NonFiniteStep {
                 step: pos.step,
                 epoch: pos.epoch + 1,
@@ -589,6 +657,7 @@ impl StepContext<'_> {
                 what: what.into(),
                 image_ids,
                 count: pos.nonfinite,
+                in_a_row: pos.streak.len() as u32,
             }));
         }
         let dt = t0.elapsed().as_secs_f64();

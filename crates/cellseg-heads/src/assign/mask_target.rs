@@ -45,9 +45,10 @@ pub fn mask_targets(
         return Tensor::zeros([p, m, m], (Kind::Float, dev));
     }
     let b = Vec::<f32>::try_from(boxes.to_kind(Kind::Float).to_device(Device::Cpu).reshape([-1]))
-        .unwrap_or_default();
-    let gi = Vec::<i64>::try_from(gt_index.to_device(Device::Cpu).to_kind(Kind::Int64))
-        .unwrap_or_default();
+        .expect("float32 converts");
+    let gi =
+        Vec::<i64>::try_from(gt_index.to_device(Device::Cpu).to_kind(Kind::Int64).reshape([-1]))
+            .expect("int64 converts");
     let job = MaskTargetJob { boxes: &b, gt_index: &gi, masks, size };
     mask_targets_batch(&[job], m, aligned, binarize, dev).remove(0)
 }
@@ -168,7 +169,7 @@ fn plan_job(
     }
     let slots: Vec<usize> = gi.iter().map(|g| used[g]).collect();
     let off = if aligned { 0.5 } else { 0.0 };
-    let bxv = Vec::<f32>::try_from(bx.reshape([-1])).unwrap_or_default();
+    let bxv = Vec::<f32>::try_from(bx.reshape([-1])).expect("float32 CPU boxes convert");
     // Group the RoIs by their adaptive grid.
     let mut groups: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
     let mut starts = Vec::with_capacity(p as usize * 4);

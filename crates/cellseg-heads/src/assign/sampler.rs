@@ -53,7 +53,7 @@ impl RandomSampler {
     /// [`candidate_counts`] of all of them, copy them at once and call [`Self::sample_counted`].
     pub fn sample(&self, gt_inds: &Tensor) -> SampleResult {
         let c = Vec::<i64>::try_from(candidate_counts(gt_inds).to_device(Device::Cpu))
-            .unwrap_or_default();
+            .expect("candidate counts are int64");
         self.sample_counted(gt_inds, c[0], c[1])
     }
 
@@ -102,7 +102,8 @@ pub fn host_counts<'a>(gt_inds: impl Iterator<Item = &'a Tensor>) -> Vec<(i64, i
     if c.is_empty() {
         return Vec::new();
     }
-    let v = Vec::<i64>::try_from(Tensor::cat(&c, 0).to_device(Device::Cpu)).unwrap_or_default();
+    let v = Vec::<i64>::try_from(Tensor::cat(&c, 0).to_device(Device::Cpu))
+        .expect("candidate counts are int64");
     v.chunks(2).map(|p| (p[0], p[1])).collect()
 }
 

@@ -13,9 +13,12 @@ use cellseg_core::Instances;
 use tch::{Kind, Tensor, nn};
 
 use crate::config::HeadsConfig;
-use crate::detectors::two_stage::{build_neck, checked_targets, rpn_train, unpadded_sizes};
+use crate::detectors::two_stage::{
+    build_neck, check_images, checked_targets, rpn_train, unpadded_sizes,
+};
 use crate::detectors::{Arch, BoxScores, Features, Losses, TwoStageDetector};
 use crate::heads::rpn::{ProposalConfig, RpnHead};
+use crate::libtorch::guarded;
 use crate::roi_heads::cascade::CascadeRoiHead;
 use crate::roi_heads::{RcnnTestConfig, proposals_to_rois};
 use crate::{Error, Result};
@@ -171,27 +174,30 @@ impl TwoStageDetector for CascadeRcnn {
     /// # Errors
     /// [`Error::Mismatch`] when the batch and the targets differ in length.
     fn losses(&self, images: &Tensor, targets: &[Instances]) -> Result<Losses> {
-        let targets = checked_targets(images, targets)?;
-        let dev = images.device();
-        let levels = self.levels(images, true);
-        let semantic = self.roi_head.semantic(&levels);
-        let rpn = rpn_train(&self.rpn_head, &levels, &targets, &self.cfg.rpn.train_proposals);
-        let canvas = (images.size()[2], images.size()[3]);
-        let roi = self.roi_head.losses(
-            &levels,
-            semantic.as_ref(),
-            rpn.proposals,
-            &targets,
-            canvas,
-            &unpadded_sizes(&targets),
-            dev,
-        )?;
-        let mut l = Losses::new();
-        l.push("loss_rpn_cls", rpn.losses.cls);
-        l.push("loss_rpn_bbox", rpn.losses.reg);
-        for (name, value) in roi {
-            l.push(name, value);
-        }
-        Ok(l)
+        check_images(images, self.device())?;
+        let targets = checked_targets(images, targets, self.num_classes())?;
+        guarded("cascade losses", images, || {
+            let dev = images.device();
+            let levels = self.levels(images, true);
+            let semantic = self.roi_head.semantic(&levels);
+            let rpn = rpn_train(&self.rpn_head, &levels, &targets, &self.cfg.rpn.train_proposals);
+            let canvas = (images.size()[2], images.size()[3]);
+            let roi = self.roi_head.losses(
+                &levels,
+                semantic.as_ref(),
+                rpn.proposals,
+                &targets,
+                canvas,
+                &unpadded_sizes(&targets),
+                dev,
+            )?;
+            let mut l = Losses::new();
+            l.push("loss_rpn_cls", rpn.losses.cls);
+            l.push("loss_rpn_bbox", rpn.losses.reg);
+            for (name, value) in roi {
+                l.push(name, value);
+            }
+            Ok(l)
+        })
     }
 }

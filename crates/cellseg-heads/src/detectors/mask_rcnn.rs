@@ -11,11 +11,12 @@ use tch::{Tensor, nn};
 
 use crate::Result;
 use crate::config::HeadsConfig;
-use crate::detectors::two_stage::{build_neck, checked_targets, rpn_train};
+use crate::detectors::two_stage::{build_neck, check_images, checked_targets, rpn_train};
 use crate::detectors::{Arch, BoxScores, Features, Losses, TwoStageDetector};
 use crate::heads::box_head::BoxPredictions;
 use crate::heads::mask_head::select_class;
 use crate::heads::rpn::{ProposalConfig, RpnHead};
+use crate::libtorch::guarded;
 use crate::roi_heads::standard::StandardRoiHead;
 use crate::roi_heads::{RcnnTestConfig, proposals_to_rois};
 
@@ -145,19 +146,22 @@ impl TwoStageDetector for MaskRcnn {
     /// # Errors
     /// [`Error::Mismatch`] when the batch size and the number of targets differ.
     fn losses(&self, images: &Tensor, targets: &[Instances]) -> Result<Losses> {
-        let targets = checked_targets(images, targets)?;
-        let dev = images.device();
-        let feats = self.features_t(images, true);
-        let rpn = rpn_train(&self.rpn_head, &feats, &targets, &self.cfg.rpn.train_proposals);
-        let canvas = (images.size()[2], images.size()[3]);
-        let sampled = self.roi_head.sample(&rpn.proposals, &targets, canvas, dev);
-        let roi = self.roi_head.losses(&feats, &sampled);
-        let mut l = Losses::new();
-        l.push("loss_rpn_cls", rpn.losses.cls);
-        l.push("loss_rpn_bbox", rpn.losses.reg);
-        l.push("loss_cls", roi.cls);
-        l.push("loss_bbox", roi.reg);
-        l.push("loss_mask", roi.mask);
-        Ok(l)
+        check_images(images, self.device())?;
+        let targets = checked_targets(images, targets, self.num_classes())?;
+        guarded("mask_rcnn losses", images, || {
+            let dev = images.device();
+            let feats = self.features_t(images, true);
+            let rpn = rpn_train(&self.rpn_head, &feats, &targets, &self.cfg.rpn.train_proposals);
+            let canvas = (images.size()[2], images.size()[3]);
+            let sampled = self.roi_head.sample(&rpn.proposals, &targets, canvas, dev);
+            let roi = self.roi_head.losses(&feats, &sampled);
+            let mut l = Losses::new();
+            l.push("loss_rpn_cls", rpn.losses.cls);
+            l.push("loss_rpn_bbox", rpn.losses.reg);
+            l.push("loss_cls", roi.cls);
+            l.push("loss_bbox", roi.reg);
+            l.push("loss_mask", roi.mask);
+            Ok(l)
+        })
     }
 }

@@ -44,8 +44,10 @@ pub use config::{Arch, DetectorConfig, Trunk};
 use crate::Result;
 use crate::convert::to_soft_detections;
 use crate::heads::rpn::{ProposalConfig, Proposals, RpnHead, RpnOutputs};
+use crate::libtorch::guarded;
 use crate::ops::paste::paste_soft;
 use crate::roi_heads::{RawDetections, RcnnTestConfig, multiclass_nms};
+use two_stage::{check_images, check_sizes};
 
 /// The features a detector computes once per image and view: the FPN levels (high → low
 /// resolution) and, for HTC, the semantic head's feature map.
@@ -149,6 +151,11 @@ pub trait TwoStageDetector: std::fmt::Debug + Send {
     /// Foreground classes (background index = `num_classes`).
     fn num_classes(&self) -> i64;
 
+    /// The device of the model's weights; inputs must be on it.
+    fn device(&self) -> Device {
+        self.rpn_head().device()
+    }
+
     /// The RPN head (its anchors decode merged RPN outputs, as the seed's ensemble does with
     /// its first model's head).
     fn rpn_head(&self) -> &RpnHead;
@@ -225,33 +232,32 @@ pub trait TwoStageDetector: std::fmt::Debug + Send {
     /// cellseg-postproc's (`mask_threshold`, seed 0.45).
     ///
     /// # Errors
-    /// [`crate::Error::Mismatch`] when `sizes` and the batch differ.
+    /// [`crate::Error::Shape`] / [`crate::Error::Input`] for a batch that is not `[B, 3, H, W]`
+    /// floating point on the model's device, [`crate::Error::Mismatch`] when `sizes` and the
+    /// batch differ, [`crate::Error::OutOfMemory`] / [`crate::Error::Libtorch`] naming the
+    /// batch when libtorch fails.
     fn predict(&self, images: &Tensor, sizes: &[ImageSize]) -> Result<Vec<SoftDetections>> {
         let _g = tch::no_grad_guard();
-        let b = images.size()[0] as usize;
-        if b != sizes.len() {
-            return Err(crate::Error::Mismatch {
-                what: "images vs sizes",
-                left: b,
-                right: sizes.len(),
-            });
-        }
-        let feats = self.features(images);
+        check_images(images, self.device())?;
         let hw: Vec<(i64, i64)> = sizes.iter().map(|s| (s.height as i64, s.width as i64)).collect();
-        let dets = self.detect(&feats, &hw);
-        let boxes: Vec<Tensor> = dets.iter().map(|d| d.boxes.shallow_clone()).collect();
-        let labels: Vec<Tensor> = dets.iter().map(|d| d.labels.shallow_clone()).collect();
-        let probs = self.mask_probs(&feats, &boxes, &labels);
-        let mut start = 0;
-        dets.iter()
-            .zip(sizes)
-            .map(|(d, &size)| {
-                let k = d.boxes.size()[0];
-                let p = probs.narrow(0, start, k).to_kind(Kind::Float);
-                start += k;
-                let pasted = paste_soft(&p, &d.boxes, size);
-                to_soft_detections(d, pasted, size)
-            })
-            .collect()
+        check_sizes(images, &hw, "images vs sizes")?;
+        guarded("predict", images, || {
+            let feats = self.features(images);
+            let dets = self.detect(&feats, &hw);
+            let boxes: Vec<Tensor> = dets.iter().map(|d| d.boxes.shallow_clone()).collect();
+            let labels: Vec<Tensor> = dets.iter().map(|d| d.labels.shallow_clone()).collect();
+            let probs = self.mask_probs(&feats, &boxes, &labels);
+            let mut start = 0;
+            dets.iter()
+                .zip(sizes)
+                .map(|(d, &size)| {
+                    let k = d.boxes.size()[0];
+                    let p = probs.narrow(0, start, k).to_kind(Kind::Float);
+                    start += k;
+                    let pasted = paste_soft(&p, &d.boxes, size);
+                    to_soft_detections(d, pasted, size)
+                })
+                .collect()
+        })
     }
 }

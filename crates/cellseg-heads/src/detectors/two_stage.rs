@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use cellseg_backbones::{Backbone, Fpn, FpnConfig};
 use cellseg_core::Instances;
-use tch::{Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 
 use crate::config::HeadsConfig;
 use crate::convert::instances_to_tensors;
@@ -82,17 +82,88 @@ pub(crate) fn rpn_train(
     RpnTraining { losses, proposals: props.into_iter().map(|p| p.boxes.detach()).collect() }
 }
 
-/// `targets` checked against the batch, without ground truths whose box has no area.
+/// Checks a normalised, padded image batch against the model before any tensor work: `[B, 3, H,
+/// W]` with `B, H, W > 0`, a floating dtype, on the model's `device`.
 ///
 /// # Errors
-/// [`Error::Mismatch`] when the batch size and the number of targets differ.
+/// [`Error::Shape`] / [`Error::Input`] naming the shape, dtype and devices.
+pub(crate) fn check_images(images: &Tensor, device: Device) -> Result<()> {
+    let shape = images.size();
+    if !images.defined() || shape.len() != 4 || shape[1] != 3 || shape.iter().any(|&d| d <= 0) {
+        return Err(Error::Shape {
+            what: "images",
+            expected: "[B, 3, H, W] with B, H, W > 0".into(),
+            got: if images.defined() { shape } else { Vec::new() },
+        });
+    }
+    if !matches!(images.kind(), Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double) {
+        return Err(Error::Input {
+            what: "images",
+            shape,
+            got: format!("{:?}", images.kind()),
+            expected: "a floating dtype (normalised images)".into(),
+        });
+    }
+    if images.device() != device {
+        return Err(Error::Input {
+            what: "images",
+            shape,
+            got: format!("on {:?}", images.device()),
+            expected: format!("{device:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the unpadded `sizes` (`(h, w)`) of a batch: one per image, each inside the padded
+/// canvas.
+///
+/// # Errors
+/// [`Error::Mismatch`] for a count that differs, [`Error::Shape`] for a size beyond the canvas.
+pub(crate) fn check_sizes(images: &Tensor, sizes: &[(i64, i64)], what: &'static str) -> Result<()> {
+    let shape = images.size();
+    let b = shape[0] as usize;
+    if b != sizes.len() {
+        return Err(Error::Mismatch { what, left: b, right: sizes.len() });
+    }
+    if let Some(&(h, w)) =
+        sizes.iter().find(|&&(h, w)| h <= 0 || w <= 0 || h > shape[2] || w > shape[3])
+    {
+        return Err(Error::Shape {
+            what,
+            expected: format!(
+                "(h, w) with 0 < h <= {} and 0 < w <= {} (the padded batch)",
+                shape[2], shape[3]
+            ),
+            got: vec![h, w],
+        });
+    }
+    Ok(())
+}
+
+/// `targets` checked against the batch (one per image, sizes inside the canvas, labels below
+/// `num_classes`), without ground truths whose box has no area.
+///
+/// # Errors
+/// [`Error::Mismatch`] when the batch size and the number of targets differ, [`Error::Shape`]
+/// for an image size beyond the padded batch, [`Error::Config`] for a label the model lacks.
 pub(crate) fn checked_targets<'a>(
     images: &Tensor,
     targets: &'a [Instances],
+    num_classes: i64,
 ) -> Result<Cow<'a, [Instances]>> {
-    let b = images.size()[0] as usize;
-    if b != targets.len() {
-        return Err(Error::Mismatch { what: "images vs targets", left: b, right: targets.len() });
+    check_sizes(images, &unpadded_sizes(targets), "images vs targets")?;
+    if let Some((i, &label)) = targets
+        .iter()
+        .enumerate()
+        .find_map(|(i, t)| t.labels.iter().find(|&&l| l as i64 >= num_classes).map(|l| (i, l)))
+    {
+        return Err(Error::Config {
+            key: "num_classes".into(),
+            reason: format!(
+                "the target of image {i} has label {label}, but the model has {num_classes} classes"
+            ),
+        });
     }
     if targets.iter().all(|t| t.boxes.iter().all(|b| b.is_nonempty())) {
         return Ok(Cow::Borrowed(targets));

@@ -167,6 +167,11 @@ fn normal_conv(p: nn::Path, i: i64, o: i64, k: i64, pad: i64) -> nn::Conv2D {
 }
 
 impl RpnHead {
+    /// The device of the head's weights (the model's).
+    pub fn device(&self) -> tch::Device {
+        self.rpn_conv.ws.device()
+    }
+
     /// Builds the head under `p` (mmdet init: normal std 0.01, bias 0).
     pub fn new(p: &nn::Path, cfg: &RpnConfig) -> Self {
         let anchors = AnchorGenerator::new(&cfg.anchors);
@@ -219,10 +224,8 @@ impl RpnHead {
                 *cache = Some(AnchorCache { sizes, device, anchors });
             }
         }
-        cache
-            .as_ref()
-            .map(|c| c.anchors.iter().map(Tensor::shallow_clone).collect())
-            .unwrap_or_default()
+        let cached = cache.as_ref().expect("the cache was filled above");
+        cached.anchors.iter().map(Tensor::shallow_clone).collect()
     }
 
     /// Proposals of every image (mmdet `_get_bboxes_single`): per level the top `nms_pre` scores,

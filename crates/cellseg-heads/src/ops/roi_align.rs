@@ -130,7 +130,7 @@ pub fn roi_align(
     let meta = Tensor::stack(&[rois.select(1, 0), gh, gw], 1)
         .to_kind(Kind::Int64)
         .to_device(tch::Device::Cpu);
-    let meta = Vec::<i64>::try_from(meta.reshape([-1])).unwrap_or_default();
+    let meta = Vec::<i64>::try_from(meta.reshape([-1])).expect("an int64 CPU tensor converts");
     let bsz = features.size()[0];
     // Grouped by grid size only, across images: the images are stacked into one tall image
     // `[1, C, B * (H + 1), W]`, each followed by a zero row, and a RoI's rows are offset by its

@@ -200,12 +200,19 @@ fn non_finite_losses_are_skipped_reported_and_limited() {
         .fit(&mut Toy::new(1), &mut data, None, &mut (), Start::Fresh)
         .unwrap_err();
     match &err {
-        Error::TooManyNonFinite { count: 2, limit: 1, step, image_ids } => {
-            assert!(*step > 8 && image_ids.contains(&"img-5".to_string()), "{err}");
+        Error::TooManyNonFinite {
+            count: 2,
+            limit: 1,
+            key: "max_nonfinite_steps",
+            step,
+            streak,
+        } => {
+            assert_eq!(streak.last().map(|s| s.step), Some(*step), "{err}");
+            assert!(*step > 8 && streak[0].image_ids.contains(&"img-5".to_string()), "{err}");
         }
         other => panic!("unexpected error {other}"),
     }
-    assert!(err.to_string().contains("img-5"));
+    assert!(err.to_string().contains("img-5") && err.to_string().contains("max_nonfinite_steps"));
 }
 
 #[test]
@@ -314,7 +321,13 @@ fn non_finite_gradients_are_skipped_too() {
         .unwrap()
         .fit(&mut model, &mut ToyData::new(16), None, &mut obs, Start::Fresh)
         .unwrap_err();
-    assert!(matches!(err, Error::TooManyNonFinite { count: 3, step: 3, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::TooManyNonFinite { count: 3, step: 3, key: "max_nonfinite_steps", .. }
+        ),
+        "{err}"
+    );
     assert!(obs.skipped.iter().all(|s| s.what == "grad_norm" && !s.value.is_finite()));
     assert_eq!(obs.skipped[0].image_ids.len(), 4);
     for (k, t) in model.weights() {
@@ -322,9 +335,18 @@ fn non_finite_gradients_are_skipped_too() {
     }
 }
 
+/// Runs whenever CUDA is visible (the GPU machine); on a CPU-only machine it says so on stderr and
+/// returns, unless `CELLSEG_EXPECT_CUDA` is set (as on the GPU machine), where it fails.
 #[test]
-#[ignore = "needs CUDA"]
 fn mixed_precision_trains_on_cuda() {
+    if !tch::Cuda::is_available() {
+        assert!(
+            std::env::var_os("CELLSEG_EXPECT_CUDA").is_none(),
+            "CELLSEG_EXPECT_CUDA is set but CUDA is not available"
+        );
+        eprintln!("mixed_precision_trains_on_cuda: skipped, no CUDA device visible");
+        return;
+    }
     let _lock = torch_rng_lock();
     let device = tch::Device::Cuda(0);
     let dir = tempfile::tempdir().unwrap();
@@ -346,4 +368,75 @@ fn mixed_precision_trains_on_cuda() {
     let state =
         std::fs::read_to_string(report.last_checkpoint.unwrap().join("state.json")).unwrap();
     assert!(state.contains("\"growth_tracker\""), "{state}");
+}
+
+#[test]
+fn a_streak_of_non_finite_steps_stops_the_run_naming_each_and_survives_a_resume() {
+    let _lock = torch_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir.path().join("run"));
+    cfg.max_nonfinite_steps = 100;
+    cfg.max_nonfinite_in_a_row = 3;
+    cfg.checkpoint.every_steps = 2;
+    let trainer = Trainer::new(cfg).unwrap();
+    let mut model = Toy::new(1);
+    model.nan_grad = true;
+    // Two skipped steps, then a stop (and a checkpoint holding the streak).
+    let mut obs = Collect { stop_at: Some(2), ..Collect::default() };
+    let report =
+        trainer.fit(&mut model, &mut ToyData::new(16), None, &mut obs, Start::Fresh).unwrap();
+    assert_eq!((report.steps, report.nonfinite_steps, report.stopped_early), (2, 2, true));
+    assert_eq!(obs.skipped.iter().map(|s| s.in_a_row).collect::<Vec<_>>(), vec![1, 2]);
+    // Resumed, the streak goes on from 2: steps 3 and 4 make it 4 > 3.
+    let err =
+        trainer.fit(&mut model, &mut ToyData::new(16), None, &mut (), Start::Resume).unwrap_err();
+    match &err {
+        Error::TooManyNonFinite {
+            count: 4,
+            limit: 3,
+            key: "max_nonfinite_in_a_row",
+            step: 4,
+            streak,
+        } => {
+            assert_eq!(streak.iter().map(|s| s.step).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+            assert!(streak.iter().all(|s| s.image_ids.len() == 4), "{err}");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("max_nonfinite_in_a_row") && msg.contains("step 1 images [\"img-"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn out_of_memory_names_the_batch_and_what_to_lower() {
+    let _lock = torch_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Toy::new(1);
+    model.oom = true;
+    let err = Trainer::new(config(&dir.path().join("run")))
+        .unwrap()
+        .fit(&mut model, &mut ToyData::new(16), None, &mut (), Start::Fresh)
+        .unwrap_err();
+    match &err {
+        Error::OutOfMemory {
+            step: 1, batch_size: 4, image_ids, mixed_precision: false, ..
+        } => {
+            assert_eq!(image_ids.len(), 4, "{err}");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    let msg = err.to_string();
+    for needle in [
+        "batch_size 4",
+        "Lower `batch_size`",
+        "grad_accumulation",
+        "crop",
+        "mixed_precision",
+        "allocate",
+    ] {
+        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    }
 }

@@ -27,6 +27,8 @@ pub struct Toy {
     _extra: Option<nn::Linear>,
     /// Make every gradient NaN while the loss stays finite (d√u at u = 0, times 0).
     pub nan_grad: bool,
+    /// Ask libtorch for more memory than any machine has in every step.
+    pub oom: bool,
 }
 
 impl Toy {
@@ -54,7 +56,7 @@ impl Toy {
         let fc2 = nn::linear(&root / "fc2", hidden, 3, Default::default());
         let offset = root.zeros_no_train("offset", &[3]);
         let _extra = extra.then(|| nn::linear(&root / "extra", 3, 3, Default::default()));
-        Self { vs, fc1, fc2, offset, _extra, nan_grad: false }
+        Self { vs, fc1, fc2, offset, _extra, nan_grad: false, oom: false }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
@@ -80,6 +82,9 @@ impl TrainableModel for Toy {
     }
 
     fn losses(&mut self, batch: &ToyBatch) -> Result<Losses, HookError> {
+        if self.oom {
+            let _ = Tensor::f_zeros([1 << 50], (Kind::Float, Device::Cpu))?;
+        }
         let out = self.forward(&batch.x, true);
         let mut l = Losses::new();
         l.push("loss_cls", (out.select(1, 0) - batch.y.select(1, 0)).square().mean(None));

@@ -1,0 +1,86 @@
+//! Fuzzing of the ensemble's TOML ([`EnsembleConfig::load`]): the seed's `configs/ensemble.toml`
+//! mutated (a value replaced by one of any type or at the edges, lines dropped or added, the file
+//! cut, bytes flipped) and arbitrary bytes. Every input gives `Ok` or a typed error naming the
+//! file — no panic; the number of cases is a constant, printed when the test passes.
+
+use cellseg_ensemble::EnsembleConfig;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+const CASES_ENSEMBLE_TOML: u32 = 4_000;
+
+fn scalar() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => (-2.0f64..2.0).prop_map(|v| format!("{v}")),
+        2 => (0u64..100_000).prop_map(|v| v.to_string()),
+        3 => prop::sample::select(vec![
+            "0", "-1", "1e39", "nan", "inf", "18446744073709551615", "-9223372036854775808",
+            "true", "\"\"", "\"identity\"", "\"diagonal\"", "\"astro\"", "[]", "[1, 2]",
+            "[0.5, 0.5, 0.5]", "[[0, 1], [2]]", "{}", "[\"identity\", \"identity\"]",
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+fn mutated(valid: &str, edits: &[(u8, usize, String)]) -> Vec<u8> {
+    let mut lines: Vec<String> = valid.lines().map(String::from).collect();
+    let mut cut = None;
+    for (kind, i, v) in edits {
+        let n = lines.len().max(1);
+        match kind % 4 {
+            0 | 1 => {
+                if let Some(line) = lines.get_mut(i % n) {
+                    if let Some(p) = line.find('=') {
+                        *line = format!("{} {v}", &line[..=p]);
+                    }
+                }
+            }
+            2 => {
+                if !lines.is_empty() {
+                    lines.remove(i % n);
+                }
+            }
+            _ => cut = Some(*i),
+        }
+    }
+    let mut bytes = lines.join("\n").into_bytes();
+    if let Some(i) = cut {
+        let n = bytes.len().max(1);
+        bytes.truncate(i % n);
+    }
+    bytes
+}
+
+#[test]
+fn fuzz_ensemble_toml() {
+    let valid = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/ensemble.toml"
+    ))
+    .expect("configs/ensemble.toml");
+    let edits = prop::collection::vec((any::<u8>(), any::<usize>(), scalar()), 1..5);
+    let input = prop_oneof![
+        4 => edits.prop_map(move |e| mutated(&valid, &e)),
+        1 => prop::collection::vec(any::<u8>(), 0..200),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ensemble.toml");
+    let (ok, n) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
+    TestRunner::new(Config {
+        cases: CASES_ENSEMBLE_TOML,
+        failure_persistence: None,
+        ..Config::default()
+    })
+    .run(&input, |bytes| {
+        n.set(n.get() + 1);
+        std::fs::write(&path, &bytes).unwrap();
+        match EnsembleConfig::load(&path) {
+            Ok(_) => ok.set(ok.get() + 1),
+            Err(e) => prop_assert!(e.to_string().contains("ensemble.toml"), "{e}"),
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n.get(), CASES_ENSEMBLE_TOML);
+    eprintln!("ensemble.toml: {CASES_ENSEMBLE_TOML} cases, {} accepted", ok.get());
+}
