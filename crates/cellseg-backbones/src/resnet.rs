@@ -186,7 +186,7 @@ impl ResNet {
             out_shapes.push(ShapeSpec { channels: c_in, stride });
         }
         let mut it = layers.into_iter();
-        let mut next = || it.next().unwrap_or_default();
+        let mut next = || it.next().expect("four stages are built above");
         Self {
             conv1,
             bn1,

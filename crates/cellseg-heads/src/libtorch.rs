@@ -84,8 +84,7 @@ fn install_quiet_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let guarded = GUARDED.with(Cell::get) > 0;
-            let from_libtorch = info.payload_as_str().is_some_and(|m| m.contains(TCH_PANIC));
-            if guarded && from_libtorch {
+            if guarded && libtorch_message(info.payload()).is_some() {
                 return; // it becomes an `Error` in `guarded`
             }
             previous(info);

@@ -133,7 +133,7 @@ impl CocoRle {
             }
         }
         // Every byte is in 48..=111, so this is ASCII.
-        String::from_utf8(s).unwrap_or_default()
+        String::from_utf8(s).expect("RLE characters are ASCII")
     }
 
     /// The image size.

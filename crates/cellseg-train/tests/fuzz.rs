@@ -176,7 +176,7 @@ fn fuzz_safetensors_headers() {
                     break;
                 }
                 let p = colons[i % colons.len()] + 1;
-                let end = h[p..].find(|c| c == ',' || c == '}').map_or(h.len(), |e| {
+                let end = h[p..].find([',', '}']).map_or(h.len(), |e| {
                     // A value that is an array ends at its `]`.
                     if h[p..].starts_with('[') {
                         h[p..].find(']').map_or(p + e, |q| p + q + 1)
