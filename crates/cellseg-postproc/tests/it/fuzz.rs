@@ -86,3 +86,193 @@ fn fuzz_postproc_toml() {
     assert_eq!(n.get(), CASES_POSTPROC_TOML);
     eprintln!("postproc toml: {} of {} valid", valid.get(), n.get());
 }
+
+const CASES_OOF: u32 = 5_000;
+
+/// FNV-1a 64 (the OOF checksum).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// One detection's fields, any value (NaN scores, rectangles out of the image, huge sides).
+fn detection() -> impl Strategy<Value = Vec<u8>> {
+    let side = prop_oneof![4 => 0u32..6, 1 => Just(u32::MAX), 1 => Just(1 << 20)];
+    (
+        prop::collection::vec(
+            prop_oneof![4 => -2.0f32..40.0, 1 => Just(f32::NAN), 1 => Just(f32::INFINITY)],
+            5,
+        ),
+        0u32..12,
+        0u32..12,
+        0u32..12,
+        side.clone(),
+        side,
+        0usize..40,
+    )
+        .prop_map(|(f, label, top, left, h, w, mask_len)| {
+            let mut out = Vec::new();
+            for v in f {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in [label, top, left, h, w] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            // Usually exactly h·w mask bytes, sometimes fewer or more.
+            let exact = (h as usize).saturating_mul(w as usize);
+            let n = if exact <= 64 && mask_len % 4 != 0 { exact } else { mask_len };
+            out.extend((0..n).map(|i| (i * 37) as u8));
+            out
+        })
+}
+
+/// An image record: id (any length, maybe not UTF-8), size (0 and huge included), a count that
+/// may disagree with the detections, and a checksum that is right 3 times in 4.
+fn image_record() -> impl Strategy<Value = Vec<u8>> {
+    let id = prop_oneof![
+        4 => "[a-z0-9]{1,8}".prop_map(String::into_bytes),
+        1 => Just(Vec::new()),
+        1 => Just(vec![0xff, 0xfe]),
+        1 => Just(vec![b'x'; 4097]),
+    ];
+    let side = prop_oneof![4 => 1u32..24, 1 => Just(0u32), 1 => Just(u32::MAX)];
+    (
+        id,
+        side.clone(),
+        side,
+        prop::collection::vec(detection(), 0..4),
+        prop_oneof![3 => Just(None), 1 => any::<u32>().prop_map(Some)],
+        0u8..4,
+    )
+        .prop_map(|(id, h, w, dets, count, check)| {
+            let mut r = vec![b'I'];
+            r.extend_from_slice(&(id.len() as u32).to_le_bytes());
+            r.extend_from_slice(&id);
+            r.extend_from_slice(&h.to_le_bytes());
+            r.extend_from_slice(&w.to_le_bytes());
+            r.extend_from_slice(&count.unwrap_or(dets.len() as u32).to_le_bytes());
+            for d in &dets {
+                r.extend_from_slice(d);
+            }
+            let sum = if check == 0 { 1 } else { fnv1a(&r) };
+            r.extend_from_slice(&sum.to_le_bytes());
+            r
+        })
+}
+
+fn oof_file() -> impl Strategy<Value = Vec<u8>> {
+    let structured = (
+        prop_oneof![6 => Just(1u32), 1 => any::<u32>()],
+        prop_oneof![6 => Just(0u32), 1 => any::<u32>()],
+        prop::collection::vec(image_record(), 0..4),
+        prop_oneof![4 => Just(None), 1 => any::<u64>().prop_map(Some)],
+        prop_oneof![6 => Just(Vec::new()), 1 => prop::collection::vec(any::<u8>(), 1..4)],
+        prop_oneof![5 => Just(None), 1 => any::<usize>().prop_map(Some)],
+    )
+        .prop_map(|(version, flags, records, images, trailing, cut)| {
+            let mut b = b"CSEG-OOF".to_vec();
+            b.extend_from_slice(&version.to_le_bytes());
+            b.extend_from_slice(&flags.to_le_bytes());
+            for r in &records {
+                b.extend_from_slice(r);
+            }
+            let mut end = vec![b'E'];
+            end.extend_from_slice(&images.unwrap_or(records.len() as u64).to_le_bytes());
+            let sum = fnv1a(&end);
+            end.extend_from_slice(&sum.to_le_bytes());
+            b.extend_from_slice(&end);
+            b.extend_from_slice(&trailing);
+            if let Some(c) = cut {
+                b.truncate(c % (b.len() + 1));
+            }
+            b
+        });
+    prop_oneof![6 => structured, 1 => prop::collection::vec(any::<u8>(), 0..64)]
+}
+
+#[test]
+fn fuzz_oof_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oof.bin");
+    let (n, valid) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
+    TestRunner::new(Config { cases: CASES_OOF, failure_persistence: None, ..Config::default() })
+        .run(&oof_file(), |bytes| {
+            n.set(n.get() + 1);
+            std::fs::write(&path, &bytes).unwrap();
+            match cellseg_postproc::oof::read_oof(&path) {
+                Ok(images) => {
+                    valid.set(valid.get() + 1);
+                    for (_, d) in &images {
+                        prop_assert!(d.scores.iter().all(|s| !s.is_nan()));
+                    }
+                }
+                Err(e) => prop_assert!(e.to_string().contains("oof.bin"), "{}", e),
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n.get(), CASES_OOF);
+    eprintln!("oof file: {} of {} read", valid.get(), n.get());
+}
+
+const CASES_TWEAK_TOML: u32 = 4_000;
+
+/// The threshold grid (`TweakGrid::load`): `configs/tweak.toml` with values replaced (any type,
+/// edges, long lists), lines dropped, the file cut; arbitrary bytes.
+#[test]
+fn fuzz_tweak_grid_toml() {
+    let valid =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/tweak.toml"))
+            .expect("configs/tweak.toml");
+    let lines: Vec<String> = valid.lines().map(String::from).collect();
+    let edits = prop::collection::vec((any::<usize>(), 0u8..3, value()), 1..5);
+    let mutated = edits.prop_map(move |edits| {
+        let mut lines = lines.clone();
+        let mut cut = None;
+        for (i, kind, v) in edits {
+            let n = lines.len().max(1);
+            match kind {
+                0 => {
+                    if let Some(line) = lines.get_mut(i % n) {
+                        if let Some(p) = line.find('=') {
+                            *line = format!("{} {v}", &line[..=p]);
+                        }
+                    }
+                }
+                1 => {
+                    if !lines.is_empty() {
+                        lines.remove(i % n);
+                    }
+                }
+                _ => cut = Some(i),
+            }
+        }
+        let mut bytes = lines.join("\n").into_bytes();
+        if let Some(c) = cut {
+            bytes.truncate(c % (bytes.len() + 1));
+        }
+        bytes
+    });
+    let input = prop_oneof![5 => mutated, 1 => prop::collection::vec(any::<u8>(), 0..120)];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tweak.toml");
+    let (n, valid_count) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
+    TestRunner::new(Config {
+        cases: CASES_TWEAK_TOML,
+        failure_persistence: None,
+        ..Config::default()
+    })
+    .run(&input, |bytes| {
+        n.set(n.get() + 1);
+        std::fs::write(&path, &bytes).unwrap();
+        match cellseg_postproc::tweak::TweakGrid::load(&path) {
+            Ok(_) => valid_count.set(valid_count.get() + 1),
+            Err(e) => prop_assert!(e.to_string().contains("tweak.toml"), "{}", e),
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n.get(), CASES_TWEAK_TOML);
+    eprintln!("tweak toml: {} of {} valid", valid_count.get(), n.get());
+}
