@@ -1,5 +1,6 @@
 //! Test support shared by every crate's parity tests (feature `testing`): where the repository, the
-//! real data and the project's Python are, and running a committed `tools/` script.
+//! real data and the project's Python are, running a committed `tools/` script, and the edits
+//! with which the fuzz tests mutate valid files ([`edited`]).
 //!
 //! Parity tests compare our numbers with independent references (pycocotools, torchvision, opencv,
 //! …) computed at test time by the Python of `.venv`, which `make test` creates.
@@ -94,9 +95,74 @@ pub fn run_tool<S: AsRef<OsStr>>(script: &str, args: &[S]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// One edit of a text file, for fuzzing parsers with mutations of a valid file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextEdit {
+    /// Replace the value of line `n % lines` (everything after its first `=` or `:`).
+    Value(usize, String),
+    /// Drop line `n % lines`.
+    Drop(usize),
+    /// Insert a line before line `n % lines`.
+    Insert(usize, String),
+    /// Cut the file at byte `n % (len + 1)` (after the line edits).
+    Cut(usize),
+    /// Set byte `n % len` to the value (after the line edits).
+    Byte(usize, u8),
+}
+
+/// `valid` with `edits` applied: first the line edits in order, then the byte edits.
+pub fn edited(valid: &str, edits: &[TextEdit]) -> Vec<u8> {
+    let mut lines: Vec<String> = valid.lines().map(String::from).collect();
+    for e in edits {
+        let n = lines.len().max(1);
+        match e {
+            TextEdit::Value(i, v) => {
+                if let Some(line) = lines.get_mut(i % n) {
+                    if let Some(p) = line.find(['=', ':']) {
+                        *line = format!("{} {v}", &line[..=p]);
+                    }
+                }
+            }
+            TextEdit::Drop(i) if !lines.is_empty() => {
+                lines.remove(i % n);
+            }
+            TextEdit::Insert(i, l) => lines.insert(i % n, l.clone()),
+            _ => {}
+        }
+    }
+    let mut bytes = lines.join("\n").into_bytes();
+    for e in edits {
+        match *e {
+            TextEdit::Cut(i) => bytes.truncate(i % (bytes.len() + 1)),
+            TextEdit::Byte(i, b) if !bytes.is_empty() => {
+                let n = bytes.len();
+                bytes[i % n] = b;
+            }
+            _ => {}
+        }
+    }
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edits_apply_lines_first_then_bytes() {
+        let valid = "a = 1\nb = 2\nc = 3";
+        let out = edited(
+            valid,
+            &[
+                TextEdit::Value(1, "[]".into()),
+                TextEdit::Drop(2),
+                TextEdit::Insert(0, "z = 0".into()),
+                TextEdit::Cut(18), // 18 % (18 + 1): the whole text
+            ],
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), "z = 0\na = 1\nb = []");
+        assert_eq!(edited(valid, &[TextEdit::Cut(3), TextEdit::Byte(0, b'x')]), b"x =");
+    }
 
     #[test]
     fn a_present_folder_is_returned_either_way() {

@@ -3,6 +3,7 @@
 //! cut, bytes flipped) and arbitrary bytes. Every input gives `Ok` or a typed error naming the
 //! file — no panic; the number of cases is a constant, printed when the test passes.
 
+use cellseg_core::testing::{TextEdit, edited};
 use cellseg_ensemble::EnsembleConfig;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -22,35 +23,6 @@ fn scalar() -> impl Strategy<Value = String> {
     ]
 }
 
-fn mutated(valid: &str, edits: &[(u8, usize, String)]) -> Vec<u8> {
-    let mut lines: Vec<String> = valid.lines().map(String::from).collect();
-    let mut cut = None;
-    for (kind, i, v) in edits {
-        let n = lines.len().max(1);
-        match kind % 4 {
-            0 | 1 => {
-                if let Some(line) = lines.get_mut(i % n) {
-                    if let Some(p) = line.find('=') {
-                        *line = format!("{} {v}", &line[..=p]);
-                    }
-                }
-            }
-            2 => {
-                if !lines.is_empty() {
-                    lines.remove(i % n);
-                }
-            }
-            _ => cut = Some(*i),
-        }
-    }
-    let mut bytes = lines.join("\n").into_bytes();
-    if let Some(i) = cut {
-        let n = bytes.len().max(1);
-        bytes.truncate(i % n);
-    }
-    bytes
-}
-
 #[test]
 fn fuzz_ensemble_toml() {
     let valid = std::fs::read_to_string(concat!(
@@ -58,9 +30,13 @@ fn fuzz_ensemble_toml() {
         "/../../configs/ensemble.toml"
     ))
     .expect("configs/ensemble.toml");
-    let edits = prop::collection::vec((any::<u8>(), any::<usize>(), scalar()), 1..5);
+    let edit = prop_oneof![
+        3 => (any::<usize>(), scalar()).prop_map(|(n, v)| TextEdit::Value(n, v)),
+        1 => any::<usize>().prop_map(TextEdit::Drop),
+        1 => any::<usize>().prop_map(TextEdit::Cut),
+    ];
     let input = prop_oneof![
-        4 => edits.prop_map(move |e| mutated(&valid, &e)),
+        4 => prop::collection::vec(edit, 1..5).prop_map(move |e| edited(&valid, &e)),
         1 => prop::collection::vec(any::<u8>(), 0..200),
     ];
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@
 use std::cell::Cell;
 
 use cellseg_core::config::parse_toml;
+use cellseg_core::testing::{TextEdit, edited};
 use cellseg_train::checkpoint::{CheckpointStore, STATE_FILE, load_weights, read_tensors};
 use cellseg_train::detector::{Detector, DetectorConfig, ModelCard};
 use cellseg_train::{TrainConfig, TrainableModel};
@@ -42,70 +43,21 @@ fn scalar() -> impl Strategy<Value = String> {
     ]
 }
 
-/// One edit of a text file.
-#[derive(Debug, Clone)]
-enum Edit {
-    /// Replace the value of line `n` (after its first `=` or `:`).
-    Value(usize, String),
-    /// Drop line `n`.
-    Drop(usize),
-    /// Insert `key = value` before line `n`.
-    Insert(usize, String),
-    /// Cut the file at byte `n`.
-    Cut(usize),
-    /// Set byte `n` to `b`.
-    Byte(usize, u8),
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
+fn edit() -> impl Strategy<Value = TextEdit> {
+    let line = "[a-z_.]{1,12} = ".prop_flat_map(|k| scalar().prop_map(move |v| format!("{k}{v}")));
     prop_oneof![
-        5 => (any::<usize>(), scalar()).prop_map(|(n, v)| Edit::Value(n, v)),
-        2 => any::<usize>().prop_map(Edit::Drop),
-        1 => (any::<usize>(), "[a-z_.]{1,12} = ".prop_flat_map(|k| scalar().prop_map(move |v| format!("{k}{v}"))))
-            .prop_map(|(n, l)| Edit::Insert(n, l)),
-        1 => any::<usize>().prop_map(Edit::Cut),
-        1 => (any::<usize>(), any::<u8>()).prop_map(|(n, b)| Edit::Byte(n, b)),
+        5 => (any::<usize>(), scalar()).prop_map(|(n, v)| TextEdit::Value(n, v)),
+        2 => any::<usize>().prop_map(TextEdit::Drop),
+        1 => (any::<usize>(), line).prop_map(|(n, l)| TextEdit::Insert(n, l)),
+        1 => any::<usize>().prop_map(TextEdit::Cut),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(n, b)| TextEdit::Byte(n, b)),
     ]
-}
-
-fn apply(valid: &str, edits: &[Edit]) -> Vec<u8> {
-    let mut lines: Vec<String> = valid.lines().map(String::from).collect();
-    let mut bytes_edits = Vec::new();
-    for e in edits {
-        let n = lines.len().max(1);
-        match e {
-            Edit::Value(i, v) => {
-                if let Some(line) = lines.get_mut(i % n) {
-                    if let Some(p) = line.find(['=', ':']) {
-                        *line = format!("{} {v}", &line[..=p]);
-                    }
-                }
-            }
-            Edit::Drop(i) => {
-                if !lines.is_empty() {
-                    lines.remove(i % n);
-                }
-            }
-            Edit::Insert(i, l) => lines.insert(i % n, l.clone()),
-            Edit::Cut(_) | Edit::Byte(..) => bytes_edits.push(e.clone()),
-        }
-    }
-    let mut bytes = lines.join("\n").into_bytes();
-    for e in bytes_edits {
-        let n = bytes.len().max(1);
-        match e {
-            Edit::Cut(i) => bytes.truncate(i % n),
-            Edit::Byte(i, b) if !bytes.is_empty() => bytes[i % n] = b,
-            _ => {}
-        }
-    }
-    bytes
 }
 
 /// Arbitrary bytes (1 in 4) or a mutation of `valid`.
 fn file_from(valid: String) -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        3 => prop::collection::vec(edit(), 1..5).prop_map(move |e| apply(&valid, &e)),
+        3 => prop::collection::vec(edit(), 1..5).prop_map(move |e| edited(&valid, &e)),
         1 => prop::collection::vec(any::<u8>(), 0..200),
     ]
 }

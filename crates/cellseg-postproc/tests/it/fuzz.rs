@@ -5,6 +5,7 @@
 
 use cellseg_core::CellType;
 use cellseg_core::config::parse_toml;
+use cellseg_core::testing::{TextEdit, edited};
 use cellseg_postproc::config::PostprocConfig;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -225,35 +226,12 @@ fn fuzz_tweak_grid_toml() {
     let valid =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/tweak.toml"))
             .expect("configs/tweak.toml");
-    let lines: Vec<String> = valid.lines().map(String::from).collect();
-    let edits = prop::collection::vec((any::<usize>(), 0u8..3, value()), 1..5);
-    let mutated = edits.prop_map(move |edits| {
-        let mut lines = lines.clone();
-        let mut cut = None;
-        for (i, kind, v) in edits {
-            let n = lines.len().max(1);
-            match kind {
-                0 => {
-                    if let Some(line) = lines.get_mut(i % n) {
-                        if let Some(p) = line.find('=') {
-                            *line = format!("{} {v}", &line[..=p]);
-                        }
-                    }
-                }
-                1 => {
-                    if !lines.is_empty() {
-                        lines.remove(i % n);
-                    }
-                }
-                _ => cut = Some(i),
-            }
-        }
-        let mut bytes = lines.join("\n").into_bytes();
-        if let Some(c) = cut {
-            bytes.truncate(c % (bytes.len() + 1));
-        }
-        bytes
-    });
+    let edit = prop_oneof![
+        3 => (any::<usize>(), value()).prop_map(|(n, v)| TextEdit::Value(n, v)),
+        1 => any::<usize>().prop_map(TextEdit::Drop),
+        1 => any::<usize>().prop_map(TextEdit::Cut),
+    ];
+    let mutated = prop::collection::vec(edit, 1..5).prop_map(move |e| edited(&valid, &e));
     let input = prop_oneof![5 => mutated, 1 => prop::collection::vec(any::<u8>(), 0..120)];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tweak.toml");
