@@ -95,6 +95,21 @@ pub fn run_tool<S: AsRef<OsStr>>(script: &str, args: &[S]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The lock every test of a libtorch test binary holds while it builds, seeds, trains or runs a
+/// model.
+///
+/// Each crate has one integration-test binary (linking libtorch once), and libtest runs its tests
+/// on parallel threads, but libtorch's random generator and its intra-op thread count are
+/// process-wide: a test that seeds the generator, or sets the thread count for bit-exact
+/// results, would see another test's draws or setting. Holding this lock makes every such test
+/// run as if alone; work that does not touch libtorch (a Python fixture, reading files) is done
+/// before taking it, so it overlaps with other tests. A test that panics while holding the lock
+/// does not fail the others (the poison is ignored).
+pub fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// One edit of a text file, for fuzzing parsers with mutations of a valid file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TextEdit {
@@ -147,6 +162,17 @@ pub fn edited(valid: &str, edits: &[TextEdit]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_torch_lock_survives_a_test_that_panicked_holding_it() {
+        let panicked = std::thread::spawn(|| {
+            let _held = torch_lock();
+            panic!("a failing test");
+        })
+        .join();
+        assert!(panicked.is_err());
+        drop(torch_lock());
+    }
 
     #[test]
     fn edits_apply_lines_first_then_bytes() {

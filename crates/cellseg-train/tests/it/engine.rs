@@ -8,7 +8,8 @@ use cellseg_train::{
     metrics_log::Record,
 };
 
-use crate::toy::{Collect, Toy, ToyData, ToyValidator, torch_rng_lock};
+use crate::toy::{Collect, Toy, ToyData, ToyValidator};
+use cellseg_core::testing::torch_lock;
 
 fn config(run_dir: &Path) -> TrainConfig {
     let mut cfg = TrainConfig {
@@ -103,7 +104,7 @@ fn straight_vs_resumed(cfg: TrainConfig, stop: u64) {
 
 #[test]
 fn resume_mid_epoch_gives_bit_identical_weights_adamw() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     // 34 samples, bs 4: 8 steps per epoch, 24 in all; stop in the middle of epoch 2.
     let cfg = config(Path::new("unused"));
     straight_vs_resumed(cfg.clone(), 12);
@@ -113,7 +114,7 @@ fn resume_mid_epoch_gives_bit_identical_weights_adamw() {
 
 #[test]
 fn resume_gives_bit_identical_weights_sgd_accumulation_cosine() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     let mut cfg = config(Path::new("unused"));
     cfg.optimizer.kind = OptimizerKind::Sgd;
     cfg.optimizer.sgd.nesterov = true;
@@ -126,7 +127,7 @@ fn resume_gives_bit_identical_weights_sgd_accumulation_cosine() {
 
 #[test]
 fn training_reduces_the_loss_and_keeps_the_best_checkpoint() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("run"));
     cfg.epochs = 6;
@@ -170,7 +171,7 @@ fn training_reduces_the_loss_and_keeps_the_best_checkpoint() {
 
 #[test]
 fn non_finite_losses_are_skipped_reported_and_limited() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("run"));
     cfg.max_nonfinite_steps = 100;
@@ -217,7 +218,7 @@ fn non_finite_losses_are_skipped_reported_and_limited() {
 
 #[test]
 fn resume_with_another_architecture_lists_the_mismatched_keys() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("run"));
     cfg.epochs = 1;
@@ -238,7 +239,7 @@ fn resume_with_another_architecture_lists_the_mismatched_keys() {
 
 #[test]
 fn fresh_run_refuses_an_existing_run_and_resume_needs_one() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("run"));
     cfg.epochs = 1;
@@ -256,7 +257,7 @@ fn fresh_run_refuses_an_existing_run_and_resume_needs_one() {
 
 #[test]
 fn unwritable_run_dir_is_a_clear_error() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     // Tests run as root, so permissions do not block writes: put the run folder under a file.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a_file");
@@ -272,7 +273,7 @@ fn unwritable_run_dir_is_a_clear_error() {
 
 #[test]
 fn too_little_data_and_bad_values_are_errors() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig { batch_size: 8, grad_accumulation: 4, ..config(dir.path()) };
     let err = Trainer::new(cfg)
@@ -287,7 +288,7 @@ fn too_little_data_and_bad_values_are_errors() {
 
 #[test]
 fn mixed_precision_on_cpu_is_a_no_op() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("amp"));
     cfg.epochs = 1;
@@ -309,7 +310,7 @@ fn mixed_precision_on_cpu_is_a_no_op() {
 
 #[test]
 fn non_finite_gradients_are_skipped_too() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("run"));
     cfg.max_nonfinite_steps = 2;
@@ -347,7 +348,7 @@ fn mixed_precision_trains_on_cuda() {
         eprintln!("mixed_precision_trains_on_cuda: skipped, no CUDA device visible");
         return;
     }
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     let device = tch::Device::Cuda(0);
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("amp"));
@@ -372,7 +373,7 @@ fn mixed_precision_trains_on_cuda() {
 
 #[test]
 fn a_streak_of_non_finite_steps_stops_the_run_naming_each_and_survives_a_resume() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir.path().join("run"));
     cfg.max_nonfinite_steps = 100;
@@ -412,7 +413,7 @@ fn a_streak_of_non_finite_steps_stops_the_run_naming_each_and_survives_a_resume(
 
 #[test]
 fn out_of_memory_names_the_batch_and_what_to_lower() {
-    let _lock = torch_rng_lock();
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut model = Toy::new(1);
     model.oom = true;

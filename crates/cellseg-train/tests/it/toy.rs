@@ -9,13 +9,6 @@ use cellseg_train::{
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
-/// The torch RNG is process-global and tests run on parallel threads: every test that seeds it
-/// (model construction, training) holds this lock.
-pub fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Two-layer perceptron with dropout (so the torch RNG matters) and a frozen (non-trainable)
 /// buffer, producing three named losses.
 pub struct Toy {

@@ -13,13 +13,15 @@
 //! After [`STEPS`] steps every variable (batch-norm buffers included) is bit-identical to the
 //! uninterrupted run's, and so is every logged step loss.
 //!
-//! Its own test binary: the engine re-seeds libtorch's global generator every step.
+//! The engine re-seeds libtorch's global generator every step, so both tests hold
+//! [`torch_lock`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cellseg_core::ImageSize;
+use cellseg_core::testing::torch_lock;
 use cellseg_data::{AugmentConfig, synthetic};
 use cellseg_train::checkpoint::{MODEL_FILE, named_variables};
 use cellseg_train::detector::{Arch, Detector, DetectorConfig, SampleData};
@@ -90,6 +92,7 @@ impl TrainObserver for BlockAt {
 #[test]
 #[ignore = "the child process of kill_and_resume_is_exact_for_real_detectors"]
 fn child_trains_until_killed() {
+    let _torch = torch_lock();
     let spec =
         std::env::var(CHILD_ENV).expect("run by kill_and_resume_is_exact_for_real_detectors");
     let (arch, run_dir) = spec.split_once('|').unwrap();
@@ -104,7 +107,7 @@ fn child_trains_until_killed() {
 fn train_in_child_and_kill(arch: Arch, run_dir: &Path) {
     let ready = run_dir.with_extension(READY_FILE);
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["child_trains_until_killed", "--exact", "--ignored", "--nocapture"])
+        .args(["kill_resume::child_trains_until_killed", "--exact", "--ignored", "--nocapture"])
         .env(CHILD_ENV, format!("{}|{}", arch.name(), run_dir.display()))
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -183,6 +186,7 @@ fn assert_same(
 
 #[test]
 fn kill_and_resume_is_exact_for_real_detectors() {
+    let _torch = torch_lock();
     tch::set_num_threads(1);
     for arch in [Arch::MaskRcnn, Arch::Cascade] {
         let dir = tempfile::tempdir().unwrap();

@@ -2,12 +2,13 @@
 //! 300 steps on CPU on synthetic cells, and the competition metric on held-out synthetic images
 //! rises from about 0 to well above 0.5.
 //!
-//! `tch::manual_seed` is process-global, so this file holds exactly one test (its own test binary)
-//! and the run is deterministic. `LEARN_STEPS=n` overrides the number of steps for experiments.
+//! `tch::manual_seed` is process-global, so the test holds
+//! [`torch_lock`](cellseg_core::testing::torch_lock) and the run is deterministic. `LEARN_STEPS=n` overrides the number of steps for experiments.
 
 use std::time::{Duration, Instant};
 
 use cellseg_backbones::{FpnConfig, TinyConfig, TinyConvNet};
+use cellseg_core::testing::torch_lock;
 use cellseg_core::{BoxXyxy, CroppedMask, Detections, ImageSize, Instances};
 use cellseg_heads::config::HeadsConfig;
 use cellseg_heads::{MaskRcnn, TwoStageDetector};
@@ -147,6 +148,7 @@ fn evaluate(model: &MaskRcnn, data: &[(Tensor, Instances)]) -> f64 {
 
 #[test]
 fn learns_synthetic_cells() {
+    let _torch = torch_lock();
     tch::manual_seed(0);
     // One intra-op thread: the tensors are tiny, and with two OpenMP threads 100 steps took 35 s
     // instead of 8 s on the (shared) 2-core dev machine.

@@ -5,6 +5,7 @@
 //! Its own test binary: the engine re-seeds libtorch's global generator every step.
 
 use cellseg_backbones::{FpnConfig, TinyConfig};
+use cellseg_core::testing::torch_lock;
 use cellseg_core::{CroppedMask, ImageSize, Instances};
 use cellseg_data::{AugmentConfig, Batch, synthetic};
 use cellseg_heads::config::HeadsConfig;
@@ -43,6 +44,7 @@ fn tiny(arch: Arch) -> DetectorConfig {
 
 #[test]
 fn cascade_and_htc_train_through_the_engine_and_rebuild_from_their_run_folders() {
+    let _torch = torch_lock();
     tch::set_num_threads(2);
     let size = ImageSize::new(96, 96);
     for arch in [Arch::Cascade, Arch::Htc] {
@@ -117,6 +119,7 @@ fn saved(cfg: &DetectorConfig, dir: &std::path::Path, name: &str) -> std::path::
 
 #[test]
 fn a_mask_rcnn_checkpoint_loaded_into_a_cascade_names_the_keys() {
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let ckpt = saved(&tiny(Arch::MaskRcnn), dir.path(), "maskrcnn");
     let cascade = Detector::from_config(tch::Device::Cpu, &tiny(Arch::Cascade)).unwrap();
@@ -130,6 +133,7 @@ fn a_mask_rcnn_checkpoint_loaded_into_a_cascade_names_the_keys() {
 
 #[test]
 fn a_stage_count_mismatch_names_the_missing_stage() {
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut two = tiny(Arch::Cascade);
     two.heads.cascade.stages.truncate(2);
@@ -151,6 +155,7 @@ fn a_stage_count_mismatch_names_the_missing_stage() {
 
 #[test]
 fn htc_training_data_without_masks_is_an_error_naming_the_image() {
+    let _torch = torch_lock();
     let size = ImageSize::new(64, 64);
     let mut samples = synthetic::samples(3, size, 3);
     // The second image keeps its boxes but loses every mask pixel.
@@ -185,6 +190,7 @@ fn htc_training_data_without_masks_is_an_error_naming_the_image() {
 
 #[test]
 fn pretrained_cascade_and_htc_reinitialise_the_class_layers_of_every_stage() {
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     for arch in [Arch::Cascade, Arch::Htc] {
         let ckpt = saved(&tiny(arch), dir.path(), arch.name());

@@ -12,13 +12,11 @@
 //!
 //! Runtime on 2 CPU cores: about 1 min of fixture and 1–2 min of Rust.
 
-#[path = "../../cellseg-heads/tests/mmdet/mod.rs"]
-mod mmdet;
-
+use crate::mmdet::{Fixture, Table, canonical, mismatches, mmdet_pasted, one_to_one, paste_diff};
 use cellseg_backbones::LoadPolicy;
+use cellseg_core::testing::torch_lock;
 use cellseg_ensemble::{Ensemble, EnsembleConfig, Member, Prediction, Usage, View};
 use cellseg_heads::{DetectorConfig, TwoStageDetector};
-use mmdet::{Fixture, Table, canonical, mismatches, mmdet_pasted, one_to_one, paste_diff};
 use tch::{Device, Tensor, nn};
 
 /// Member `i` of the fixture: `configs/{file}.toml` with `member{i}.safetensors` loaded strictly.
@@ -186,13 +184,14 @@ fn compare(fx: &Fixture, s: &str, p: &Prediction, index: &[i64], tab: &mut Table
 
 #[test]
 fn the_seeds_ensemble_over_mmdet_maskrcnn_cascade_and_htc() {
-    tch::set_num_threads(2);
-    let _g = tch::no_grad_guard();
     let fx = Fixture::run_tool(
         "ensemble_fixtures.py",
         "ensemble_256x256",
         &["{out}", "--size", "256x256"],
     );
+    let _torch = torch_lock();
+    tch::set_num_threads(2);
+    let _g = tch::no_grad_guard();
     let names = ["maskrcnn", "cascade", "htc"];
     let built: Vec<_> = names.iter().enumerate().map(|(i, f)| member(&fx, i, f)).collect();
     let members: Vec<Member> =

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use cellseg_backbones::{BackboneConfig, BackboneKind, FpnConfig, LoadPolicy, Norm};
 use cellseg_core::ImageSize;
+use cellseg_core::testing::torch_lock;
 use cellseg_heads::config::{ClassOrder, DeltaClamp, HeadsConfig};
 use cellseg_heads::ops::paste::paste_soft;
 use cellseg_heads::ops::roi_align::roi_align;
@@ -38,6 +39,8 @@ fn roi_align_matches_torchvision_with_gradients() {
     let f = dir.path().join("ra.safetensors");
     fixture(&["roi_align", f.to_str().unwrap()]);
     let t = load(&f);
+    let _torch = torch_lock();
+    crate::mmdet::default_threads();
     for aligned in [true, false] {
         for sr in [0i64, 2] {
             let key = format!("a{}_s{sr}", i32::from(aligned));
@@ -107,6 +110,8 @@ fn maskrcnn_matches_torchvision_stage_by_stage() {
     let dir = tempfile::tempdir().unwrap();
     fixture(&["maskrcnn", dir.path().to_str().unwrap()]);
     let t = load(&dir.path().join("stages.safetensors"));
+    let _torch = torch_lock();
+    crate::mmdet::default_threads();
     let vs = nn::VarStore::new(Device::Cpu);
     let cfg = DetectorConfig {
         arch: Arch::MaskRcnn,

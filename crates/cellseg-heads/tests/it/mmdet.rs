@@ -92,6 +92,16 @@ pub fn mismatches(a: &Tensor, b: &Tensor) -> i64 {
     a.to_kind(Kind::Int64).ne_tensor(&b.to_kind(Kind::Int64)).sum(Kind::Int64).int64_value(&[])
 }
 
+/// Sets libtorch's intra-op thread count to one per core, libtorch's default, with which every
+/// parity tolerance was measured. Each parity test calls it after taking
+/// [`torch_lock`](cellseg_core::testing::torch_lock): other tests of the binary set one thread
+/// (for bit-exact runs), and a convolution summed in another order moves proposal scores enough
+/// to reorder near-ties.
+pub fn default_threads() {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    tch::set_num_threads(i32::try_from(cores).unwrap_or(i32::MAX));
+}
+
 pub struct Fixture {
     pub t: HashMap<String, Tensor>,
     /// Unpadded (h, w).

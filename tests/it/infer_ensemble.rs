@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cellseg::core::ImageSize;
+use cellseg::core::testing::torch_lock;
 use cellseg::data::sartorius::write_annotated;
 use cellseg::data::{AugmentConfig, Sample, Strictness, synthetic};
 use cellseg::ensemble::EnsembleConfig;
@@ -27,7 +28,8 @@ struct Trained {
     heldout: PathBuf,
 }
 
-/// A small 3-class Mask R-CNN trained for 200 steps on synthetic cells, once per test binary.
+/// A small 3-class Mask R-CNN trained for 200 steps on synthetic cells, once per test binary. The
+/// caller holds [`torch_lock`].
 fn trained() -> &'static Trained {
     static T: OnceLock<Trained> = OnceLock::new();
     T.get_or_init(|| {
@@ -91,6 +93,7 @@ fn infer(
 
 #[test]
 fn the_submission_scores_as_evaluate_scores_it_and_two_equal_members_are_one() {
+    let _torch = torch_lock();
     let t = trained();
     let out = tempfile::tempdir().unwrap();
     let images = list_images(&t.heldout.join("images")).unwrap();
@@ -145,6 +148,7 @@ fn the_submission_scores_as_evaluate_scores_it_and_two_equal_members_are_one() {
 
 #[test]
 fn real_dsb2018_images_of_every_size_get_rows_and_a_score() {
+    let _torch = torch_lock();
     let t = trained();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dsb2018_stage1_test");
     let ds = cellseg::data::dsb::DsbDataset::read(
@@ -190,6 +194,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn bad_inputs_are_named_and_leave_no_output() {
+    let _torch = torch_lock();
     let t = trained();
     let tmp = tempfile::tempdir().unwrap();
 

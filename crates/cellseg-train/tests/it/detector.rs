@@ -6,6 +6,7 @@
 
 use cellseg_backbones::{FpnConfig, TinyConfig};
 use cellseg_core::ImageSize;
+use cellseg_core::testing::torch_lock;
 use cellseg_data::Batch;
 use cellseg_data::{AugmentConfig, synthetic};
 use cellseg_heads::config::HeadsConfig;
@@ -50,6 +51,7 @@ fn small_heads() -> HeadsConfig {
 
 #[test]
 fn ten_steps_on_synthetic_cells_write_a_checkpoint_and_a_log() {
+    let _torch = torch_lock();
     tch::manual_seed(0);
     tch::set_num_threads(2);
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@
 use std::cell::Cell;
 
 use cellseg_core::config::parse_toml;
+use cellseg_core::testing::torch_lock;
 use cellseg_core::testing::{TextEdit, edited};
 use cellseg_train::checkpoint::{CheckpointStore, STATE_FILE, load_weights, read_tensors};
 use cellseg_train::detector::{Detector, DetectorConfig, ModelCard};
@@ -68,6 +69,7 @@ fn counted(name: &str, cases: u32, ok: &Cell<u32>, n: &Cell<u32>) {
 }
 
 fn tiny_model() -> Detector {
+    let _torch = torch_lock();
     tch::manual_seed(0);
     Detector::from_config(Device::Cpu, &DetectorConfig::tiny(3)).unwrap()
 }

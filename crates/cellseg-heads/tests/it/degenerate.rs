@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use cellseg_backbones::{FpnConfig, TinyConfig, TinyConvNet};
+use cellseg_core::testing::torch_lock;
 use cellseg_core::{BitMask, BoxXyxy, CroppedMask, ImageSize, Instances};
 use cellseg_heads::config::HeadsConfig;
 use cellseg_heads::{MaskRcnn, TwoStageDetector};
@@ -94,6 +95,7 @@ fn loss(values: &[(String, f64)], key: &str) -> f64 {
 
 #[test]
 fn images_without_ground_truth() {
+    let _torch = torch_lock();
     let (vs, m) = model(1);
     let size = ImageSize::new(64, 64);
     let x = images(2, 64, 64);
@@ -116,6 +118,7 @@ fn images_without_ground_truth() {
 
 #[test]
 fn one_pixel_ground_truths() {
+    let _torch = torch_lock();
     let (vs, m) = model(2);
     let size = ImageSize::new(64, 64);
     let x = images(2, 64, 64);
@@ -141,6 +144,7 @@ fn one_pixel_ground_truths() {
 
 #[test]
 fn boxes_on_the_border() {
+    let _torch = torch_lock();
     let (vs, m) = model(3);
     let full = ImageSize::new(64, 64);
     // Cells touching each edge and each corner, and one cell covering the whole image.
@@ -185,6 +189,7 @@ fn boxes_on_the_border() {
 /// with `chunk_elements` set above the matrix size the same step peaks at 7.6 GB.
 #[test]
 fn eight_hundred_ground_truths_on_a_full_size_image() {
+    let _torch = torch_lock();
     let (vs, m) = model(4);
     let size = ImageSize::new(520, 704);
     let mut masks = Vec::new();
@@ -207,6 +212,7 @@ fn eight_hundred_ground_truths_on_a_full_size_image() {
 
 #[test]
 fn ground_truths_without_area_are_ignored() {
+    let _torch = torch_lock();
     let (vs, m) = model(5);
     let size = ImageSize::new(64, 64);
     let cell = rect_mask(size, 30, 20, 8, 11);
@@ -226,6 +232,7 @@ fn ground_truths_without_area_are_ignored() {
 /// any tensor work — never a libtorch panic.
 #[test]
 fn bad_batches_and_targets_are_typed_errors_naming_the_input() {
+    let _torch = torch_lock();
     use cellseg_heads::Error;
     let (_vs, m) = model(0);
     let size = ImageSize::new(64, 64);

@@ -4,6 +4,7 @@
 //! inputs are refused by name.
 
 use cellseg_backbones::{FpnConfig, TinyConfig};
+use cellseg_core::testing::torch_lock;
 use cellseg_core::{CellType, ImageSize};
 use cellseg_ensemble::{Ensemble, EnsembleConfig, Error, Member, Usage, View};
 use cellseg_heads::detectors::{Arch, DetectorConfig, Trunk};
@@ -54,6 +55,7 @@ fn image(seed: i64) -> Tensor {
 
 #[test]
 fn an_ensemble_of_one_with_its_own_settings_equals_predict() {
+    let _torch = torch_lock();
     let size = ImageSize::new(90, 120);
     for (seed, arch) in [Arch::MaskRcnn, Arch::Cascade, Arch::Htc].into_iter().enumerate() {
         let b = build(&tiny(arch, 3), seed as i64);
@@ -70,6 +72,7 @@ fn an_ensemble_of_one_with_its_own_settings_equals_predict() {
 
 #[test]
 fn three_architectures_with_flips_and_usage_run_every_merge_point() {
+    let _torch = torch_lock();
     let size = ImageSize::new(90, 120);
     let built: Vec<Built> = [Arch::MaskRcnn, Arch::Cascade, Arch::Htc]
         .into_iter()
@@ -131,6 +134,7 @@ fn three_architectures_with_flips_and_usage_run_every_merge_point() {
 
 #[test]
 fn a_flipped_pass_is_the_member_on_the_flipped_image_mapped_back() {
+    let _torch = torch_lock();
     let hw = (90, 120);
     let b = build(&tiny(Arch::Cascade, 3), 5);
     let img = image(4);
@@ -165,6 +169,7 @@ fn a_flipped_pass_is_the_member_on_the_flipped_image_mapped_back() {
 
 #[test]
 fn members_that_cannot_be_merged_are_refused_by_name() {
+    let _torch = torch_lock();
     let a = build(&tiny(Arch::MaskRcnn, 3), 1);
     let b = build(&tiny(Arch::Cascade, 1), 2);
     let mut c_cfg = tiny(Arch::MaskRcnn, 3);

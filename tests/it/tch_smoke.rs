@@ -2,10 +2,12 @@
 //! creates a tensor, runs a convolution and reports the device. Runs on CPU in CI and on the GPU
 //! machine when there is one.
 
+use cellseg::core::testing::torch_lock;
 use tch::{Device, Kind, Tensor};
 
 #[test]
 fn conv_runs_and_reports_device() {
+    let _torch = torch_lock();
     let device = cellseg::best_device();
     eprintln!("{} -> running on {device:?}", cellseg::libtorch_report());
     tch::manual_seed(0);
