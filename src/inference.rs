@@ -8,7 +8,6 @@
 //! long run does not fail at its end for a reason known at its start. Files are written to a
 //! temporary file and renamed; an error leaves no partial submission, COCO or OOF file.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -17,7 +16,8 @@ use cellseg_data::normalize::{normalize_into, padded_size};
 use cellseg_data::raster::{Image, read_image, read_image_size};
 use cellseg_ensemble::{Ensemble, EnsembleConfig, Member};
 use cellseg_metrics::report::{
-    CompetitionReport, TruthImage, evaluate_competition, load_truth_csv,
+    CompetitionReport, PredictedTruth, TruthImage, evaluate_competition, load_truth_csv,
+    truth_of_predicted,
 };
 use cellseg_postproc::oof::OofWriter;
 use cellseg_postproc::output::{CocoImageId, coco_results, kaggle_rows, write_coco_results};
@@ -365,7 +365,11 @@ impl Inference<'_> {
             written.push(path.clone());
         }
         let metric = match (&outputs.truth, truth) {
-            (Some(path), Some(t)) => Some(score(path, &t, &processed)?),
+            (Some(path), Some(t)) => {
+                let mut m = score(path, &t.images, &processed)?;
+                m.ignored_truth = t.ignored;
+                Some(m)
+            }
             _ => None,
         };
         Ok(InferenceReport { processed, seconds, metric, written })
@@ -431,38 +435,36 @@ pub fn check_outputs(outputs: &Outputs) -> Result<()> {
     Ok(())
 }
 
-/// The truth of every image, in `images` order.
+/// The truth of every image, in `images` order, under the workspace's superset rule
+/// ([`truth_of_predicted`]): truth images not in `images` are left out and listed.
 ///
 /// # Errors
 /// The truth CSV's read errors; [`Error::TruthMismatch`] for an image without a truth row or
 /// whose size differs from the truth's.
-pub fn truth_for(path: &Path, images: &[ImageFile]) -> Result<Vec<TruthImage>> {
-    let mut by_id: HashMap<String, TruthImage> =
-        load_truth_csv(path)?.into_iter().map(|t| (t.id.clone(), t)).collect();
-    let extra = by_id.len().saturating_sub(images.len());
-    let out = images
-        .iter()
-        .map(|f| {
-            let bad = |reason: String| Error::TruthMismatch { path: path.to_path_buf(), reason };
-            let t = by_id.remove(&f.id).ok_or_else(|| {
-                bad(format!("no row for image `{}` ({})", f.id, f.path.display()))
-            })?;
-            if t.size != f.size {
-                return Err(bad(format!(
-                    "image `{}` is {}x{} but its truth rows say {}x{}",
-                    f.id, f.size.height, f.size.width, t.size.height, t.size.width
-                )));
-            }
-            Ok(t)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if extra > 0 {
-        tracing::info!(
-            extra,
-            "the truth holds images that are not in the image folder; scoring the folder's"
-        );
+pub fn truth_for(path: &Path, images: &[ImageFile]) -> Result<PredictedTruth> {
+    let ids: Vec<&str> = images.iter().map(|f| f.id.as_str()).collect();
+    let bad = |reason: String| Error::TruthMismatch { path: path.to_path_buf(), reason };
+    let t = match truth_of_predicted(load_truth_csv(path)?, &ids, path) {
+        Err(cellseg_metrics::Error::MissingIds { ids, .. }) => {
+            let f = images.iter().find(|f| f.id == ids[0]).expect("a listed image");
+            return Err(bad(format!(
+                "no row for image `{}` ({}){}",
+                f.id,
+                f.path.display(),
+                if ids.len() > 1 { format!(" and {} more", ids.len() - 1) } else { String::new() }
+            )));
+        }
+        r => r?,
+    };
+    for (f, t) in images.iter().zip(&t.images) {
+        if t.size != f.size {
+            return Err(bad(format!(
+                "image `{}` is {}x{} but its truth rows say {}x{}",
+                f.id, f.size.height, f.size.width, t.size.height, t.size.width
+            )));
+        }
     }
-    Ok(out)
+    Ok(t)
 }
 
 /// The competition metric of `processed` against `truth` (same order), from the submission

@@ -116,65 +116,154 @@ pub fn load_truth_csv(path: &Path) -> Result<Vec<TruthImage>> {
     Ok(images)
 }
 
+/// The truth images a prediction covers, under the rule every tool of the workspace shares
+/// (`evaluate`, `tweak_thresholds`, `infer_ensemble --truth`, `cross_validate`): the truth may
+/// hold more images than the prediction (a full `train.csv` against the out-of-fold predictions
+/// of the images training kept); those are left out and listed, and every predicted image must
+/// have its truth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictedTruth {
+    /// The truth of every predicted image, in the order of `predicted`.
+    pub images: Vec<TruthImage>,
+    /// Truth images without a prediction, in truth order (left out of the score).
+    pub ignored: Vec<String>,
+}
+
+/// Picks the truth of each id of `predicted` (in that order) out of `truth`; truth images that
+/// were not predicted go to [`PredictedTruth::ignored`].
+///
+/// # Errors
+/// [`Error::MissingIds`] naming `pred_path` and every predicted id the truth lacks.
+pub fn truth_of_predicted<S: AsRef<str>>(
+    truth: Vec<TruthImage>,
+    predicted: &[S],
+    pred_path: &Path,
+) -> Result<PredictedTruth> {
+    let mut by_id: HashMap<String, TruthImage> =
+        truth.iter().map(|t| (t.id.clone(), t.clone())).collect();
+    let mut images = Vec::with_capacity(predicted.len());
+    let mut unknown = Vec::new();
+    for id in predicted {
+        match by_id.remove(id.as_ref()) {
+            Some(t) => images.push(t),
+            None => unknown.push(id.as_ref().to_string()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(Error::MissingIds {
+            path: pred_path.to_path_buf(),
+            what: "not in the truth",
+            ids: unknown,
+        });
+    }
+    let ignored: Vec<String> =
+        truth.into_iter().filter(|t| by_id.contains_key(&t.id)).map(|t| t.id).collect();
+    if !ignored.is_empty() {
+        tracing::info!(
+            ignored = ignored.len(),
+            scored = images.len(),
+            "truth images without a prediction are left out"
+        );
+    }
+    Ok(PredictedTruth { images, ignored })
+}
+
+/// The header and rows of a submission CSV with the positions of its `id` and `predicted`.
+struct Submission {
+    rows: Vec<Record>,
+    n_cols: usize,
+    id: usize,
+    predicted: usize,
+}
+
+impl Submission {
+    fn read(path: &Path) -> Result<Self> {
+        let mut recs = csv::read(path)?;
+        if recs.is_empty() {
+            return Err(Error::Csv {
+                path: path.to_path_buf(),
+                row: 1,
+                message: "empty file".into(),
+            });
+        }
+        let header = recs.remove(0);
+        let (id, predicted) = (column(path, &header, "id")?, column(path, &header, "predicted")?);
+        Ok(Self { rows: recs, n_cols: header.fields.len(), id, predicted })
+    }
+
+    /// The distinct ids, in first-row order.
+    fn ids(&self, path: &Path) -> Result<Vec<String>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for rec in &self.rows {
+            let id = field(path, rec, self.id, self.n_cols)?;
+            if seen.insert(id) {
+                out.push(id.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The masks of each truth image, in `truth` order.
+    fn masks(&self, path: &Path, truth: &[TruthImage]) -> Result<Vec<Vec<KaggleRle>>> {
+        let index: HashMap<&str, usize> =
+            truth.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+        let mut out: Vec<Vec<KaggleRle>> = vec![Vec::new(); truth.len()];
+        let mut seen = vec![false; truth.len()];
+        let mut unknown: Vec<String> = Vec::new();
+        for rec in &self.rows {
+            let id = field(path, rec, self.id, self.n_cols)?;
+            let Some(&k) = index.get(id) else {
+                if !unknown.iter().any(|u| u == id) {
+                    unknown.push(id.to_string());
+                }
+                continue;
+            };
+            seen[k] = true;
+            let s = field(path, rec, self.predicted, self.n_cols)?;
+            if s.is_empty() {
+                continue;
+            }
+            let rle = KaggleRle::parse(s, truth[k].size).map_err(|source| Error::RowRle {
+                path: path.to_path_buf(),
+                row: rec.row,
+                id: id.into(),
+                source: Box::new(source),
+            })?;
+            if rle.area() > 0 {
+                out[k].push(rle);
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(Error::MissingIds {
+                path: path.to_path_buf(),
+                what: "not in the truth",
+                ids: unknown,
+            });
+        }
+        let missing: Vec<String> =
+            truth.iter().zip(&seen).filter(|(_, s)| !**s).map(|(t, _)| t.id.clone()).collect();
+        if !missing.is_empty() {
+            return Err(Error::MissingIds {
+                path: path.to_path_buf(),
+                what: "missing from the prediction",
+                ids: missing,
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// Reads a submission (`id,predicted`, one row per mask; an image without masks has one row with
 /// an empty `predicted`) and returns the masks of each truth image, in `truth` order. RLEs are read
-/// with the truth's image size.
+/// with the truth's image size. Both sides must hold the same ids here; [`competition_from_files`]
+/// first narrows a larger truth with [`truth_of_predicted`].
 ///
 /// # Errors
 /// [`Error::Io`], [`Error::Csv`], [`Error::MissingColumn`], [`Error::RowRle`] (a run past the truth's
 /// image size is reported with its row), [`Error::MissingIds`] for ids on one side only.
 pub fn load_submission_csv(path: &Path, truth: &[TruthImage]) -> Result<Vec<Vec<KaggleRle>>> {
-    let recs = csv::read(path)?;
-    let Some((header, rows)) = recs.split_first() else {
-        return Err(Error::Csv { path: path.to_path_buf(), row: 1, message: "empty file".into() });
-    };
-    let n = header.fields.len();
-    let (ci, cp) = (column(path, header, "id")?, column(path, header, "predicted")?);
-    let index: HashMap<&str, usize> =
-        truth.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
-    let mut out: Vec<Vec<KaggleRle>> = vec![Vec::new(); truth.len()];
-    let mut seen = vec![false; truth.len()];
-    let mut unknown: Vec<String> = Vec::new();
-    for rec in rows {
-        let id = field(path, rec, ci, n)?;
-        let Some(&k) = index.get(id) else {
-            if !unknown.iter().any(|u| u == id) {
-                unknown.push(id.to_string());
-            }
-            continue;
-        };
-        seen[k] = true;
-        let s = field(path, rec, cp, n)?;
-        if s.is_empty() {
-            continue;
-        }
-        let rle = KaggleRle::parse(s, truth[k].size).map_err(|source| Error::RowRle {
-            path: path.to_path_buf(),
-            row: rec.row,
-            id: id.into(),
-            source: Box::new(source),
-        })?;
-        if rle.area() > 0 {
-            out[k].push(rle);
-        }
-    }
-    if !unknown.is_empty() {
-        return Err(Error::MissingIds {
-            path: path.to_path_buf(),
-            what: "not in the truth",
-            ids: unknown,
-        });
-    }
-    let missing: Vec<String> =
-        truth.iter().zip(&seen).filter(|(_, s)| !**s).map(|(t, _)| t.id.clone()).collect();
-    if !missing.is_empty() {
-        return Err(Error::MissingIds {
-            path: path.to_path_buf(),
-            what: "missing from the prediction",
-            ids: missing,
-        });
-    }
-    Ok(out)
+    Submission::read(path)?.masks(path, truth)
 }
 
 /// The score of one image in a [`CompetitionReport`].
@@ -209,8 +298,11 @@ pub struct CompetitionReport {
     pub overall: f64,
     /// Mean of image scores per cell type.
     pub per_cell_type: BTreeMap<String, CellTypeScore>,
-    /// Every image, in truth order.
+    /// Every image, in the order scored.
     pub images: Vec<ImageReport>,
+    /// Truth images without a prediction, left out of the score ([`truth_of_predicted`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored_truth: Vec<String>,
 }
 
 impl CompetitionReport {
@@ -221,6 +313,13 @@ impl CompetitionReport {
             s.push_str(&format!("{ct:<12} {:>7} {:>8.5}\n", v.images, v.score));
         }
         s.push_str(&format!("{:<12} {:>7} {:>8.5}\n", "overall", self.images.len(), self.overall));
+        if !self.ignored_truth.is_empty() {
+            s.push_str(&format!(
+                "({} truth image(s) without a prediction left out: {})\n",
+                self.ignored_truth.len(),
+                listed(&self.ignored_truth)
+            ));
+        }
         s
     }
 }
@@ -271,17 +370,32 @@ pub fn evaluate_competition(
         .into_iter()
         .map(|(k, (s, n))| (k, CellTypeScore { score: s / n as f64, images: n }))
         .collect();
-    Ok(CompetitionReport { overall, per_cell_type, images })
+    Ok(CompetitionReport { overall, per_cell_type, images, ignored_truth: Vec::new() })
 }
 
-/// Loads both CSVs and scores them.
+/// Loads both CSVs and scores the submission's images, in submission order; truth images it does
+/// not hold are left out and listed in [`CompetitionReport::ignored_truth`]
+/// ([`truth_of_predicted`]).
 ///
 /// # Errors
-/// As [`load_truth_csv`], [`load_submission_csv`] and [`evaluate_competition`].
+/// As [`load_truth_csv`], [`load_submission_csv`] (a submission id without truth is an error) and
+/// [`evaluate_competition`].
 pub fn competition_from_files(truth: &Path, pred: &Path) -> Result<CompetitionReport> {
-    let t = load_truth_csv(truth)?;
-    let p = load_submission_csv(pred, &t)?;
-    evaluate_competition(&t, &p)
+    let sub = Submission::read(pred)?;
+    let t = truth_of_predicted(load_truth_csv(truth)?, &sub.ids(pred)?, pred)?;
+    let p = sub.masks(pred, &t.images)?;
+    let mut report = evaluate_competition(&t.images, &p)?;
+    report.ignored_truth = t.ignored;
+    Ok(report)
+}
+
+/// The first ten of `ids`, then how many more.
+fn listed(ids: &[String]) -> String {
+    let mut s = ids.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+    if ids.len() > 10 {
+        s.push_str(&format!(", … ({} more)", ids.len() - 10));
+    }
+    s
 }
 
 /// A COCO evaluation of two files.
@@ -358,9 +472,26 @@ mod tests {
     }
 
     #[test]
-    fn ids_missing_on_either_side_are_errors() {
-        let (_d, t, p) = files(TRUTH, "a,1 4\n");
-        let e = competition_from_files(&t, &p).unwrap_err();
+    fn a_larger_truth_is_narrowed_and_a_prediction_without_truth_is_an_error() {
+        // `b` has no prediction: left out and listed, `a` scored alone.
+        let (_d, t, p) = files(TRUTH, "a,1 4 11 4\na,51 3\n");
+        let r = competition_from_files(&t, &p).unwrap();
+        assert_eq!((r.images.len(), r.overall), (1, 1.0));
+        assert_eq!(r.ignored_truth, ["b"]);
+        assert!(
+            r.table().contains("1 truth image(s) without a prediction left out: b"),
+            "{}",
+            r.table()
+        );
+        // Images are scored in submission order.
+        let (_d, t, p) = files(TRUTH, "b,\na,1 4 11 4\na,51 3\n");
+        let r = competition_from_files(&t, &p).unwrap();
+        assert_eq!(r.images.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert!(r.ignored_truth.is_empty());
+        // The strict loader keeps both sides equal.
+        let truth = load_truth_csv(&t).unwrap();
+        let (_d2, _t2, p2) = files(TRUTH, "a,1 4\n");
+        let e = load_submission_csv(&p2, &truth).unwrap_err();
         assert!(matches!(&e, Error::MissingIds { ids, .. } if ids == &["b".to_string()]), "{e}");
         let (_d, t, p) = files(TRUTH, "a,1 4\nb,\nzz,3 1\n");
         let e = competition_from_files(&t, &p).unwrap_err();

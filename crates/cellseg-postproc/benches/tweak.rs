@@ -60,7 +60,7 @@ fn inputs() -> Vec<TweakImage> {
     let (oof, truth) = (dir.join("oof.bin"), dir.join("truth.csv"));
     let preds = read_oof(&oof).unwrap();
     let truth_images = load_truth_csv(&truth).unwrap();
-    images_with_truth(preds, &truth_images, &oof, &truth).unwrap()
+    images_with_truth(preds, &truth_images, &oof, &truth).unwrap().images
 }
 
 fn bench(c: &mut Criterion) {

@@ -63,7 +63,7 @@ use cellseg_rle::overlap::{Bounds, candidate_pairs};
 use serde::Serialize;
 
 pub use grid::{OverlapIous, TweakGrid, TweakOrder};
-pub use truth::images_with_truth;
+pub use truth::{OofWithTruth, images_with_truth};
 
 use crate::config::PostprocConfig;
 use crate::{Error, Pipeline, Result, SmallMaskRule, SoftDetections, corrupt, nms, overlap, vote};
@@ -206,6 +206,33 @@ fn mean_scores(images: &[ImageGrid], len: usize, cell_type: CellType) -> Option<
         n += 1;
     }
     (n > 0).then(|| sum.into_iter().map(|s| s / n as f64).collect())
+}
+
+/// The competition metric of `images` post-processed by the whole [`Pipeline`] with `config`: the
+/// mean image score, summed in input order. This is what `cross_validate --postproc` and
+/// `evaluate` report for the same OOF, so `tweak_thresholds` prints it before and after tuning;
+/// [`TweakResult::cv`] is the tuner's own estimate, with the seed tuner's semantics.
+///
+/// # Errors
+/// An invalid `config`; per image (the first in input order), the pipeline's errors and truth
+/// masks of another size.
+pub fn pipeline_score(images: &[TweakImage], config: &PostprocConfig) -> Result<f64> {
+    let pipeline = Pipeline::new(config.clone())?;
+    let one = |im: &TweakImage| -> Result<competition::ImageScore> {
+        let processed = pipeline.run(&im.id, &im.detections)?;
+        crate::mask_nms::check_sizes("tweak truth", im.detections.image_size, &im.truth)?;
+        let ious = IouMatrix::from_cropped(&im.truth, &processed.detections.masks)?;
+        Ok(competition::image_score(&ious))
+    };
+    #[cfg(feature = "rayon")]
+    let scores: Vec<Result<competition::ImageScore>> = {
+        use rayon::prelude::*;
+        images.par_iter().map(one).collect()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let scores: Vec<Result<competition::ImageScore>> = images.iter().map(one).collect();
+    let scores = scores.into_iter().collect::<Result<Vec<_>>>()?;
+    Ok(competition::mean_score(&scores).unwrap_or(0.0))
 }
 
 /// Scores every image at every grid point (images on rayon's threads with the `rayon` feature)

@@ -164,14 +164,15 @@ fn oof_and_truth_must_describe_the_same_images() {
         e.contains("oof.bin") && e.contains("train.csv") && e.contains("not in the truth: zz"),
         "{e}"
     );
-    let e = images_with_truth(vec![("a".into(), det(size))], &[t("a"), t("b")], o, tr)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("no OOF predictions: b"), "{e}");
+    // A larger truth (the full train.csv against the OOF of the images training kept).
+    let wider = images_with_truth(vec![("a".into(), det(size))], &[t("b"), t("a")], o, tr).unwrap();
+    assert_eq!(wider.images.len(), 1);
+    assert_eq!(wider.ignored_truth, ["b"]);
     let e = images_with_truth(vec![("a".into(), det(ImageSize::new(8, 9)))], &[t("a")], o, tr)
         .unwrap_err()
         .to_string();
     assert!(e.contains("image a is 8x9 in the OOF file but 8x8 in the truth"), "{e}");
-    let ok = images_with_truth(vec![("a".into(), det(size))], &[t("a")], o, tr).unwrap();
+    let ok = images_with_truth(vec![("a".into(), det(size))], &[t("a")], o, tr).unwrap().images;
+    assert!(images_with_truth(vec![], &[t("a")], o, tr).unwrap().images.is_empty());
     assert_eq!(ok[0].truth_type, Some(CellType::Cort));
 }

@@ -17,18 +17,28 @@ fn listed(ids: &[&str]) -> String {
     s
 }
 
-/// Pairs each OOF image with its truth image (by id), in OOF order. Both sides must hold the same
-/// ids with the same image sizes; `oof_path` and `truth_path` name the files in errors.
+/// The OOF images paired with their truth ([`images_with_truth`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OofWithTruth {
+    /// Every OOF image with its truth, in OOF order.
+    pub images: Vec<TweakImage>,
+    /// Truth images the OOF does not hold, in truth order (left out).
+    pub ignored_truth: Vec<String>,
+}
+
+/// Pairs each OOF image with its truth image (by id), in OOF order, under the rule the workspace's
+/// tools share (`cellseg_metrics::report::truth_of_predicted`): the truth may hold more images
+/// than the OOF (a full `train.csv`; they are left out and listed), every OOF image must have its
+/// truth, with the same size. `oof_path` and `truth_path` name the files in errors.
 ///
 /// # Errors
-/// [`Error::OofTruth`] naming the ids found on one side only (OOF ids missing from the truth are
-/// reported first) or the first image whose sizes differ.
+/// [`Error::OofTruth`] naming the OOF ids the truth lacks or the first image whose sizes differ.
 pub fn images_with_truth(
     oof: Vec<(String, SoftDetections)>,
     truth: &[TruthImage],
     oof_path: &Path,
     truth_path: &Path,
-) -> Result<Vec<TweakImage>> {
+) -> Result<OofWithTruth> {
     let fail = |message: String| Error::OofTruth {
         oof: oof_path.to_path_buf(),
         truth: truth_path.to_path_buf(),
@@ -45,15 +55,8 @@ pub fn images_with_truth(
         )));
     }
     let in_oof: std::collections::HashSet<&str> = oof.iter().map(|(id, _)| id.as_str()).collect();
-    let unpredicted: Vec<&str> =
-        truth.iter().map(|t| t.id.as_str()).filter(|id| !in_oof.contains(id)).collect();
-    if !unpredicted.is_empty() {
-        return Err(fail(format!(
-            "{} truth image id(s) have no OOF predictions: {}",
-            unpredicted.len(),
-            listed(&unpredicted)
-        )));
-    }
+    let ignored_truth: Vec<String> =
+        truth.iter().filter(|t| !in_oof.contains(t.id.as_str())).map(|t| t.id.clone()).collect();
     let mut out = Vec::with_capacity(oof.len());
     for (id, detections) in oof {
         let t = by_id[id.as_str()];
@@ -73,5 +76,5 @@ pub fn images_with_truth(
             detections,
         });
     }
-    Ok(out)
+    Ok(OofWithTruth { images: out, ignored_truth })
 }

@@ -67,7 +67,7 @@ fn tweak_equals_the_seed_tweak_on_real_truth() {
     assert!(std::fs::read(&again).unwrap() == std::fs::read(&oof).unwrap(), "OOF bytes differ");
 
     let truth = load_truth_csv(&truth_csv).unwrap();
-    let images = images_with_truth(predictions, &truth, &oof, &truth_csv).unwrap();
+    let images = images_with_truth(predictions, &truth, &oof, &truth_csv).unwrap().images;
     let grid = TweakGrid::load(&grid_path).unwrap();
     let start = std::time::Instant::now();
     let ours = tweak(&images, &grid, &|| {}).unwrap();
