@@ -118,8 +118,13 @@ fn run() -> anyhow::Result<()> {
         data,
         &cfg.train,
         &mut validator,
-        args.resume,
+        if args.resume { cellseg::train::Start::Resume } else { cellseg::train::Start::Fresh },
         cfg.overlays,
+        format!(
+            "# The whole config of this run (every default filled in).\n# data: {}\n{}",
+            source,
+            toml::to_string(&cfg)?
+        ),
     )?;
 
     println!();

@@ -16,6 +16,7 @@
 //! | [`heads`] | `cellseg-heads`: RPN, RoI heads, detectors | yes |
 //! | [`ensemble`] | `cellseg-ensemble`: multi-model × TTA merging | yes |
 //! | [`train`] | `cellseg-train`: training engine | yes |
+//! | [`experiment`] | this crate: k-fold experiment folders (`folds.csv` + one run per fold) | yes |
 //! | [`inference`] | this crate: run folders + images → ensemble → submission, COCO, OOF | yes |
 //!
 //! # Example
@@ -35,6 +36,7 @@ pub use cellseg_postproc as postproc;
 pub use cellseg_rle as rle;
 pub use cellseg_train as train;
 
+pub mod experiment;
 pub mod inference;
 
 /// One line describing the libtorch this binary runs on: version, threads, CUDA devices.

@@ -37,11 +37,6 @@ pub struct Fitted {
     pub overlays: Vec<PathBuf>,
 }
 
-/// Trains `model` on `data` (fresh or resumed) with a progress bar, validates it on `validator`,
-/// and writes `n_overlays` overlay PNGs under `<run_dir>/overlays`.
-///
-/// # Errors
-/// Config, training, evaluation or overlay errors.
 /// Makes `model` a detector of `arch` (`DetectorConfig::to_arch`: a Mask R-CNN config is converted
 /// with the seed's settings of `arch`); a converted model trains in its own run folder,
 /// `<run_dir>_<arch>`.
@@ -64,17 +59,23 @@ pub fn select_arch(
     Ok(())
 }
 
+/// Trains `model` on `data` (fresh or resumed; a new run records `resolved` as its
+/// `config.resolved.toml`) with a progress bar, validates it on `validator`,
+/// and writes `n_overlays` overlay PNGs under `<run_dir>/overlays`.
+///
+/// # Errors
+/// Config, training, evaluation or overlay errors.
 pub fn fit_and_evaluate(
     model: &mut Detector,
     mut data: SampleData,
     train_cfg: &TrainConfig,
     validator: &mut DetectorValidator,
-    resume: bool,
+    start: Start,
     n_overlays: usize,
+    resolved: String,
 ) -> anyhow::Result<Fitted> {
     model.check_training_data(&data)?;
-    let trainer = Trainer::new(train_cfg.clone())?;
-    let start = if resume { Start::Resume } else { Start::Fresh };
+    let trainer = Trainer::new(train_cfg.clone())?.with_resolved_config(resolved);
     let t_train = std::time::Instant::now();
     let mut progress = ProgressObserver::new();
     let report = trainer.fit(model, &mut data, Some(validator), &mut progress, start)?;

@@ -2,12 +2,14 @@
 //! `train_htc.rs`: arguments, data, the detector of the example's architecture, the metric
 //! before and after training.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cellseg::train::TrainableModel;
+use anyhow::Context;
+use cellseg::experiment::{Experiment, Finished, FoldState, mark_finished};
 use cellseg::train::detector::{Arch, Detector, DetectorValidator, SampleData};
 use cellseg::train::pretrained::load_pretrained;
+use cellseg::train::{Start, TrainableModel};
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::{setup, support};
@@ -33,9 +35,19 @@ struct Args {
     /// Overrides `train.run_dir`.
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Continue the run in `run_dir` from its latest checkpoint.
+    /// Continue the run in `run_dir` (with `--fold K`: that fold's run) from its latest
+    /// checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Train fold K of an experiment: `run_dir` is the experiment folder, which records the split
+    /// in `folds.csv` (checked on every later run) and holds this fold's run in `fold<K>/`.
+    /// Needs `--data` or `--csv`.
+    #[arg(long, conflicts_with = "all_folds")]
+    fold: Option<usize>,
+    /// Train every fold of the experiment in `run_dir`, one after the other; run again, it skips
+    /// finished folds and resumes an interrupted one. Needs `--data` or `--csv`.
+    #[arg(long)]
+    all_folds: bool,
     /// Start from these weights (a `model.safetensors`, a checkpoint folder or a run folder such
     /// as `runs/pretrain_livecell`); the class-specific layers are re-initialised as the seed did
     /// (`[pretrained]` in the config). Ignored with `--resume`.
@@ -88,7 +100,107 @@ pub fn run(arch: Arch) -> anyhow::Result<()> {
     println!("cellseg {}", cellseg::libtorch_report());
 
     let paths = real_data_paths(&args);
-    let setup::Data { train, val, dsb_val } = setup::load_data(&cfg, paths.as_ref())?;
+    if args.fold.is_none() && !args.all_folds {
+        // One run folder, validated on `data.fold`.
+        let start = start_of(&cfg.train.run_dir, args.resume)?;
+        let setup::Data { train, val, dsb_val } = setup::load_data(&cfg, paths.as_ref())?;
+        train_one(arch, &cfg, &args, &paths, Fold { train, val, dsb_val, start })?;
+        println!("whole run {:.0} s", t0.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    let Some(paths) = paths else {
+        anyhow::bail!(
+            "--fold and --all-folds train the folds of a real data set: give --data or --csv \
+             (the synthetic default has no split)"
+        );
+    };
+    let data = setup::load_split_data(&cfg, &paths)?;
+    let exp = Experiment::record(&cfg.train.run_dir, &data.split)?;
+    let folds: Vec<usize> = match args.fold {
+        Some(k) => {
+            exp.check_fold(k)
+                .with_context(|| format!("--fold {k} (data.folds = {})", cfg.data.folds))?;
+            vec![k]
+        }
+        None => (0..exp.split.n_folds).collect(),
+    };
+    println!(
+        "experiment {}: {} images in {} folds ({})",
+        exp.dir.display(),
+        exp.split.ids.len(),
+        exp.split.n_folds,
+        exp.dir.join(cellseg::experiment::FOLDS_FILE).display()
+    );
+    for k in folds {
+        let dir = exp.fold_dir(k);
+        let start = match exp.fold_state(k) {
+            FoldState::Finished => {
+                println!("fold {k}: finished earlier ({}), skipped", dir.display());
+                continue;
+            }
+            FoldState::Interrupted if args.all_folds || args.resume => Start::Resume,
+            FoldState::Interrupted => return Err(run_exists(&dir)),
+            FoldState::New if args.resume => {
+                anyhow::bail!("--resume: fold {k} has no checkpoint in {}", dir.display())
+            }
+            FoldState::New => Start::Fresh,
+        };
+        println!("== fold {k} of {} ({:?}) in {}", exp.split.n_folds, start, dir.display());
+        let mut fcfg = cfg.clone();
+        fcfg.data.fold = k;
+        fcfg.train.run_dir = dir.clone();
+        let (train, val) = data.fold_cloned(k);
+        let done = train_one(
+            arch,
+            &fcfg,
+            &args,
+            &Some(paths.clone()),
+            Fold { train, val, dsb_val: Vec::new(), start },
+        )?;
+        mark_finished(&dir, &Finished { fold: k, ..done })?;
+    }
+    println!("whole run {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The error of a run folder that already holds a run, before anything is written into it.
+fn run_exists(dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} already holds a training run (a latest checkpoint); nothing was written to it \
+         (heldout/ is unchanged). Continue it with --resume, or train elsewhere with --run-dir; \
+         folds of one data set belong in an experiment (--fold K / --all-folds)",
+        dir.display()
+    )
+}
+
+/// Fresh or resumed, checked before anything is written into `dir`.
+fn start_of(dir: &Path, resume: bool) -> anyhow::Result<Start> {
+    match (cellseg::experiment::run_state(dir), resume) {
+        (FoldState::New, true) => anyhow::bail!("--resume: {} has no checkpoint", dir.display()),
+        (FoldState::New, false) => Ok(Start::Fresh),
+        (_, true) => Ok(Start::Resume),
+        (_, false) => Err(run_exists(dir)),
+    }
+}
+
+/// The data and start of one training run.
+struct Fold {
+    train: Vec<cellseg::data::Sample>,
+    val: Vec<cellseg::data::Sample>,
+    dsb_val: Vec<cellseg::data::Sample>,
+    start: Start,
+}
+
+/// Trains one run folder (`cfg.train.run_dir`): held-out images written (new run) or checked
+/// (resumed run), the metric before and after, the outputs; returns what `finished.json` records.
+fn train_one(
+    arch: Arch,
+    cfg: &setup::Config,
+    args: &Args,
+    paths: &Option<(PathBuf, PathBuf)>,
+    Fold { train, val, dsb_val, start }: Fold,
+) -> anyhow::Result<Finished> {
+    let t0 = Instant::now();
     println!(
         "data: {} training images{}, {} held-out images ({}){}",
         train.len(),
@@ -105,14 +217,18 @@ pub fn run(arch: Arch) -> anyhow::Result<()> {
             format!(", {} held-out DSB2018 images (real nuclei)", dsb_val.len())
         }
     );
-    write_held_out(&cfg.train.run_dir, &val, &dsb_val)?;
+    let run_dir = &cfg.train.run_dir;
+    match start {
+        Start::Fresh => write_held_out(run_dir, &val, &dsb_val)?,
+        Start::Resume => check_held_out(run_dir, &val)?,
+    }
     let device = tch::Device::cuda_if_available();
     let mut model = Detector::from_config(device, &cfg.model)
         .map_err(|e| anyhow::anyhow!("building the model: {e}"))?;
     let held_out: Vec<&str> = val.iter().take(8).map(|s| s.id.as_str()).collect();
     println!("held out: {}{}", held_out.join(", "), if val.len() > 8 { ", ..." } else { "" });
     println!("model: {} with a {:?} trunk on {device:?}", arch.name(), cfg.model.trunk);
-    if let (Some(path), false) = (&args.pretrained, args.resume) {
+    if let (Some(path), Start::Fresh) = (&args.pretrained, start) {
         let report = load_pretrained(model.var_store(), path, &cfg.pretrained)?;
         println!("pretrained: {report}");
     }
@@ -140,8 +256,9 @@ pub fn run(arch: Arch) -> anyhow::Result<()> {
         data,
         &cfg.train,
         &mut validator,
-        args.resume,
+        start,
         cfg.overlays,
+        resolved_config(cfg, args, paths)?,
     )?;
 
     println!();
@@ -158,7 +275,38 @@ pub fn run(arch: Arch) -> anyhow::Result<()> {
         );
     }
     support::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
-    Ok(())
+    Ok(Finished {
+        fold: cfg.data.fold,
+        steps: report.steps,
+        held_out: validator.samples().len(),
+        metric: after.report.score,
+    })
+}
+
+/// The whole config of the run as TOML (`config.resolved.toml`), headed by the data and weights
+/// it read: a run folder alone says how it was made.
+fn resolved_config(
+    cfg: &setup::Config,
+    args: &Args,
+    paths: &Option<(PathBuf, PathBuf)>,
+) -> anyhow::Result<String> {
+    let mut head = String::from("# The whole config of this run (every default filled in).\n");
+    match paths {
+        Some((csv, images)) => head.push_str(&format!(
+            "# data: {} with images in {} (fold {} of {} held out)\n",
+            csv.display(),
+            images.display(),
+            cfg.data.fold,
+            cfg.data.folds
+        )),
+        None => head.push_str("# data: the synthetic default ([synthetic], [dsb])\n"),
+    }
+    if let Some(p) = &args.pretrained {
+        head.push_str(&format!("# pretrained: {}\n", p.display()));
+    }
+    let configs: Vec<String> = args.config.iter().map(|p| p.display().to_string()).collect();
+    head.push_str(&format!("# configs: {}\n", configs.join(" + ")));
+    Ok(head + &toml::to_string(cfg).context("serialising the config")?)
 }
 
 /// Writes the held-out images and their truth (`heldout/images/` + `heldout/truth.csv`, and
@@ -185,5 +333,33 @@ fn write_held_out(
     };
     write("heldout", val, &majority)?;
     write("heldout_dsb", dsb_val, &|_| "nuclei".to_string())?;
+    Ok(())
+}
+
+/// Checks, before a resumed run goes on, that its `heldout/truth.csv` lists the images it
+/// validates on now (a resumed run of another fold or split would validate on training images).
+fn check_held_out(run_dir: &Path, val: &[cellseg::data::Sample]) -> anyhow::Result<()> {
+    let truth = run_dir.join("heldout").join("truth.csv");
+    if !truth.is_file() || val.is_empty() {
+        return Ok(());
+    }
+    let recorded = cellseg::metrics::report::load_truth_csv(&truth)
+        .with_context(|| format!("reading the held-out truth of {}", run_dir.display()))?;
+    let mut was: Vec<&str> = recorded.iter().map(|t| t.id.as_str()).collect();
+    // Images without instances have no truth row.
+    let mut now: Vec<&str> =
+        val.iter().filter(|s| !s.instances.masks.is_empty()).map(|s| s.id.as_str()).collect();
+    was.sort_unstable();
+    now.sort_unstable();
+    if was != now {
+        let first =
+            now.iter().find(|id| !was.contains(id)).or(was.iter().find(|id| !now.contains(id)));
+        anyhow::bail!(
+            "{}: this run validated on other images than the ones held out now (first differing \
+             id: {}); resuming it would validate on training images. heldout/ is unchanged",
+            truth.display(),
+            first.copied().unwrap_or("?")
+        );
+    }
     Ok(())
 }

@@ -15,7 +15,7 @@ use cellseg::train::pretrained::PretrainedConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole config file.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// libtorch intra-op threads (0: libtorch's default).
@@ -41,7 +41,7 @@ pub struct Config {
 }
 
 /// Synthetic cells of the three types (cellseg-data `synthetic`).
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyntheticSection {
     /// Training images (types cycle shsy5y, astro, cort).
@@ -63,7 +63,7 @@ impl Default for SyntheticSection {
 }
 
 /// The real DSB2018 nuclei added to the synthetic default (not used with `--data` / `--csv`).
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DsbSection {
     /// Add them (default true).
@@ -91,7 +91,7 @@ pub struct Data {
 }
 
 /// How the real data is split (`--data` / `--csv`).
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     /// Number of folds (seed: 5, `GroupKFold`).
@@ -103,6 +103,10 @@ pub struct DataSection {
     /// Each training image is visited this many times per epoch, each time with its own random
     /// crop (ours, for small data sets; the seed: 1).
     pub repeat: usize,
+    /// A fold CSV (columns `id` and `fold`, e.g. the seed's own split exported once, `SEED.md`
+    /// §1.6) used instead of computing GroupKFold; its folds must be below `folds`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fold_csv: Option<PathBuf>,
 }
 
 /// The groups of the fold split.
@@ -117,7 +121,7 @@ pub enum GroupBy {
 
 impl Default for DataSection {
     fn default() -> Self {
-        Self { folds: 5, fold: 0, group_by: GroupBy::PlateWell, repeat: 1 }
+        Self { folds: 5, fold: 0, group_by: GroupBy::PlateWell, repeat: 1, fold_csv: None }
     }
 }
 
@@ -156,27 +160,95 @@ pub fn load_data(cfg: &Config, paths: Option<&(PathBuf, PathBuf)>) -> anyhow::Re
             }
             Ok(Data { train, val, dsb_val })
         }
-        Some((csv, images)) => {
-            let d = &cfg.data;
-            let ds = SartoriusDataset::read_csv(csv, images, &SartoriusOptions::default())
-                .with_context(|| {
-                    format!("reading {} with images in {}", csv.display(), images.display())
-                })?;
-            let folds = match d.group_by {
-                GroupBy::PlateWell => ds.group_kfold(d.folds)?,
-                GroupBy::Id => {
-                    let ids = ds.ids();
-                    cellseg::data::folds::group_kfold(&ids, d.folds)?
-                }
-            };
-            let all = cellseg::data::sample::preload(&ds)?;
-            let (mut train, mut val) = (Vec::new(), Vec::new());
-            for (s, f) in all.into_iter().zip(folds) {
-                if f == d.fold { val.push(s) } else { train.push(s) }
-            }
+        Some(paths) => {
+            let (train, val) = load_split_data(cfg, paths)?.fold(cfg.data.fold);
             Ok(Data { train, val, dsb_val: Vec::new() })
         }
     }
+}
+
+/// A Sartorius-layout data set with its split: every image with its training masks (the seed's
+/// hole-filled annotations) and its validation truth (the original annotations: the seed
+/// validates and scores OOF on `df … nofix`, `SEED.md` §1).
+pub struct SplitData {
+    /// Every image with its training masks, in id order.
+    pub samples: Vec<Sample>,
+    /// The validation truth of each image (same order).
+    pub val_truth: Vec<cellseg::core::Instances>,
+    /// The split.
+    pub split: cellseg::data::folds::FoldSplit,
+}
+
+impl SplitData {
+    /// `(training samples, held-out samples with their validation truth)` of fold `k`.
+    pub fn fold(self, k: usize) -> (Vec<Sample>, Vec<Sample>) {
+        let (mut train, mut val) = (Vec::new(), Vec::new());
+        for ((s, truth), f) in self.samples.into_iter().zip(self.val_truth).zip(&self.split.folds) {
+            if *f == k {
+                val.push(Sample { instances: truth, ..s });
+            } else {
+                train.push(s);
+            }
+        }
+        (train, val)
+    }
+
+    /// [`SplitData::fold`] without consuming: for trainings of several folds.
+    pub fn fold_cloned(&self, k: usize) -> (Vec<Sample>, Vec<Sample>) {
+        let (mut train, mut val) = (Vec::new(), Vec::new());
+        for ((s, truth), f) in self.samples.iter().zip(&self.val_truth).zip(&self.split.folds) {
+            if *f == k {
+                val.push(Sample { instances: truth.clone(), ..s.clone() });
+            } else {
+                train.push(s.clone());
+            }
+        }
+        (train, val)
+    }
+}
+
+/// Reads the `(csv, image folder)` of a Sartorius-layout data set and splits it by `cfg.data`
+/// (GroupKFold on `group_by`, or the folds of `data.fold_csv`).
+///
+/// # Errors
+/// Unreadable or malformed data, naming the file and row; too few groups for the folds; a fold
+/// CSV that misses an image or names a fold not below `data.folds`.
+pub fn load_split_data(
+    cfg: &Config,
+    (csv, images): &(PathBuf, PathBuf),
+) -> anyhow::Result<SplitData> {
+    let d = &cfg.data;
+    let read = |options: &SartoriusOptions| {
+        SartoriusDataset::read_csv(csv, images, options).with_context(|| {
+            format!("reading {} with images in {}", csv.display(), images.display())
+        })
+    };
+    let ds = read(&SartoriusOptions::default())?;
+    let ids: Vec<String> = ds.ids().into_iter().map(String::from).collect();
+    let groups: Vec<String> = match d.group_by {
+        GroupBy::PlateWell => ds.groups()?.into_iter().map(String::from).collect(),
+        GroupBy::Id => ids.clone(),
+    };
+    let folds = match &d.fold_csv {
+        Some(path) => cellseg::data::folds::read_fold_csv(path, &ids)
+            .with_context(|| format!("reading the fold CSV {}", path.display()))?,
+        None => cellseg::data::folds::group_kfold(&groups, d.folds)?,
+    };
+    let split = cellseg::data::folds::FoldSplit::new(ids, groups, folds, d.folds).with_context(
+        || match &d.fold_csv {
+            Some(p) => format!("the folds of {} with data.folds = {}", p.display(), d.folds),
+            None => format!("the GroupKFold split into data.folds = {}", d.folds),
+        },
+    )?;
+    let val_ds = read(&SartoriusOptions::validation())?;
+    anyhow::ensure!(
+        val_ds.ids() == ds.ids(),
+        "{}: the validation read lists other images than the training read",
+        csv.display()
+    );
+    let val_truth = val_ds.images.into_iter().map(|i| i.instances).collect();
+    let samples = cellseg::data::sample::preload(&ds)?;
+    Ok(SplitData { samples, val_truth, split })
 }
 
 /// Reads the config files in order, each overlaid on the ones before (a later file sets only the

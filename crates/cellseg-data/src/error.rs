@@ -174,6 +174,15 @@ pub enum Error {
         /// The valid range.
         reason: &'static str,
     },
+    /// Two fold splits of the same data disagree (an experiment's `folds.csv` against the split a
+    /// new run computes, or two experiments against each other).
+    #[error("{path}: {message}")]
+    SplitMismatch {
+        /// The recorded split (`folds.csv`).
+        path: PathBuf,
+        /// What differs, naming the first differing image id.
+        message: String,
+    },
     /// The images of a batch have different channel counts.
     #[error("batch image {index} ({id}) has {got} channels, expected 1 or 3")]
     Channels {

@@ -229,14 +229,20 @@ impl SartoriusDataset {
     /// # Errors
     /// [`Error::MissingGroup`] when an image has no `sample_id`, [`Error::TooFewGroups`].
     pub fn group_kfold(&self, n_splits: usize) -> Result<Vec<usize>> {
-        let groups: Vec<&str> = self
-            .images
+        crate::folds::group_kfold(&self.groups()?, n_splits)
+    }
+
+    /// The `plate_well` group of every image, in order.
+    ///
+    /// # Errors
+    /// [`Error::MissingGroup`] when an image has no `sample_id`.
+    pub fn groups(&self) -> Result<Vec<&str>> {
+        self.images
             .iter()
             .map(|i| {
                 i.plate_well.as_deref().ok_or_else(|| Error::MissingGroup { id: i.id.clone() })
             })
-            .collect::<Result<_>>()?;
-        crate::folds::group_kfold(&groups, n_splits)
+            .collect()
     }
 
     /// The images at `indices` (a fold's train or validation part).

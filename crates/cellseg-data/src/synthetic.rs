@@ -5,7 +5,8 @@
 //!
 //! - [`generate`]: one image in memory, `(Image, Instances)`, for a cell type.
 //! - [`samples`]: `n` in-memory [`Sample`]s cycling through the three types.
-//! - [`generate_sartorius`]: `train.csv` + `train/{id}.png` (+ `test/{id}.png`), the competition layout.
+//! - [`generate_sartorius`] / [`generate_sartorius_layout`]: `train.csv` + `train/{id}.png` (+ `test/{id}.png`
+//!   with `test_truth.csv`), the competition layout.
 //! - [`generate_livecell`]: `annotations/LIVECell/livecell_coco_{train,val,test}.json` (polygons) +
 //!   LZW TIFFs in `images/livecell_{train_val,test}_images/{CellLine}/`, the LIVECell layout.
 //!
@@ -314,65 +315,110 @@ fn create_dir(p: &Path) -> Result<()> {
     std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))
 }
 
+/// What [`generate_sartorius_layout`] writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SartoriusLayout {
+    /// Annotated `train/` images (types cycling shsy5y, astro, cort).
+    pub images: usize,
+    /// Images in `test/`, whose truth goes to `test_truth.csv` (the Kaggle test set has none;
+    /// this one lets a run score its submission).
+    pub test_images: usize,
+    /// Image size (the competition's: 520×704, [`FRAME`]).
+    pub size: ImageSize,
+    /// Seed of ids and cells.
+    pub seed: u64,
+}
+
 /// Writes the Sartorius competition layout into `dir`: `train.csv` (all 9 columns, one row per
 /// instance, row-major RLE) and `train/{id}.png` for `n_images` 520×704 images (types cycling
 /// shsy5y, astro, cort; `sample_id`s give about two images per plate well), plus three unlabeled
-/// images in `test/`.
+/// images in `test/` (their truth in `test_truth.csv`).
 ///
 /// # Errors
 /// [`Error::Io`] / [`Error::ImageEncode`] when a file cannot be written.
 pub fn generate_sartorius(dir: &Path, n_images: usize, seed: u64) -> Result<SyntheticSummary> {
+    generate_sartorius_layout(
+        dir,
+        &SartoriusLayout { images: n_images, test_images: 3, size: FRAME, seed },
+    )
+}
+
+/// The rows of one image in the `train.csv` layout.
+fn sartorius_rows(
+    id: &str,
+    i: usize,
+    t: CellType,
+    n_images: usize,
+    size: ImageSize,
+    cells: &[Cell],
+) -> String {
+    let plate = match t {
+        CellType::Shsy5y => "shsy5y[diff]",
+        CellType::Astro => "astros[hippo]",
+        CellType::Cort => "cort[pre-treat]",
+    };
+    let well_index = if n_images >= 10 { i / 6 } else { i / 3 };
+    let well = format!("{}{}", (b'A' + (well_index / 12 % 8) as u8) as char, well_index % 12 + 1);
+    let hours = 8 + (i % 4) * 4;
+    let sample_id =
+        format!("{plate}_{well}-{}_Vessel-{}_Ph_{}", i % 4 + 1, 700 + i % 50, i % 3 + 1);
+    let mut s = String::new();
+    for c in cells {
+        let rle = cellseg_rle::kaggle::encode_cropped(&c.mask);
+        let _ = writeln!(
+            s,
+            "{id},{rle},{},{},{t},{hours:02}h00m00s,2020-01-{:02},{sample_id},0 days {hours:02}:00:00",
+            size.width,
+            size.height,
+            i % 28 + 1
+        );
+    }
+    s
+}
+
+/// Writes the Sartorius competition layout of `layout` into `dir`: `train.csv` + `train/{id}.png`,
+/// `test/{id}.png` + `test_truth.csv` (both CSVs with all 9 columns; `sample_id`s give about two
+/// images per plate well, so GroupKFold has real groups).
+///
+/// # Errors
+/// [`Error::Io`] / [`Error::ImageEncode`] when a file cannot be written.
+pub fn generate_sartorius_layout(dir: &Path, layout: &SartoriusLayout) -> Result<SyntheticSummary> {
+    let &SartoriusLayout { images: n_images, test_images, size, seed } = layout;
     let train = dir.join("train");
     let test = dir.join("test");
     create_dir(&train)?;
     create_dir(&test)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let ids: Vec<String> = (0..n_images + 3).map(|_| hex_id(&mut rng)).collect();
-    let rows: Vec<Result<String>> = (0..n_images)
+    let ids: Vec<String> = (0..n_images + test_images).map(|_| hex_id(&mut rng)).collect();
+    let header =
+        "id,annotation,width,height,cell_type,plate_time,sample_date,sample_id,elapsed_timedelta\n";
+    let rows: Vec<Result<String>> = (0..n_images + test_images)
         .into_par_iter()
         .map(|i| {
-            let t = CellType::ALL[i % 3];
-            let (image, cells) = generate_cells(t, FRAME, seed.wrapping_add(1 + i as u64));
-            write_png(&image, &train.join(format!("{}.png", ids[i])))?;
-            let plate = match t {
-                CellType::Shsy5y => "shsy5y[diff]",
-                CellType::Astro => "astros[hippo]",
-                CellType::Cort => "cort[pre-treat]",
+            let (t, image_seed, folder, k) = if i < n_images {
+                (CellType::ALL[i % 3], seed.wrapping_add(1 + i as u64), &train, i)
+            } else {
+                let k = i - n_images;
+                (CellType::ALL[k % 3], seed.wrapping_add(10_000 + k as u64), &test, n_images + k)
             };
-            let well_index = if n_images >= 10 { i / 6 } else { i / 3 };
-            let well = format!("{}{}", (b'A' + (well_index / 12 % 8) as u8) as char, well_index % 12 + 1);
-            let hours = 8 + (i % 4) * 4;
-            let sample_id = format!("{plate}_{well}-{}_Vessel-{}_Ph_{}", i % 4 + 1, 700 + i % 50, i % 3 + 1);
-            let mut s = String::new();
-            for c in &cells {
-                let rle = cellseg_rle::kaggle::encode_cropped(&c.mask);
-                let _ = writeln!(
-                    s,
-                    "{},{rle},{},{},{t},{hours:02}h00m00s,2020-01-{:02},{sample_id},0 days {hours:02}:00:00",
-                    ids[i],
-                    FRAME.width,
-                    FRAME.height,
-                    i % 28 + 1
-                );
-            }
-            Ok(s)
+            let (image, cells) = generate_cells(t, size, image_seed);
+            write_png(&image, &folder.join(format!("{}.png", ids[i])))?;
+            Ok(sartorius_rows(&ids[i], k, t, n_images, size, &cells))
         })
         .collect();
-    let mut csv = String::from(
-        "id,annotation,width,height,cell_type,plate_time,sample_date,sample_id,elapsed_timedelta\n",
-    );
+    let (mut train_csv, mut test_csv) = (String::from(header), String::from(header));
     let mut instances = 0;
-    for r in rows {
+    for (i, r) in rows.into_iter().enumerate() {
         let r = r?;
-        instances += r.lines().count();
-        csv.push_str(&r);
+        if i < n_images {
+            instances += r.lines().count();
+            train_csv.push_str(&r);
+        } else {
+            test_csv.push_str(&r);
+        }
     }
-    write_atomically(&dir.join("train.csv"), csv.as_bytes())?;
-    for (k, id) in ids[n_images..].iter().enumerate() {
-        let (image, _) =
-            generate_cells(CellType::ALL[k % 3], FRAME, seed.wrapping_add(10_000 + k as u64));
-        write_png(&image, &test.join(format!("{id}.png")))?;
-    }
+    write_atomically(&dir.join("train.csv"), train_csv.as_bytes())?;
+    write_atomically(&dir.join("test_truth.csv"), test_csv.as_bytes())?;
     Ok(SyntheticSummary { root: dir.to_path_buf(), images: n_images, instances })
 }
 

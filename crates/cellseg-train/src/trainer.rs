@@ -148,6 +148,8 @@ pub struct TrainReport {
 #[derive(Debug, Clone)]
 pub struct Trainer {
     cfg: TrainConfig,
+    /// The whole config of the run (`with_resolved_config`), written as `config.resolved.toml`.
+    resolved: Option<String>,
 }
 
 /// The mutable position of a run.
@@ -175,7 +177,15 @@ impl Trainer {
     /// [`Error::InvalidConfig`] when the config does not validate.
     pub fn new(cfg: TrainConfig) -> Result<Self> {
         cfg.validate()?;
-        Ok(Self { cfg })
+        Ok(Self { cfg, resolved: None })
+    }
+
+    /// Records `toml` (the whole config the run was made with: data, fold, model, augmentations,
+    /// post-processing, and this `[train]`) as the new run's `config.resolved.toml`, instead of
+    /// this `[train]` alone, so that a run folder says how it was made.
+    pub fn with_resolved_config(mut self, toml: String) -> Self {
+        self.resolved = Some(toml);
+        self
     }
 
     /// The configuration.
@@ -252,9 +262,13 @@ impl Trainer {
                     return Err(Error::RunExists { path: cfg.run_dir.clone() });
                 }
                 store.create_run_dir()?;
+                let resolved = match &self.resolved {
+                    Some(t) => t.clone(),
+                    None => cfg.to_toml()?,
+                };
                 crate::checkpoint::write_atomic(
                     &cfg.run_dir.join("config.resolved.toml"),
-                    cfg.to_toml()?.as_bytes(),
+                    resolved.as_bytes(),
                 )?;
                 let card_path = cfg.run_dir.join(MODEL_CARD_FILE);
                 let card = model

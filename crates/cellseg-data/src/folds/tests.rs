@@ -58,3 +58,44 @@ fn fold_csv_round_trip_and_errors() {
     assert!(err.contains("line 2") && err.contains("fold"), "{err}");
     assert_eq!(split_indices(&[0, 1, 0], 0), (vec![1], vec![0, 2]));
 }
+
+#[test]
+fn a_fold_split_round_trips_and_names_the_first_differing_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = |folds: Vec<usize>| {
+        FoldSplit::new(
+            vec!["a".into(), "b".into(), "c".into()],
+            vec!["g1".into(), "g2".into(), "g2".into()],
+            folds,
+            2,
+        )
+    };
+    let split = s(vec![0, 1, 1]).unwrap();
+    let path = dir.path().join("folds.csv");
+    split.write(&path).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "id,group,fold\na,g1,0\nb,g2,1\nc,g2,1\n");
+    let back = FoldSplit::read(&path).unwrap();
+    assert_eq!(back, split);
+    assert_eq!(back.fold_ids(1), ["b", "c"]);
+    assert_eq!(back.fold_of("a"), Some(0));
+    back.check_same(&split, &path).unwrap();
+    let other = s(vec![1, 0, 0]).unwrap();
+    let e = back.check_same(&other, &path).unwrap_err().to_string();
+    assert!(
+        e.contains("folds.csv") && e.contains("image a is in fold 0 there but in fold 1 here"),
+        "{e}"
+    );
+    let fewer =
+        FoldSplit::new(vec!["a".into(), "b".into()], vec!["g1".into(), "g2".into()], vec![0, 1], 2)
+            .unwrap();
+    let e = back.check_same(&fewer, &path).unwrap_err().to_string();
+    assert!(e.contains("image c is recorded there but not in this split"), "{e}");
+    // Bad splits and files.
+    assert!(s(vec![0, 0, 0]).unwrap_err().to_string().contains("fold 1 of 2 is empty"));
+    assert!(s(vec![0, 2, 1]).is_err());
+    std::fs::write(&path, "id,group,fold\na,g,0\na,g,1\n").unwrap();
+    let e = FoldSplit::read(&path).unwrap_err().to_string();
+    assert!(e.contains("line 3") && e.contains("listed twice"), "{e}");
+    std::fs::write(&path, "id,group,fold\na,g,x\n").unwrap();
+    assert!(FoldSplit::read(&path).unwrap_err().to_string().contains("line 2"));
+}
