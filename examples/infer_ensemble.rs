@@ -9,7 +9,9 @@
 //!     [--postproc configs/postproc.toml] [--no-tta] [--cpu] [--threads N]
 //! ```
 //! Each `--model` is a run folder (or a checkpoint folder inside one) written by a training
-//! example; it is rebuilt from its `model.toml` and latest checkpoint alone.
+//! example, rebuilt from its `model.toml` and latest checkpoint alone, or an experiment folder
+//! (`train_* --all-folds`), which stands for all its folds in fold order. The `[usage]` lists of
+//! `--ensemble` may name `--model` folders (their folder names) instead of member indices.
 
 // Only `init_tracing` here; the rest serves the training examples.
 #[allow(dead_code)]
@@ -19,8 +21,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cellseg::ensemble::{EnsembleConfig, View};
-use cellseg::inference::{Inference, Members, Outputs, list_images};
+use cellseg::inference::{
+    Inference, Members, Outputs, ensemble_config, expand_models, list_images,
+};
 use cellseg::postproc::{Pipeline, PostprocConfig};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,7 +31,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Parser)]
 #[command(about = "Ensemble trained models over a folder of images into a submission")]
 struct Args {
-    /// A run folder of a trained model (repeatable; members in this order).
+    /// A run folder of a trained model, or an experiment folder (all its folds); repeatable,
+    /// members in this order.
     #[arg(long = "model", required = true)]
     models: Vec<PathBuf>,
     /// The images: a Kaggle `test/` folder or any folder of PNG / TIFF files.
@@ -77,22 +81,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let device = if args.cpu { tch::Device::Cpu } else { cellseg::best_device() };
     println!("{}", cellseg::libtorch_report());
-    let mut ens_cfg = match &args.ensemble {
-        Some(p) => EnsembleConfig::load(p)?,
-        None if args.models.len() == 1 => EnsembleConfig::seed_single(),
-        None => EnsembleConfig::default(),
-    };
-    if args.no_tta {
-        ens_cfg.views = vec![View::Identity];
-    }
+    let (runs, names) = expand_models(&args.models)?;
+    let ens_cfg = ensemble_config(args.ensemble.as_deref(), &names, runs.len(), args.no_tta)?;
     let post_cfg = match &args.postproc {
         Some(p) => PostprocConfig::load(p)?,
         None => PostprocConfig::default(),
     };
     let pipeline = Pipeline::new(post_cfg)?;
     let images = list_images(&args.images)?;
-    let members = Members::load(&args.models, device)?;
-    for (path, d) in args.models.iter().zip(members.detectors()) {
+    let members = Members::load(&runs, device)?;
+    for (path, d) in runs.iter().zip(members.detectors()) {
         println!("member {}: {}", path.display(), d.model().arch().name());
     }
     let ensemble = members.ensemble(ens_cfg)?;
@@ -120,7 +118,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         report.processed.len(),
         report.seconds,
         report.images_per_s(),
-        args.models.len(),
+        runs.len(),
         ensemble.config().views.len()
     );
     if let Some(m) = &report.metric {

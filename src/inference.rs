@@ -40,6 +40,15 @@ pub enum Error {
         #[source]
         source: Box<cellseg_train::Error>,
     },
+    /// An experiment folder given as a member is unusable (a fold not finished, no split).
+    #[error("experiment {path}: {source}")]
+    Experiment {
+        /// The folder given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<crate::experiment::Error>,
+    },
     /// Two members that cannot be ensembled.
     #[error("members {first} and {other} differ in {what}; an ensemble needs them equal")]
     Incompatible {
@@ -160,9 +169,16 @@ impl Members {
                     ));
                 }
             }
-            let name = path
-                .file_name()
-                .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+            // A fold of an experiment is `<experiment>/fold<K>`, so that members stay apart.
+            let name =
+                match path.parent().filter(|p| crate::experiment::Experiment::is_experiment(p)) {
+                    Some(exp) => format!(
+                        "{}/{}",
+                        crate::experiment::folder_name(exp),
+                        crate::experiment::folder_name(path)
+                    ),
+                    None => crate::experiment::folder_name(path),
+                };
             tracing::info!(path = %path.display(), arch = d.model().arch().name(), "member loaded");
             members.push((path.clone(), name, d));
         }
@@ -188,6 +204,52 @@ impl Members {
     pub fn card(&self) -> Option<&ModelCard> {
         self.members.first().map(|(_, _, d)| d.card())
     }
+}
+
+/// The ensemble config of a run over `n_members` members: the file at `path` (whose `[usage]`
+/// lists may name members by `names`, see [`EnsembleConfig::load_named`]), else the seed's ENS
+/// values, or its SINGLE values for one member; `no_tta` keeps the identity view only.
+///
+/// # Errors
+/// As [`EnsembleConfig::load_named`].
+pub fn ensemble_config(
+    path: Option<&Path>,
+    names: &[(String, Vec<usize>)],
+    n_members: usize,
+    no_tta: bool,
+) -> Result<EnsembleConfig> {
+    let mut cfg = match path {
+        Some(p) => EnsembleConfig::load_named(p, names)?,
+        None if n_members == 1 => EnsembleConfig::seed_single(),
+        None => EnsembleConfig::default(),
+    };
+    if no_tta {
+        cfg.views = vec![cellseg_ensemble::View::Identity];
+    }
+    Ok(cfg)
+}
+
+/// The members that `--model` folders stand for: a run folder is one member, an experiment
+/// folder (with `folds.csv`) all its folds, in fold order. Returns the run folders and, for
+/// [`ensemble_config`], each given folder's name with the member indices it stands for.
+///
+/// # Errors
+/// [`Error::Member`] for an experiment with a fold that is not finished.
+pub fn expand_models(models: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<(String, Vec<usize>)>)> {
+    let (mut runs, mut names) = (Vec::new(), Vec::new());
+    for m in models {
+        let folds = if crate::experiment::Experiment::is_experiment(m) {
+            crate::experiment::Experiment::open(m)
+                .and_then(|e| e.fold_runs())
+                .map_err(|e| Error::Experiment { path: m.clone(), source: Box::new(e) })?
+        } else {
+            vec![m.clone()]
+        };
+        let ix: Vec<usize> = (runs.len()..runs.len() + folds.len()).collect();
+        names.push((crate::experiment::folder_name(m), ix));
+        runs.extend(folds);
+    }
+    Ok((runs, names))
 }
 
 /// One image of the folder.
@@ -314,39 +376,8 @@ impl Inference<'_> {
         }
         let mut oof = outputs.oof.as_deref().map(OofWriter::create).transpose()?;
         let t0 = std::time::Instant::now();
-        let (tx, rx) = mpsc::channel::<(usize, String, SoftDetections, Image)>();
-        let overlays = outputs.overlays.as_deref();
-        let pipeline = self.pipeline;
-        let results = std::thread::scope(|scope| -> Result<Vec<(usize, Result<Processed>)>> {
-            // Dropped on every return, so that the post-processing thread always finishes.
-            let tx = tx;
-            // Post-processing of image i runs on rayon's threads while the model predicts i + 1.
-            let post = scope.spawn(move || {
-                rx.into_iter()
-                    .par_bridge()
-                    .map(|(i, id, soft, image)| {
-                        (i, post_process(pipeline, &id, &soft, &image, overlays))
-                    })
-                    .collect::<Vec<_>>()
-            });
-            for (i, file) in images.iter().enumerate() {
-                let image = read_image(&file.path)?;
-                let soft = self.predict(&image)?;
-                if let Some(w) = oof.as_mut() {
-                    w.write_image(&file.id, &soft)?;
-                }
-                // The receiver hangs up only when the post-processing thread ends, after `tx`.
-                let _ = tx.send((i, file.id.clone(), soft, image));
-                progress(i + 1);
-            }
-            drop(tx);
-            Ok(post.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-        })?;
-        let mut slots: Vec<Option<Processed>> = (0..images.len()).map(|_| None).collect();
-        for (i, r) in results {
-            slots[i] = Some(r?);
-        }
-        let processed: Vec<Processed> = slots.into_iter().flatten().collect();
+        let processed =
+            self.predict_images(images, oof.as_mut(), outputs.overlays.as_deref(), progress)?;
         let seconds = t0.elapsed().as_secs_f64();
         let mut written = Vec::new();
         if let Some(w) = oof {
@@ -373,6 +404,54 @@ impl Inference<'_> {
             _ => None,
         };
         Ok(InferenceReport { processed, seconds, metric, written })
+    }
+
+    /// Predicts `images` in order, appends each image's soft detections to `oof`, and
+    /// post-processes each on rayon's threads while the model predicts the next (writing its
+    /// overlay PNG into `overlays`); `progress(done)` after each image. Returns the processed
+    /// images in `images` order.
+    ///
+    /// # Errors
+    /// The first image that fails to read, predict or post-process, by id.
+    pub fn predict_images(
+        &self,
+        images: &[ImageFile],
+        mut oof: Option<&mut OofWriter>,
+        overlays: Option<&Path>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Processed>> {
+        let (tx, rx) = mpsc::channel::<(usize, String, SoftDetections, Image)>();
+        let pipeline = self.pipeline;
+        let results = std::thread::scope(|scope| -> Result<Vec<(usize, Result<Processed>)>> {
+            // Dropped on every return, so that the post-processing thread always finishes.
+            let tx = tx;
+            // Post-processing of image i runs on rayon's threads while the model predicts i + 1.
+            let post = scope.spawn(move || {
+                rx.into_iter()
+                    .par_bridge()
+                    .map(|(i, id, soft, image)| {
+                        (i, post_process(pipeline, &id, &soft, &image, overlays))
+                    })
+                    .collect::<Vec<_>>()
+            });
+            for (i, file) in images.iter().enumerate() {
+                let image = read_image(&file.path)?;
+                let soft = self.predict(&image)?;
+                if let Some(w) = oof.as_deref_mut() {
+                    w.write_image(&file.id, &soft)?;
+                }
+                // The receiver hangs up only when the post-processing thread ends, after `tx`.
+                let _ = tx.send((i, file.id.clone(), soft, image));
+                progress(i + 1);
+            }
+            drop(tx);
+            Ok(post.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        })?;
+        let mut slots: Vec<Option<Processed>> = (0..images.len()).map(|_| None).collect();
+        for (i, r) in results {
+            slots[i] = Some(r?);
+        }
+        Ok(slots.into_iter().flatten().collect())
     }
 
     /// The soft detections of one image, normalised and padded as the members were trained.
@@ -469,7 +548,15 @@ pub fn truth_for(path: &Path, images: &[ImageFile]) -> Result<PredictedTruth> {
 
 /// The competition metric of `processed` against `truth` (same order), from the submission
 /// rows as the `evaluate` example reads them.
-fn score(path: &Path, truth: &[TruthImage], processed: &[Processed]) -> Result<CompetitionReport> {
+///
+/// # Errors
+/// [`Error::TruthMismatch`] for a prediction that does not encode at the truth's size; the
+/// metric's errors.
+pub fn score(
+    path: &Path,
+    truth: &[TruthImage],
+    processed: &[Processed],
+) -> Result<CompetitionReport> {
     let preds = truth
         .iter()
         .zip(processed)

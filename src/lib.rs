@@ -16,6 +16,7 @@
 //! | [`heads`] | `cellseg-heads`: RPN, RoI heads, detectors | yes |
 //! | [`ensemble`] | `cellseg-ensemble`: multi-model × TTA merging | yes |
 //! | [`train`] | `cellseg-train`: training engine | yes |
+//! | [`cross_validation`] | this crate: experiments → one OOF over every training image, the CV | yes |
 //! | [`experiment`] | this crate: k-fold experiment folders (`folds.csv` + one run per fold) | yes |
 //! | [`inference`] | this crate: run folders + images → ensemble → submission, COCO, OOF | yes |
 //!
@@ -36,6 +37,7 @@ pub use cellseg_postproc as postproc;
 pub use cellseg_rle as rle;
 pub use cellseg_train as train;
 
+pub mod cross_validation;
 pub mod experiment;
 pub mod inference;
 

@@ -16,13 +16,13 @@ use cellseg::train::{
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Log to stderr, filtered by `RUST_LOG` (default `warn`: the progress bar and the report carry
-/// the run).
+/// the run). A second call (a test running several examples' runs) keeps the first subscriber.
 pub fn init_tracing() {
-    tracing_subscriber::fmt()
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
-        .init();
+        .try_init();
 }
 
 /// What [`fit_and_evaluate`] returns.

@@ -76,6 +76,15 @@ fn real_data_paths(args: &Args) -> Option<(PathBuf, PathBuf)> {
 /// Bad arguments or configs, unreadable data, a config of another cascade architecture, and
 /// every training error, each naming what failed.
 pub fn run(arch: Arch) -> anyhow::Result<()> {
+    run_from(arch, None)
+}
+
+/// [`run`] with the arguments `argv` (the program name first) instead of the process's; a bad
+/// argument is an error then, not an exit.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     support::init_tracing();
     let about = format!(
         "Train a {} on synthetic cells (default) or the Sartorius layout",
@@ -85,7 +94,12 @@ pub fn run(arch: Arch) -> anyhow::Result<()> {
             Arch::Htc => "Hybrid Task Cascade (HTC)",
         }
     );
-    let args = Args::from_arg_matches(&Args::command().about(about).get_matches())?;
+    let command = Args::command().about(about);
+    let matches = match argv {
+        Some(argv) => command.try_get_matches_from(argv)?,
+        None => command.get_matches(),
+    };
+    let args = Args::from_arg_matches(&matches)?;
     let t0 = Instant::now();
     let paths: Vec<&std::path::Path> = args.config.iter().map(PathBuf::as_path).collect();
     let mut cfg = setup::load_configs(&paths)?;
@@ -96,7 +110,6 @@ pub fn run(arch: Arch) -> anyhow::Result<()> {
     if cfg.threads > 0 {
         tch::set_num_threads(cfg.threads);
     }
-    tch::manual_seed(cfg.train.seed as i64);
     println!("cellseg {}", cellseg::libtorch_report());
 
     let paths = real_data_paths(&args);
@@ -222,6 +235,9 @@ fn train_one(
         Start::Fresh => write_held_out(run_dir, &val, &dsb_val)?,
         Start::Resume => check_held_out(run_dir, &val)?,
     }
+    // Seeded per run, so that a fold's model starts alike whether the folds before it trained in
+    // this process or not.
+    tch::manual_seed(cfg.train.seed as i64);
     let device = tch::Device::cuda_if_available();
     let mut model = Detector::from_config(device, &cfg.model)
         .map_err(|e| anyhow::anyhow!("building the model: {e}"))?;

@@ -2,9 +2,7 @@
 //! seed-recipe config holds the seed's values, bad keys / types / folds name the key and the file,
 //! and a data folder with a missing image names the image.
 
-#[path = "../../examples/train/setup.rs"]
-#[allow(dead_code)]
-mod setup;
+use crate::setup;
 
 use std::path::{Path, PathBuf};
 

@@ -276,6 +276,60 @@ impl EnsembleConfig {
         Ok(cfg)
     }
 
+    /// [`Self::load`] with members that have names: a `[usage]` list (and `cls`) may name members
+    /// instead of giving indices. `names` maps each name to the members it stands for (an
+    /// experiment's name to all its folds); a name expands to those indices, in order.
+    ///
+    /// # Errors
+    /// As [`Self::load`]; [`Error::Config`] naming the file, the list and an unknown name, with
+    /// every known name.
+    pub fn load_named(path: impl AsRef<Path>, names: &[(String, Vec<usize>)]) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            Error::Core(cellseg_core::Error::ConfigIo { path: path.to_path_buf(), source })
+        })?;
+        let mut table: toml::Table = cellseg_core::config::parse_toml(&text, path)?;
+        let mut named = false;
+        if let Some(toml::Value::Table(usage)) = table.get_mut("usage") {
+            for (key, list) in usage.iter_mut() {
+                let toml::Value::Array(items) = list else { continue };
+                let mut out = Vec::with_capacity(items.len());
+                for item in items.iter() {
+                    let toml::Value::String(name) = item else {
+                        out.push(item.clone());
+                        continue;
+                    };
+                    named = true;
+                    let Some((_, members)) = names.iter().find(|(n, _)| n == name) else {
+                        let known: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+                        return Err(Error::Config {
+                            path: Some(path.to_path_buf()),
+                            reason: format!(
+                                "usage.{key} names `{name}`, which is no member; the members are \
+                                 named {}",
+                                known.join(", ")
+                            ),
+                        });
+                    };
+                    out.extend(members.iter().map(|&i| toml::Value::Integer(i as i64)));
+                }
+                *items = out;
+            }
+        }
+        if !named {
+            return Self::load(path);
+        }
+        let cfg: Self =
+            cellseg_core::config::parse_toml(&toml::to_string(&table).expect("a table"), path)?;
+        cfg.validate().map_err(|e| match e {
+            Error::Config { reason, .. } => {
+                Error::Config { path: Some(path.to_path_buf()), reason }
+            }
+            e => e,
+        })?;
+        Ok(cfg)
+    }
+
     /// The config as TOML (every value has a TOML form; `num_classes` and `usage` are left out
     /// when absent).
     pub fn to_toml(&self) -> String {

@@ -192,7 +192,9 @@ impl BoxHead {
     /// repeated for every class.
     pub fn decode(&self, rois: &Tensor, reg: &Tensor, image_sizes: &[(i64, i64)]) -> Tensor {
         let r = rois.size()[0];
-        let boxes = self.coder.decode(&rois.narrow(1, 1, 4), reg, None).view([r, -1, 4]);
+        // Explicit sizes: `-1` is ambiguous when there are no RoIs (an image without proposals).
+        let per_roi = reg.size()[1] / 4;
+        let boxes = self.coder.decode(&rois.narrow(1, 1, 4), reg, None).view([r, per_roi, 4]);
         let boxes = clip_rows(&boxes, rois, image_sizes);
         if self.cfg.reg_class_agnostic {
             boxes.expand([r, self.num_classes, 4], false)
