@@ -110,3 +110,58 @@ fn a_missing_image_is_named() {
     let msg = format!("{err:#}");
     assert!(msg.contains("ffc2ead3e8cc"), "{msg}");
 }
+
+#[test]
+fn a_fold_csv_gives_the_split_and_validation_truth_keeps_the_holes() {
+    use cellseg::data::synthetic::{SartoriusLayout, generate_sartorius_layout};
+    let dir = Scratch::new("fold-csv");
+    let layout = SartoriusLayout {
+        images: 6,
+        test_images: 0,
+        size: cellseg::core::ImageSize::new(64, 64),
+        seed: 1,
+    };
+    generate_sartorius_layout(&dir.0, &layout).unwrap();
+    let paths = (dir.0.join("train.csv"), dir.0.join("train"));
+    let mut cfg = setup::Config::default();
+    cfg.data.folds = 3;
+    let ids: Vec<String> = setup::load_split_data(&cfg, &paths).unwrap().split.ids;
+    // The seed's own split, as a fold CSV: image i in fold i % 3.
+    let rows: String = ids.iter().enumerate().map(|(i, id)| format!("{id},{}\n", i % 3)).collect();
+    cfg.data.fold_csv = Some(dir.write("seed_folds.csv", &format!("id,fold\n{rows}")));
+    // A ring cell (11x11 with a 3x3 hole) added to the first image: training fills the hole
+    // (the seed's `fix`), the validation truth keeps it (`df … nofix`).
+    let mut rle = String::new();
+    for r in 10..21 {
+        let runs: &[(usize, usize)] =
+            if (14..17).contains(&r) { &[(10, 4), (17, 4)] } else { &[(10, 11)] };
+        for &(c0, len) in runs {
+            rle.push_str(&format!("{} {len} ", r * 64 + c0 + 1));
+        }
+    }
+    let csv = std::fs::read_to_string(&paths.0).unwrap();
+    let first = csv.lines().nth(1).unwrap().to_string();
+    let mut fields: Vec<&str> = first.split(',').collect();
+    fields[1] = rle.trim();
+    std::fs::write(&paths.0, format!("{csv}{}\n", fields.join(","))).unwrap();
+    let ring_id = fields[0].to_string();
+    let data = setup::load_split_data(&cfg, &paths).unwrap();
+    assert_eq!(data.split.folds, [0, 1, 2, 0, 1, 2]);
+    let (train, val) = data.fold_cloned(1);
+    assert_eq!((train.len(), val.len()), (4, 2));
+    assert_eq!(val[0].id, ids[1]);
+    let ring = |samples: &[cellseg::data::Sample]| {
+        let s = samples.iter().find(|s| s.id == ring_id).unwrap();
+        s.instances.masks.iter().map(|m| m.area()).find(|&a| a == 121 - 9 || a == 121).unwrap()
+    };
+    let k = data.split.fold_of(&ring_id).unwrap();
+    let (_, val_k) = data.fold_cloned(k);
+    assert_eq!(ring(&val_k), 112, "validation truth: the original annotation");
+    let (train_other, _) = data.fold_cloned((k + 1) % 3);
+    assert_eq!(ring(&train_other), 121, "training masks: holes filled");
+    // A fold the split does not have.
+    let rows: String = ids.iter().enumerate().map(|(i, id)| format!("{id},{}\n", i % 4)).collect();
+    cfg.data.fold_csv = Some(dir.write("bad_folds.csv", &format!("id,fold\n{rows}")));
+    let e = format!("{:#}", setup::load_split_data(&cfg, &paths).err().unwrap());
+    assert!(e.contains("bad_folds.csv") && e.contains("3 with 3 folds"), "{e}");
+}

@@ -278,3 +278,18 @@ fn bad_batches_and_targets_are_typed_errors_naming_the_input() {
         expect("device", m.predict(&cuda, &[size]).unwrap_err(), &["Cuda(0)", "Cpu"]);
     }
 }
+
+/// A box head decoding no RoIs (an image whose proposals were all filtered out, as a barely
+/// trained model gives in cross-validation) returns `[0, C, 4]`; `view([0, -1, 4])` was ambiguous.
+#[test]
+fn a_box_head_decodes_zero_rois() {
+    let _torch = torch_lock();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = cellseg_heads::config::BoxHeadConfig::default();
+    let head = cellseg_heads::heads::box_head::BoxHead::new(&vs.root(), &cfg, 16, 3);
+    let per_class = if cfg.reg_class_agnostic { 4 } else { 12 };
+    let rois = Tensor::zeros([0, 5], (Kind::Float, Device::Cpu));
+    let reg = Tensor::zeros([0, per_class], (Kind::Float, Device::Cpu));
+    let boxes = head.decode(&rois, &reg, &[(64, 64)]);
+    assert_eq!(boxes.size(), [0, 3, 4]);
+}
