@@ -81,7 +81,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let device = if args.cpu { tch::Device::Cpu } else { cellseg::best_device() };
     println!("{}", cellseg::libtorch_report());
-    let (runs, names) = expand_models(&args.models)?;
+    let cellseg::inference::ModelList { runs, names } = expand_models(&args.models)?;
     let ens_cfg = ensemble_config(args.ensemble.as_deref(), &names, runs.len(), args.no_tta)?;
     let post_cfg = match &args.postproc {
         Some(p) => PostprocConfig::load(p)?,

@@ -229,13 +229,21 @@ pub fn ensemble_config(
     Ok(cfg)
 }
 
+/// The members that `--model` folders stand for ([`expand_models`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelList {
+    /// The run folder of every member, in order.
+    pub runs: Vec<PathBuf>,
+    /// Each given folder's name with the member indices it stands for (for [`ensemble_config`]).
+    pub names: Vec<(String, Vec<usize>)>,
+}
+
 /// The members that `--model` folders stand for: a run folder is one member, an experiment
-/// folder (with `folds.csv`) all its folds, in fold order. Returns the run folders and, for
-/// [`ensemble_config`], each given folder's name with the member indices it stands for.
+/// folder (with `folds.csv`) all its folds, in fold order.
 ///
 /// # Errors
-/// [`Error::Member`] for an experiment with a fold that is not finished.
-pub fn expand_models(models: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<(String, Vec<usize>)>)> {
+/// [`Error::Experiment`] for an experiment with a fold that is not finished.
+pub fn expand_models(models: &[PathBuf]) -> Result<ModelList> {
     let (mut runs, mut names) = (Vec::new(), Vec::new());
     for m in models {
         let folds = if crate::experiment::Experiment::is_experiment(m) {
@@ -249,7 +257,7 @@ pub fn expand_models(models: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<(String, V
         names.push((crate::experiment::folder_name(m), ix));
         runs.extend(folds);
     }
-    Ok((runs, names))
+    Ok(ModelList { runs, names })
 }
 
 /// One image of the folder.

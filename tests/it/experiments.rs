@@ -194,8 +194,8 @@ fn experiments_train_cross_validate_tweak_and_resume() {
         let _torch = torch_lock();
         train(train_args(&config, &data, &b, &["--all-folds"])).unwrap();
     }
-    for k in 0..2 {
-        assert_eq!(models(&exp_b.fold_dir(k)), before[k], "fold {k} untouched");
+    for (k, was) in before.iter().enumerate() {
+        assert_eq!(&models(&exp_b.fold_dir(k)), was, "fold {k} untouched");
     }
     assert!((0..5).all(|k| exp_b.fold_state(k) == FoldState::Finished));
     let resumed = std::fs::read_to_string(b.join("fold2/metrics.jsonl")).unwrap();
