@@ -12,17 +12,16 @@
 //! Every check (one shared split, every fold finished, every image and its truth present, the
 //! outputs writable) runs before the first prediction.
 
-// Only `init_tracing` here; the rest serves the training examples.
+// `init_tracing`, `DataArgs` and `InferenceArgs` here; the rest serves the training examples.
 #[allow(dead_code)]
 mod support;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use cellseg::cross_validation::CrossValidation;
 use cellseg::experiment::folder_name;
-use cellseg::inference::ensemble_config;
-use cellseg::postproc::{Pipeline, PostprocConfig};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -34,39 +33,16 @@ struct Args {
     /// An experiment folder (`train_* --all-folds`); repeatable, fold k's members in this order.
     #[arg(long = "experiment", required = true)]
     experiments: Vec<PathBuf>,
-    /// Sartorius folder (`train.csv` + `train/`).
-    #[arg(long, required_unless_present = "csv")]
-    data: Option<PathBuf>,
-    /// The truth CSV (overrides `<data>/train.csv`; it may hold more images than the split).
-    #[arg(long)]
-    csv: Option<PathBuf>,
-    /// The folder of the `{id}.png` training images (overrides `<data>/train`; default with
-    /// `--csv` alone: the CSV's folder).
-    #[arg(long)]
-    images: Option<PathBuf>,
+    #[command(flatten)]
+    data: support::DataArgs,
     /// The OOF file: every image's predictions before post-processing (for tweak_thresholds).
     #[arg(long)]
     oof: Option<PathBuf>,
     /// The post-processed OOF as a submission CSV (for evaluate).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Ensemble config; its `[usage]` lists may name experiments (folder names). Default: the
-    /// seed's ENS values, or its SINGLE values for one experiment.
-    #[arg(long)]
-    ensemble: Option<PathBuf>,
-    /// Post-processing config (default: the seed's; a `tweak_thresholds` output reproduces the
-    /// tuned CV).
-    #[arg(long)]
-    postproc: Option<PathBuf>,
-    /// The identity view only (no flip TTA).
-    #[arg(long)]
-    no_tta: bool,
-    /// Run on the CPU even when a GPU is available.
-    #[arg(long)]
-    cpu: bool,
-    /// libtorch intra-op threads (default: libtorch's).
-    #[arg(long)]
-    threads: Option<i32>,
+    #[command(flatten)]
+    inference: support::InferenceArgs,
 }
 
 fn main() -> ExitCode {
@@ -75,31 +51,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(t) = args.threads {
-        tch::set_num_threads(t);
-    }
-    let device = if args.cpu { tch::Device::Cpu } else { cellseg::best_device() };
+    let device = args.inference.device();
     println!("{}", cellseg::libtorch_report());
-    let truth = match (&args.csv, &args.data) {
-        (Some(c), _) => c.clone(),
-        (None, Some(d)) => d.join("train.csv"),
-        (None, None) => unreachable!("clap requires --data or --csv"),
-    };
-    let images = match (&args.images, &args.data) {
-        (Some(i), _) => i.clone(),
-        (None, Some(d)) => d.join("train"),
-        (None, None) => truth.parent().map_or_else(|| PathBuf::from("."), PathBuf::from),
-    };
+    let (truth, images) = args.data.paths().context("give --data or --csv")?;
     // Fold k's members are fold k of each experiment: experiment i is member i.
     let names: Vec<(String, Vec<usize>)> =
         args.experiments.iter().enumerate().map(|(i, e)| (folder_name(e), vec![i])).collect();
-    let ensemble =
-        ensemble_config(args.ensemble.as_deref(), &names, args.experiments.len(), args.no_tta)?;
-    let post = match &args.postproc {
-        Some(p) => PostprocConfig::load(p)?,
-        None => PostprocConfig::default(),
-    };
-    let pipeline = Pipeline::new(post)?;
+    let ensemble = args.inference.ensemble(&names, args.experiments.len())?;
+    let pipeline = args.inference.pipeline()?;
     let cv = CrossValidation {
         experiments: args.experiments.clone(),
         images,

@@ -13,7 +13,7 @@
 //! (`train_* --all-folds`), which stands for all its folds in fold order. The `[usage]` lists of
 //! `--ensemble` may name `--model` folders (their folder names) instead of member indices.
 
-// Only `init_tracing` here; the rest serves the training examples.
+// `init_tracing` and `InferenceArgs` here; the rest serves the training examples.
 #[allow(dead_code)]
 mod support;
 
@@ -21,10 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cellseg::inference::{
-    Inference, Members, Outputs, ensemble_config, expand_models, list_images,
-};
-use cellseg::postproc::{Pipeline, PostprocConfig};
+use cellseg::inference::{Inference, Members, Outputs, expand_models, list_images};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -53,21 +50,8 @@ struct Args {
     /// Also write the predictions before post-processing (the input of `tweak_thresholds`).
     #[arg(long)]
     oof: Option<PathBuf>,
-    /// Ensemble config (default: the seed's ENS values, or its SINGLE values for one model).
-    #[arg(long)]
-    ensemble: Option<PathBuf>,
-    /// Post-processing config (default: the seed's, `configs/postproc.toml`).
-    #[arg(long)]
-    postproc: Option<PathBuf>,
-    /// The identity view only (no flip TTA).
-    #[arg(long)]
-    no_tta: bool,
-    /// Run on the CPU even when a GPU is available.
-    #[arg(long)]
-    cpu: bool,
-    /// libtorch intra-op threads (default: libtorch's).
-    #[arg(long)]
-    threads: Option<i32>,
+    #[command(flatten)]
+    inference: support::InferenceArgs,
 }
 
 fn main() -> ExitCode {
@@ -76,18 +60,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(t) = args.threads {
-        tch::set_num_threads(t);
-    }
-    let device = if args.cpu { tch::Device::Cpu } else { cellseg::best_device() };
+    let device = args.inference.device();
     println!("{}", cellseg::libtorch_report());
     let cellseg::inference::ModelList { runs, names } = expand_models(&args.models)?;
-    let ens_cfg = ensemble_config(args.ensemble.as_deref(), &names, runs.len(), args.no_tta)?;
-    let post_cfg = match &args.postproc {
-        Some(p) => PostprocConfig::load(p)?,
-        None => PostprocConfig::default(),
-    };
-    let pipeline = Pipeline::new(post_cfg)?;
+    let ens_cfg = args.inference.ensemble(&names, runs.len())?;
+    let pipeline = args.inference.pipeline()?;
     let images = list_images(&args.images)?;
     let members = Members::load(&runs, device)?;
     for (path, d) in runs.iter().zip(members.detectors()) {

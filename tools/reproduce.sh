@@ -2,11 +2,11 @@
 # `make reproduce`: the seed's whole workflow (SEED.md §3, §4.1, §4.7) on the CPU, on a generated
 # Sartorius-layout data set, every figure of the closing table read from the files the commands
 # wrote:
-#   1. synthetic_sartorius: 50 annotated 256x256 images of the three cell types with plate/well
+#   1. synthetic_sartorius: 60 annotated 256x256 images of the three cell types with plate/well
 #      sample ids (train.csv + train/), 6 held-back test images (test/ + test_truth.csv)
 #   2. train_maskrcnn --all-folds and train_cascade --all-folds: two experiments of 5 folds
 #   3. cross_validate each experiment alone and both together (identity + horizontal flip,
-#      configs/reproduce_ensemble.toml): one OOF over all 50 images
+#      configs/reproduce_ensemble.toml): one OOF over all 60 images
 #   4. tweak_thresholds on the ensemble's OOF with the full train.csv
 #   5. cross_validate again with the tuned post-processing (= the tuned CV tweak_thresholds prints)
 #   6. infer_ensemble of all 10 fold models on the test images -> submission.csv, the test metric
@@ -22,7 +22,7 @@ cargo build --release --example train_maskrcnn --example train_cascade --example
 cargo build --release -p cellseg-postproc --example tweak_thresholds
 cargo build --release -p cellseg-data --example synthetic_sartorius
 mkdir -p "$out"
-[ -f "$data/train.csv" ] || "$bin/synthetic_sartorius" --out "$data" --images 50 --test-images 6 \
+[ -f "$data/train.csv" ] || "$bin/synthetic_sartorius" --out "$data" --images 60 --test-images 6 \
   --height 256 --width 256 --seed 0
 
 t=$(date +%s)
@@ -55,7 +55,7 @@ infer_s=$(( $(date +%s) - t ))
 
 overall() { awk '/^overall/ { print $3 }' "$1"; }
 echo
-echo "reproduction on $data (50 training images in 5 GroupKFold folds, 6 test images):"
+echo "reproduction on $data (60 training images in 5 GroupKFold folds, 6 test images):"
 printf '%-44s %s\n' "what" "metric"
 printf '%-44s %s\n' "CV, Mask R-CNN experiment (5 folds)" "$(overall $out/cv_maskrcnn.txt)"
 printf '%-44s %s\n' "CV, Cascade experiment (5 folds)" "$(overall $out/cv_cascade.txt)"

@@ -25,6 +25,100 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Where a Sartorius-layout data set is: `--data` / `--csv` / `--images` (the training examples
+/// and `cross_validate`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Sartorius folder (`train.csv` + `train/`); the training examples train on synthetic cells
+    /// when neither this nor `--csv` is given.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// A `train.csv`-layout file (overrides `<data>/train.csv`).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// The folder of its `{id}.png` images (overrides `<data>/train`; default: the CSV's folder).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// `(csv, image folder)`, or `None` when neither `--data` nor `--csv` is given.
+    pub fn paths(&self) -> Option<(PathBuf, PathBuf)> {
+        let csv = match (&self.csv, &self.data) {
+            (Some(c), _) => c.clone(),
+            (None, Some(d)) => d.join("train.csv"),
+            (None, None) => return None,
+        };
+        let images = match (&self.images, &self.data) {
+            (Some(i), _) => i.clone(),
+            (None, Some(d)) => d.join("train"),
+            (None, None) => csv.parent().map_or_else(|| PathBuf::from("."), PathBuf::from),
+        };
+        Some((csv, images))
+    }
+}
+
+/// The inference options `infer_ensemble` and `cross_validate` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InferenceArgs {
+    /// Ensemble config; its `[usage]` lists may name `--model` / `--experiment` folders (their
+    /// folder names). Default: the seed's ENS values, or its SINGLE values for one member.
+    #[arg(long)]
+    pub ensemble: Option<PathBuf>,
+    /// Post-processing config (default: the seed's, `configs/postproc.toml`; a
+    /// `tweak_thresholds` output applies the tuned settings).
+    #[arg(long)]
+    pub postproc: Option<PathBuf>,
+    /// The identity view only (no flip TTA).
+    #[arg(long)]
+    pub no_tta: bool,
+    /// Run on the CPU even when a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+    /// libtorch intra-op threads (default: libtorch's).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+impl InferenceArgs {
+    /// Sets the threads and returns the device (the first GPU unless `--cpu`).
+    pub fn device(&self) -> tch::Device {
+        if let Some(t) = self.threads {
+            tch::set_num_threads(t);
+        }
+        if self.cpu { tch::Device::Cpu } else { cellseg::best_device() }
+    }
+
+    /// The post-processing of `--postproc` (default: the seed's).
+    ///
+    /// # Errors
+    /// An unreadable or invalid config, naming the file and key.
+    pub fn pipeline(&self) -> anyhow::Result<cellseg::postproc::Pipeline> {
+        let cfg = match &self.postproc {
+            Some(p) => cellseg::postproc::PostprocConfig::load(p)?,
+            None => cellseg::postproc::PostprocConfig::default(),
+        };
+        Ok(cellseg::postproc::Pipeline::new(cfg)?)
+    }
+
+    /// The ensemble config of `--ensemble` for `n_members` members named by `names`.
+    ///
+    /// # Errors
+    /// As [`cellseg::inference::ensemble_config`].
+    pub fn ensemble(
+        &self,
+        names: &[(String, Vec<usize>)],
+        n_members: usize,
+    ) -> anyhow::Result<cellseg::ensemble::EnsembleConfig> {
+        Ok(cellseg::inference::ensemble_config(
+            self.ensemble.as_deref(),
+            names,
+            n_members,
+            self.no_tta,
+        )?)
+    }
+}
+
 /// What [`fit_and_evaluate`] returns.
 pub struct Fitted {
     /// The engine's report (checkpoints, logs, best validation).

@@ -22,16 +22,8 @@ struct Args {
     /// example's architecture with the seed's settings (`DetectorConfig::to_arch`).
     #[arg(long, default_value = "configs/demo.toml")]
     config: Vec<PathBuf>,
-    /// Sartorius folder (`train.csv` + `train/`); synthetic cells when neither this nor `--csv`
-    /// is given.
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// A `train.csv`-layout file (overrides `<data>/train.csv`).
-    #[arg(long)]
-    csv: Option<PathBuf>,
-    /// The folder of its `{id}.png` images (overrides `<data>/train`; default: the CSV's folder).
-    #[arg(long)]
-    images: Option<PathBuf>,
+    #[command(flatten)]
+    data: support::DataArgs,
     /// Overrides `train.run_dir`.
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -53,21 +45,6 @@ struct Args {
     /// (`[pretrained]` in the config). Ignored with `--resume`.
     #[arg(long)]
     pretrained: Option<PathBuf>,
-}
-
-/// Where the real data is, from `--data` / `--csv` / `--images`; `None`: synthetic cells.
-fn real_data_paths(args: &Args) -> Option<(PathBuf, PathBuf)> {
-    let csv = match (&args.csv, &args.data) {
-        (Some(c), _) => c.clone(),
-        (None, Some(d)) => d.join("train.csv"),
-        (None, None) => return None,
-    };
-    let images = match (&args.images, &args.data) {
-        (Some(i), _) => i.clone(),
-        (None, Some(d)) => d.join("train"),
-        (None, None) => csv.parent().map_or_else(|| PathBuf::from("."), PathBuf::from),
-    };
-    Some((csv, images))
 }
 
 /// Trains a detector of `arch` (the example's) as the command line says.
@@ -112,7 +89,7 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
     }
     println!("cellseg {}", cellseg::libtorch_report());
 
-    let paths = real_data_paths(&args);
+    let paths = args.data.paths();
     if args.fold.is_none() && !args.all_folds {
         // One run folder, validated on `data.fold`.
         let start = start_of(&cfg.train.run_dir, args.resume)?;

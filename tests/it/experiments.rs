@@ -2,7 +2,8 @@
 //! examples' own `run`), cross-validation into one OOF, tweaking on it, and every refusal the
 //! workflow owes its user.
 //!
-//! 1. Experiment A trains its 5 folds in this process.
+//! 1. Experiment A trains its 5 folds in this process; each fold's `config.resolved.toml` loads
+//!    back as the config it was made with (its fold, data, augmentations, model).
 //! 2. Experiment B trains the same in a child process (this test binary re-run on
 //!    [`child_trains_all_folds`]), killed with SIGKILL once fold 2 has a checkpoint, then run
 //!    again here: folds 0–1 keep their checkpoint bytes, fold 2 resumes, 3–4 train, and every
@@ -41,7 +42,7 @@ use cellseg::train::checkpoint::MODEL_FILE;
 use cellseg::train::detector::Arch;
 use tch::Device;
 
-use crate::run;
+use crate::{copy_dir, run};
 
 /// Set in the child's environment: its arguments, one per line.
 const CHILD_ENV: &str = "CELLSEG_EXPERIMENT_CHILD";
@@ -85,15 +86,6 @@ fn models(run: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let q = to.join(p.file_name().unwrap());
-        if p.is_dir() { copy_dir(&p, &q) } else { std::fs::copy(&p, &q).map(|_| ()).unwrap() }
-    }
 }
 
 /// Thresholds a 12-step model passes, so that the OOF holds detections.
@@ -155,6 +147,18 @@ fn experiments_train_cross_validate_tweak_and_resume() {
     let exp_a = Experiment::open(&a).unwrap();
     assert_eq!(exp_a.split.n_folds, 5);
     assert!((0..5).all(|k| exp_a.fold_state(k) == FoldState::Finished));
+    // Each run folder records the whole config it was made with, loadable as a config.
+    for k in [0, 3] {
+        let resolved = exp_a.fold_dir(k).join("config.resolved.toml");
+        let cfg = crate::setup::load_configs(&[resolved.as_path()]).unwrap();
+        assert_eq!((cfg.data.fold, cfg.data.folds), (k, 5));
+        assert_eq!((cfg.augment.crop.height, cfg.threads), (64, 1));
+        assert_eq!(cfg.train.run_dir, exp_a.fold_dir(k));
+        let text = std::fs::read_to_string(&resolved).unwrap();
+        assert!(
+            text.contains("[model") && text.contains("[postproc]") && text.contains("# data: ")
+        );
+    }
 
     // 2. B, killed in fold 2, then run again.
     let argv = train_args(&config, &data, &b, &["--all-folds"]);

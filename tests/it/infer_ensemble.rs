@@ -21,6 +21,8 @@ use cellseg::train::detector::{Detector, DetectorConfig, SampleData};
 use cellseg::train::{Start, TrainConfig, Trainer};
 use tch::Device;
 
+use crate::copy_dir;
+
 struct Trained {
     _dir: tempfile::TempDir,
     run: PathBuf,
@@ -181,15 +183,6 @@ fn real_dsb2018_images_of_every_size_get_rows_and_a_score() {
 
 fn err<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
     r.unwrap_err().to_string()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let q = to.join(p.file_name().unwrap());
-        if p.is_dir() { copy_dir(&p, &q) } else { std::fs::copy(&p, &q).map(|_| ()).unwrap() }
-    }
 }
 
 #[test]

@@ -20,3 +20,13 @@ mod infer_ensemble;
 mod pretrain_livecell;
 mod tch_smoke;
 mod train_maskrcnn;
+
+/// Copies the folder `from` to `to`, recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let q = to.join(p.file_name().unwrap());
+        if p.is_dir() { copy_dir(&p, &q) } else { std::fs::copy(&p, &q).map(|_| ()).unwrap() }
+    }
+}

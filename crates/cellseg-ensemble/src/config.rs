@@ -267,13 +267,18 @@ impl EnsembleConfig {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let cfg: Self = cellseg_core::config::load_toml(path)?;
-        cfg.validate().map_err(|e| match e {
+        cfg.validated(path)
+    }
+
+    /// `self` when [`Self::validate`] accepts it; its errors name `path`.
+    fn validated(self, path: &Path) -> Result<Self> {
+        self.validate().map_err(|e| match e {
             Error::Config { reason, .. } => {
                 Error::Config { path: Some(path.to_path_buf()), reason }
             }
             e => e,
         })?;
-        Ok(cfg)
+        Ok(self)
     }
 
     /// [`Self::load`] with members that have names: a `[usage]` list (and `cls`) may name members
@@ -319,15 +324,9 @@ impl EnsembleConfig {
         if !named {
             return Self::load(path);
         }
-        let cfg: Self =
-            cellseg_core::config::parse_toml(&toml::to_string(&table).expect("a table"), path)?;
-        cfg.validate().map_err(|e| match e {
-            Error::Config { reason, .. } => {
-                Error::Config { path: Some(path.to_path_buf()), reason }
-            }
-            e => e,
-        })?;
-        Ok(cfg)
+        let rewritten = toml::to_string(&table).expect("a table");
+        let cfg: Self = cellseg_core::config::parse_toml(&rewritten, path)?;
+        cfg.validated(path)
     }
 
     /// The config as TOML (every value has a TOML form; `num_classes` and `usage` are left out
