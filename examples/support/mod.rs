@@ -80,6 +80,8 @@ pub struct InferenceArgs {
     pub threads: Option<i32>,
 }
 
+// Used by `infer_ensemble` and `cross_validate`; the training examples compile it unused.
+#[allow(dead_code)]
 impl InferenceArgs {
     /// Sets the threads and returns the device (the first GPU unless `--cpu`).
     pub fn device(&self) -> tch::Device {
