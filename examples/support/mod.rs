@@ -41,6 +41,8 @@ pub struct DataArgs {
     pub images: Option<PathBuf>,
 }
 
+// Used by the training examples and `cross_validate`; `pretrain_livecell` compiles it unused.
+#[allow(dead_code)]
 impl DataArgs {
     /// `(csv, image folder)`, or `None` when neither `--data` nor `--csv` is given.
     pub fn paths(&self) -> Option<(PathBuf, PathBuf)> {
