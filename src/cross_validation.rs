@@ -4,8 +4,9 @@
 //! with the competition metric overall, per cell type and per fold.
 //!
 //! Everything is checked before the first prediction: the experiments share one split, every
-//! fold of every experiment is finished, each fold's run validated on exactly that fold's images,
-//! every image of the split has its file and its truth, and every output can be written.
+//! fold of every experiment is finished and its model rebuilds from its run folder, each fold's run
+//! validated on exactly that fold's images, every image of the split has its file and its truth,
+//! and every output can be written.
 //!
 //! The OOF holds the images fold by fold (fold 0 first), each fold's in id order; the metric sums
 //! the images in that order, as `tweak_thresholds` sums the OOF it reads, so the CV of
@@ -197,13 +198,16 @@ impl CrossValidation {
             ..Outputs::default()
         };
         inference::check_outputs(&outputs)?;
+        // Every fold's members, rebuilt before the first prediction: a bad checkpoint of the last
+        // fold is found now, not after the folds before it were predicted.
+        let members =
+            plans.iter().map(|p| Members::load(&p.runs, device)).collect::<Result<Vec<_>, _>>()?;
         let mut oof =
             self.oof.as_deref().map(OofWriter::create).transpose().map_err(InferenceError::from)?;
         let t0 = std::time::Instant::now();
         let mut processed: Vec<Processed> = Vec::with_capacity(all.len());
         let total = all.len();
-        for (k, plan) in plans.iter().enumerate() {
-            let members = Members::load(&plan.runs, device)?;
+        for (k, (plan, members)) in plans.iter().zip(&members).enumerate() {
             let ensemble = members.ensemble(self.ensemble.clone())?;
             let input = &members.card().expect("one member per experiment").input;
             let inf = Inference { ensemble: &ensemble, input, pipeline, device };

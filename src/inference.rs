@@ -41,7 +41,7 @@ pub enum Error {
         source: Box<cellseg_train::Error>,
     },
     /// An experiment folder given as a member is unusable (a fold not finished, no split).
-    #[error("experiment {path}: {source}")]
+    #[error("--model {path}: {source}")]
     Experiment {
         /// The folder given.
         path: PathBuf,

@@ -16,7 +16,7 @@
 //!    order, from masks and from RLEs).
 //! 4. Refused, by name: another split against an existing `folds.csv`, `--fold 7` with 5 folds, a
 //!    second fold trained into an existing run folder (the held-out trap: `heldout/` unchanged),
-//!    an experiment with a missing fold, two experiments with different splits, a fold run
+//!    an experiment with a missing fold, a broken checkpoint in the last fold (before any output), two experiments with different splits, a fold run
 //!    trained on another split (its held-out images are not its fold's), an ensemble TOML
 //!    naming an unknown experiment.
 
@@ -316,6 +316,21 @@ fn experiments_train_cross_validate_tweak_and_resume() {
     std::fs::remove_dir_all(missing.join("fold3")).unwrap();
     let e = cross_validate(&[&a, &missing], &data, &post, None, None).unwrap_err().to_string();
     assert!(e.contains("fold 3 is not trained"), "{e}");
+    // A broken checkpoint in the last fold: refused before anything is predicted or written.
+    let broken = dir.path().join("broken");
+    copy_dir(&a, &broken);
+    for (path, _) in models(&broken.join("fold4")) {
+        std::fs::write(broken.join("fold4").join(path), b"not a safetensors file").unwrap();
+    }
+    let oof_broken = out.join("oof_broken.bin");
+    let e = cross_validate(&[&broken], &data, &post, Some(oof_broken.clone()), None).unwrap_err();
+    assert!(e.to_string().contains("fold4"), "{e}");
+    assert!(
+        !oof_broken.exists()
+            && std::fs::read_dir(&out)
+                .unwrap()
+                .all(|f| { !f.unwrap().file_name().to_string_lossy().contains("oof_broken") })
+    );
     // Two experiments with different splits.
     let other = dir.path().join("other");
     let s = &exp_a.split;
