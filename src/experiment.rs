@@ -102,7 +102,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Finished {
-    /// The fold.
+    /// The fold held out (`data.fold` for a run outside an experiment; 0 for a pretraining run,
+    /// the seed's first split).
     pub fold: usize,
     /// Optimizer steps trained.
     pub steps: u64,

@@ -171,14 +171,22 @@ pub fn load_data(
             let s = cfg.livecell.strictness;
             let train = read_livecell(train_json, &images, s)?;
             let val = read_livecell(val_json, &images, s)?;
-            Ok((train, val, format!("LIVECell {} / {}", train_json.display(), val_json.display())))
+            Ok((train, val, source(Some(train_json), Some(val_json))))
         }
         _ => {
             let s = &cfg.synthetic;
             let size = ImageSize::new(s.height, s.width);
             let train = synthetic_livecell(s.train_images, size, s.seed);
             let val = synthetic_livecell(s.val_images, size, s.seed.wrapping_add(1_000_000));
-            Ok((train, val, "synthetic cells as LIVECell shsy5y / a172 / huh7".into()))
+            Ok((train, val, source(None, None)))
         }
+    }
+}
+
+/// What [`load_data`] reads, in words: the two jsons, else the synthetic cells.
+pub fn source(train_json: Option<&Path>, val_json: Option<&Path>) -> String {
+    match (train_json, val_json) {
+        (Some(t), Some(v)) => format!("LIVECell {} / {}", t.display(), v.display()),
+        _ => "synthetic cells as LIVECell shsy5y / a172 / huh7".into(),
     }
 }

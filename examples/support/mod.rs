@@ -157,6 +157,34 @@ pub fn select_arch(
     Ok(())
 }
 
+/// Whether `run_dir` holds a finished run (`finished.json`) made with exactly `resolved` (its
+/// `config.resolved.toml`): an example run again with the same arguments reuses it instead of
+/// failing. `false` for a folder without a finished run.
+///
+/// # Errors
+/// A finished run of another config (nothing is written then), naming the folder.
+pub fn reuse_finished(run_dir: &Path, resolved: &str) -> anyhow::Result<bool> {
+    use cellseg::experiment::{FoldState, run_state};
+    if run_state(run_dir) != FoldState::Finished {
+        return Ok(false);
+    }
+    let recorded =
+        std::fs::read_to_string(run_dir.join("config.resolved.toml")).unwrap_or_default();
+    anyhow::ensure!(
+        recorded == resolved,
+        "{} holds a finished run of another config (its config.resolved.toml differs from this \
+         run's); nothing was written to it (heldout/ is unchanged). Train elsewhere with --run-dir, \
+         or delete it",
+        run_dir.display()
+    );
+    println!(
+        "{}: a finished run of this same config, reused (delete it, or give --run-dir, to train \
+         again)",
+        run_dir.display()
+    );
+    Ok(true)
+}
+
 /// Trains `model` on `data` (fresh or resumed; a new run records `resolved` as its
 /// `config.resolved.toml`) with a progress bar, validates it on `validator`,
 /// and writes `n_overlays` overlay PNGs under `<run_dir>/overlays`.

@@ -91,10 +91,17 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
 
     let paths = args.data.paths();
     if args.fold.is_none() && !args.all_folds {
-        // One run folder, validated on `data.fold`.
-        let start = start_of(&cfg.train.run_dir, args.resume)?;
+        // One run folder, validated on `data.fold`; run again with the same arguments, a finished
+        // run is reused.
+        let run_dir = &cfg.train.run_dir;
+        if !args.resume && support::reuse_finished(run_dir, &resolved_config(&cfg, &args, &paths)?)?
+        {
+            return Ok(());
+        }
+        let start = start_of(run_dir, args.resume)?;
         let setup::Data { train, val, dsb_val } = setup::load_data(&cfg, paths.as_ref())?;
-        train_one(arch, &cfg, &args, &paths, Fold { train, val, dsb_val, start })?;
+        let done = train_one(arch, &cfg, &args, &paths, Fold { train, val, dsb_val, start })?;
+        mark_finished(run_dir, &done)?;
         println!("whole run {:.0} s", t0.elapsed().as_secs_f64());
         return Ok(());
     }

@@ -132,8 +132,13 @@ fn child_trains_all_folds() {
 fn experiments_train_cross_validate_tweak_and_resume() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let layout =
-        SartoriusLayout { images: 15, test_images: 0, size: ImageSize::new(96, 96), seed: 5 };
+    let layout = SartoriusLayout {
+        images: 15,
+        test_images: 0,
+        size: ImageSize::new(96, 96),
+        seed: 5,
+        real: Vec::new(),
+    };
     generate_sartorius_layout(&data, &layout).unwrap();
     let config = dir.path().join("test.toml");
     std::fs::write(&config, CONFIG).unwrap();

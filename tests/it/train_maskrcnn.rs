@@ -120,6 +120,7 @@ fn a_fold_csv_gives_the_split_and_validation_truth_keeps_the_holes() {
         test_images: 0,
         size: cellseg::core::ImageSize::new(64, 64),
         seed: 1,
+        real: Vec::new(),
     };
     generate_sartorius_layout(&dir.0, &layout).unwrap();
     let paths = (dir.0.join("train.csv"), dir.0.join("train"));

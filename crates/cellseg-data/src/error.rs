@@ -183,6 +183,15 @@ pub enum Error {
         /// What differs, naming the first differing image id.
         message: String,
     },
+    /// Two images of a data set being written share an id (a generated id and a real one, or two
+    /// real ones): the second would overwrite the first's PNG.
+    #[error("{dir}: image id {id} is given twice; nothing was written")]
+    DuplicateImage {
+        /// The folder being written.
+        dir: PathBuf,
+        /// The id.
+        id: String,
+    },
     /// The images of a batch have different channel counts.
     #[error("batch image {index} ({id}) has {got} channels, expected 1 or 3")]
     Channels {

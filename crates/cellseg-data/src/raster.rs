@@ -73,6 +73,25 @@ impl Image {
         self.data[(row * self.size.width + col) * self.channels + c]
     }
 
+    /// One gray channel: a 1-channel image as it is; RGB by ITU-R BT.601 luma
+    /// (`0.299 R + 0.587 G + 0.114 B`) in PIL's fixed point (`convert("L")`:
+    /// `(19595 R + 38470 G + 7471 B + 2^15) >> 16`), so a gray image stored as RGB comes back
+    /// unchanged.
+    pub fn to_gray(&self) -> Self {
+        if self.channels == 1 {
+            return self.clone();
+        }
+        let data = self
+            .data
+            .chunks_exact(3)
+            .map(|p| {
+                let y = 19595 * u32::from(p[0]) + 38470 * u32::from(p[1]) + 7471 * u32::from(p[2]);
+                ((y + 0x8000) >> 16) as u8
+            })
+            .collect();
+        Self { size: self.size, channels: 1, data }
+    }
+
     /// The rectangle `[top, top+h) × [left, left+w)` as a new image.
     ///
     /// # Panics
@@ -264,6 +283,37 @@ mod tests {
         let tif = dir.path().join("a.tif");
         write_tiff_lzw(&img, &tif).unwrap();
         assert_eq!(read_image(&tif).unwrap(), img);
+    }
+
+    #[test]
+    fn to_gray_equals_pil_convert_l() {
+        // Pillow 13.0.0, `Image.new("RGB", (16, 1)).putdata(px).convert("L")`.
+        let px: [[u8; 3]; 16] = [
+            [0, 0, 0],
+            [255, 255, 255],
+            [255, 0, 0],
+            [0, 255, 0],
+            [0, 0, 255],
+            [1, 2, 3],
+            [127, 128, 129],
+            [200, 10, 90],
+            [68, 32, 130],
+            [60, 253, 230],
+            [241, 194, 107],
+            [48, 249, 14],
+            [199, 221, 1],
+            [228, 136, 117],
+            [52, 162, 15],
+            [11, 13, 4],
+        ];
+        let pil = [0, 255, 76, 150, 29, 2, 128, 76, 54, 193, 198, 162, 189, 161, 112, 11];
+        let rgb = Image::new(ImageSize::new(1, 16), 3, px.concat()).unwrap();
+        let gray = rgb.to_gray();
+        assert_eq!((gray.channels(), gray.as_slice()), (1, &pil[..]));
+        let replicated: Vec<u8> = (0..=255u8).flat_map(|v| [v, v, v]).collect();
+        let g = Image::new(ImageSize::new(16, 16), 3, replicated).unwrap().to_gray();
+        assert!(g.as_slice().iter().enumerate().all(|(i, &v)| v as usize == i));
+        assert_eq!(g.to_gray(), g);
     }
 
     #[test]

@@ -327,7 +327,17 @@ pub struct SartoriusLayout {
     pub size: ImageSize,
     /// Seed of ids and cells.
     pub seed: u64,
+    /// Real annotated images added to `train/` after the synthetic ones as a fourth plate,
+    /// [`REAL_PLATE`], two images per well (so GroupKFold keeps a well's images in one fold):
+    /// written gray ([`Image::to_gray`]) under their own ids, every instance labelled shsy5y
+    /// (class 0, as `configs/demo.toml` labels DSB2018 nuclei). Any size; usually DSB2018 images
+    /// of the layout's size ([`crate::dsb::DsbDataset`]).
+    pub real: Vec<Sample>,
 }
+
+/// The plate of [`SartoriusLayout::real`]'s images in `sample_id` (`plate_well` groups
+/// `dsb2018[nuclei]_A1`, `…_A2`, …).
+pub const REAL_PLATE: &str = "dsb2018[nuclei]";
 
 /// Writes the Sartorius competition layout into `dir`: `train.csv` (all 9 columns, one row per
 /// instance, row-major RLE) and `train/{id}.png` for `n_images` 520×704 images (types cycling
@@ -339,32 +349,27 @@ pub struct SartoriusLayout {
 pub fn generate_sartorius(dir: &Path, n_images: usize, seed: u64) -> Result<SyntheticSummary> {
     generate_sartorius_layout(
         dir,
-        &SartoriusLayout { images: n_images, test_images: 3, size: FRAME, seed },
+        &SartoriusLayout { images: n_images, test_images: 3, size: FRAME, seed, real: Vec::new() },
     )
 }
 
-/// The rows of one image in the `train.csv` layout.
-fn sartorius_rows(
+/// The rows of one image in the `train.csv` layout: image `i` of the file, in well `well_index`
+/// of `plate`.
+fn sartorius_rows<'a>(
     id: &str,
+    (plate, well_index): (&str, usize),
     i: usize,
     t: CellType,
-    n_images: usize,
     size: ImageSize,
-    cells: &[Cell],
+    masks: impl Iterator<Item = &'a CroppedMask>,
 ) -> String {
-    let plate = match t {
-        CellType::Shsy5y => "shsy5y[diff]",
-        CellType::Astro => "astros[hippo]",
-        CellType::Cort => "cort[pre-treat]",
-    };
-    let well_index = if n_images >= 10 { i / 6 } else { i / 3 };
     let well = format!("{}{}", (b'A' + (well_index / 12 % 8) as u8) as char, well_index % 12 + 1);
     let hours = 8 + (i % 4) * 4;
     let sample_id =
         format!("{plate}_{well}-{}_Vessel-{}_Ph_{}", i % 4 + 1, 700 + i % 50, i % 3 + 1);
     let mut s = String::new();
-    for c in cells {
-        let rle = cellseg_rle::kaggle::encode_cropped(&c.mask);
+    for m in masks {
+        let rle = cellseg_rle::kaggle::encode_cropped(m);
         let _ = writeln!(
             s,
             "{id},{rle},{},{},{t},{hours:02}h00m00s,2020-01-{:02},{sample_id},0 days {hours:02}:00:00",
@@ -376,20 +381,36 @@ fn sartorius_rows(
     s
 }
 
+/// The plate of a synthetic image of type `t`.
+fn synthetic_plate(t: CellType) -> &'static str {
+    match t {
+        CellType::Shsy5y => "shsy5y[diff]",
+        CellType::Astro => "astros[hippo]",
+        CellType::Cort => "cort[pre-treat]",
+    }
+}
+
 /// Writes the Sartorius competition layout of `layout` into `dir`: `train.csv` + `train/{id}.png`,
 /// `test/{id}.png` + `test_truth.csv` (both CSVs with all 9 columns; `sample_id`s give about two
-/// images per plate well, so GroupKFold has real groups).
+/// images per plate well, so GroupKFold has real groups), then [`SartoriusLayout::real`] in
+/// `train/`.
 ///
 /// # Errors
-/// [`Error::Io`] / [`Error::ImageEncode`] when a file cannot be written.
+/// [`Error::Io`] / [`Error::ImageEncode`] when a file cannot be written;
+/// [`Error::DuplicateImage`] (before anything is written) when two images would share an id.
 pub fn generate_sartorius_layout(dir: &Path, layout: &SartoriusLayout) -> Result<SyntheticSummary> {
-    let &SartoriusLayout { images: n_images, test_images, size, seed } = layout;
+    let SartoriusLayout { images: n_images, test_images, size, seed, ref real } = *layout;
     let train = dir.join("train");
     let test = dir.join("test");
-    create_dir(&train)?;
-    create_dir(&test)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let ids: Vec<String> = (0..n_images + test_images).map(|_| hex_id(&mut rng)).collect();
+    let mut seen = std::collections::HashSet::new();
+    if let Some(id) = ids.iter().chain(real.iter().map(|r| &r.id)).find(|id| !seen.insert(*id)) {
+        return Err(Error::DuplicateImage { dir: dir.to_path_buf(), id: id.clone() });
+    }
+    create_dir(&train)?;
+    create_dir(&test)?;
+    let well_of = |i: usize| if n_images >= 10 { i / 6 } else { i / 3 };
     let header =
         "id,annotation,width,height,cell_type,plate_time,sample_date,sample_id,elapsed_timedelta\n";
     let rows: Vec<Result<String>> = (0..n_images + test_images)
@@ -403,14 +424,24 @@ pub fn generate_sartorius_layout(dir: &Path, layout: &SartoriusLayout) -> Result
             };
             let (image, cells) = generate_cells(t, size, image_seed);
             write_png(&image, &folder.join(format!("{}.png", ids[i])))?;
-            Ok(sartorius_rows(&ids[i], k, t, n_images, size, &cells))
+            let masks = cells.iter().map(|c| &c.mask);
+            Ok(sartorius_rows(&ids[i], (synthetic_plate(t), well_of(k)), k, t, size, masks))
+        })
+        .collect();
+    let real_rows: Vec<Result<String>> = real
+        .par_iter()
+        .enumerate()
+        .map(|(j, r)| {
+            write_png(&r.image.to_gray(), &train.join(format!("{}.png", r.id)))?;
+            let (t, masks) = (CellType::Shsy5y, r.instances.masks.iter());
+            Ok(sartorius_rows(&r.id, (REAL_PLATE, j / 2), j, t, r.image.size(), masks))
         })
         .collect();
     let (mut train_csv, mut test_csv) = (String::from(header), String::from(header));
     let mut instances = 0;
-    for (i, r) in rows.into_iter().enumerate() {
+    for (i, r) in rows.into_iter().chain(real_rows).enumerate() {
         let r = r?;
-        if i < n_images {
+        if i < n_images || i >= n_images + test_images {
             instances += r.lines().count();
             train_csv.push_str(&r);
         } else {
@@ -419,7 +450,7 @@ pub fn generate_sartorius_layout(dir: &Path, layout: &SartoriusLayout) -> Result
     }
     write_atomically(&dir.join("train.csv"), train_csv.as_bytes())?;
     write_atomically(&dir.join("test_truth.csv"), test_csv.as_bytes())?;
-    Ok(SyntheticSummary { root: dir.to_path_buf(), images: n_images, instances })
+    Ok(SyntheticSummary { root: dir.to_path_buf(), images: n_images + real.len(), instances })
 }
 
 /// The LIVECell cell line a synthetic type is written as: shsy5y → SHSY5Y, astro → A172,

@@ -267,3 +267,47 @@ fn written_annotations_read_back_as_the_same_instances() {
         assert_eq!(back.instances.masks, s.instances.masks);
     }
 }
+
+#[test]
+fn dsb_images_join_the_synthetic_layout_as_a_fourth_plate() {
+    let dsb = crate::test_python::repo_root().join("tests/data/dsb2018_stage1_test");
+    let ds = crate::dsb::DsbDataset::read(
+        &dsb.join("stage1_solution_subset.csv"),
+        &dsb.join("images"),
+        crate::skip::Strictness::Strict,
+    )
+    .unwrap();
+    let size = ImageSize::new(256, 256);
+    let real: Vec<_> = (0..ds.images.len())
+        .filter(|&i| ds.images[i].instances.image_size == size)
+        .take(3)
+        .map(|i| ds.load(i).unwrap())
+        .collect();
+    assert_eq!(real.len(), 3);
+    let dir = tempfile::tempdir().unwrap();
+    let layout =
+        synthetic::SartoriusLayout { images: 6, test_images: 1, size, seed: 2, real: real.clone() };
+    let summary = synthetic::generate_sartorius_layout(dir.path(), &layout).unwrap();
+    let back = SartoriusDataset::read(dir.path(), &SartoriusOptions::validation()).unwrap();
+    assert_eq!((summary.images, back.images.len()), (9, 9));
+    for (j, r) in real.iter().enumerate() {
+        let i =
+            back.images.iter().position(|b| b.id == r.id).expect("a real image is in train.csv");
+        let b = &back.images[i];
+        assert_eq!(b.cell_type, CellType::Shsy5y);
+        let well = ["A1", "A1", "A2"][j];
+        assert_eq!(b.plate_well.as_deref(), Some(format!("dsb2018[nuclei]_{well}").as_str()));
+        assert_eq!(b.instances.masks, r.instances.masks, "{}", r.id);
+        assert_eq!(back.load(i).unwrap().image, r.image.to_gray());
+    }
+    let folds = back.group_kfold(4).unwrap();
+    let of = |id: &str| folds[back.images.iter().position(|b| b.id == id).unwrap()];
+    assert_eq!(of(&real[0].id), of(&real[1].id));
+    // The same real image twice: refused before anything is written.
+    let twice = dir.path().join("twice");
+    let layout =
+        synthetic::SartoriusLayout { real: vec![real[0].clone(), real[0].clone()], ..layout };
+    let e = synthetic::generate_sartorius_layout(&twice, &layout).unwrap_err();
+    assert!(matches!(&e, Error::DuplicateImage { id, .. } if *id == real[0].id), "{e}");
+    assert!(!twice.exists());
+}

@@ -1,0 +1,147 @@
+//! The run of `examples/pretrain_livecell.rs` (shared with the chain test): arguments, data, the
+//! detector, the metric before and after training.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use cellseg::experiment::{Finished, mark_finished};
+use cellseg::train::CheckpointStore;
+use cellseg::train::detector::{ClassSpace, Detector, DetectorValidator, SampleData};
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+use super::setup;
+use crate::support;
+
+#[derive(Parser, Debug)]
+#[command(about = "Pretrain a detector on LIVECell (8 cell lines), or on synthetic cells")]
+struct Args {
+    /// TOML config (see configs/pretrain_livecell.toml, the seed's recipe); every key has a
+    /// default. Repeat it to layer files: each later file overrides the keys it sets. Default: the
+    /// seed's recipe with the CPU sizes of configs/pretrain_livecell_tiny.toml.
+    #[arg(
+        long,
+        default_values = ["configs/pretrain_livecell.toml", "configs/pretrain_livecell_tiny.toml"]
+    )]
+    config: Vec<PathBuf>,
+    /// LIVECell COCO json to train on; synthetic cells when absent.
+    #[arg(long, requires = "val_json")]
+    train_json: Option<PathBuf>,
+    /// LIVECell COCO json of the validation images.
+    #[arg(long, requires = "train_json")]
+    val_json: Option<PathBuf>,
+    /// Folder with `livecell_train_val_images/` and `livecell_test_images/` (default: `images/`
+    /// next to the training json).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Overrides `train.run_dir`.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in `run_dir` from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Pretrain this architecture (`mask_rcnn`, `cascade`, `htc`): a Mask R-CNN `[model]` is
+    /// converted with the seed's settings of that architecture, in the run folder
+    /// `<run_dir>_<arch>` (default: the config's `[model] arch`).
+    #[arg(long)]
+    arch: Option<cellseg::train::detector::Arch>,
+}
+
+/// Pretrains as the command line `argv` says (the program name first; the process's arguments
+/// when `None`, where a bad argument exits as clap does).
+///
+/// # Errors
+/// Bad arguments or configs, unreadable data and every training error, each naming what failed.
+pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
+    support::init_tracing();
+    let matches = match argv {
+        Some(argv) => Args::command().try_get_matches_from(argv)?,
+        None => Args::command().get_matches(),
+    };
+    let args = Args::from_arg_matches(&matches)?;
+    let t0 = Instant::now();
+    let paths: Vec<&std::path::Path> = args.config.iter().map(PathBuf::as_path).collect();
+    let mut cfg = setup::load_configs(&paths)?;
+    if let Some(arch) = args.arch {
+        support::select_arch(&mut cfg.model, &mut cfg.train.run_dir, arch)?;
+    }
+    if let Some(d) = &args.run_dir {
+        cfg.train.run_dir = d.clone();
+    }
+    let source = setup::source(args.train_json.as_deref(), args.val_json.as_deref());
+    let resolved = format!(
+        "# The whole config of this run (every default filled in).\n# data: {source}\n{}",
+        toml::to_string(&cfg)?
+    );
+    // Run again with the same arguments, a finished run is reused.
+    if !args.resume && support::reuse_finished(&cfg.train.run_dir, &resolved)? {
+        return Ok(());
+    }
+    // Fail before loading data on a run folder that cannot be written (read-only, under a file).
+    CheckpointStore::new(&cfg.train.run_dir).create_run_dir()?;
+    if cfg.threads > 0 {
+        tch::set_num_threads(cfg.threads);
+    }
+    tch::manual_seed(cfg.train.seed as i64);
+    println!("cellseg {}", cellseg::libtorch_report());
+
+    let (train, val, _) = setup::load_data(
+        &cfg,
+        args.train_json.as_deref(),
+        args.val_json.as_deref(),
+        args.images.as_deref(),
+    )?;
+    let instances: usize = train.iter().map(|s| s.instances.len()).sum();
+    println!(
+        "data: {} training images ({instances} cells), {} validation images ({source})",
+        train.len(),
+        val.len()
+    );
+    let device = tch::Device::cuda_if_available();
+    let mut model = Detector::from_config(device, &cfg.model)
+        .map_err(|e| anyhow::anyhow!("building the model: {e}"))?;
+    let mut validator = DetectorValidator::new(val, cfg.postproc.clone())
+        .map_err(|e| anyhow::anyhow!("postproc config: {e}"))?
+        .with_class_space(ClassSpace::livecell(cfg.validation.postproc_as));
+    let before = if args.resume {
+        None
+    } else {
+        Some(validator.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?)
+    };
+
+    let data = SampleData::new(train, cfg.augment.clone())
+        .map_err(|e| anyhow::anyhow!("augment config: {e}"))?;
+    let support::Fitted { report, after, train_s, overlays } = support::fit_and_evaluate(
+        &mut model,
+        data,
+        &cfg.train,
+        &mut validator,
+        if args.resume { cellseg::train::Start::Resume } else { cellseg::train::Start::Fresh },
+        cfg.overlays,
+        resolved,
+    )?;
+    mark_finished(
+        &cfg.train.run_dir,
+        &Finished {
+            fold: 0,
+            steps: report.steps,
+            held_out: validator.samples().len(),
+            metric: after.report.score,
+        },
+    )?;
+
+    println!();
+    println!(
+        "competition metric on {} validation images (per cell line):",
+        validator.samples().len()
+    );
+    if let Some(b) = &before {
+        support::print_report("untrained", &b.report);
+    }
+    support::print_report("trained", &after.report);
+    support::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
+    println!(
+        "finetune from it: cargo run --release --example train_maskrcnn -- --pretrained {}",
+        cfg.train.run_dir.display()
+    );
+    Ok(())
+}
