@@ -139,8 +139,13 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     }
     support::print_report("trained", &after.report);
     support::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
+    let example = match cfg.model.arch {
+        cellseg::train::detector::Arch::MaskRcnn => "train_maskrcnn",
+        cellseg::train::detector::Arch::Cascade => "train_cascade",
+        cellseg::train::detector::Arch::Htc => "train_htc",
+    };
     println!(
-        "finetune from it: cargo run --release --example train_maskrcnn -- --pretrained {}",
+        "finetune from it: cargo run --release --example {example} -- --pretrained {}",
         cfg.train.run_dir.display()
     );
     Ok(())

@@ -166,3 +166,66 @@ fn a_fold_csv_gives_the_split_and_validation_truth_keeps_the_holes() {
     let e = format!("{:#}", setup::load_split_data(&cfg, &paths).err().unwrap());
     assert!(e.contains("bad_folds.csv") && e.contains("3 with 3 folds"), "{e}");
 }
+
+/// The layer over `configs/demo.toml` for a run of a few seconds: 4 + 2 synthetic images, no
+/// DSB2018 images, 64×64 crops, one epoch of 2 steps.
+const QUICK: &str = "threads = 1\noverlays = 0\n\
+    [synthetic]\ntrain_images = 4\nval_images = 2\nheight = 96\nwidth = 96\n\
+    [dsb]\nenabled = false\n[augment.crop]\nheight = 64\nwidth = 64\n\
+    [train]\nepochs = 1\nbatch_size = 2\n[train.eval]\nfirst_epoch = 1\nevery_epochs = 1\n\
+    [train.checkpoint]\nevery_epochs = 1\nkeep_last = 1\n";
+
+/// `make demo` run twice: the second `train_maskrcnn` with the same arguments reuses the finished
+/// run (exit 0, nothing rewritten); with another config it is an error that writes nothing.
+#[test]
+fn an_example_run_again_reuses_its_finished_run_and_refuses_another_config() {
+    let _lock = cellseg::core::testing::torch_lock();
+    let dir = Scratch::new("again");
+    let quick = dir.write("quick.toml", QUICK);
+    let run_dir = dir.0.join("run");
+    let demo = repo().join("configs/demo.toml");
+    let argv = |extra: &[&Path]| {
+        let mut v: Vec<std::ffi::OsString> = vec!["train_maskrcnn".into()];
+        let configs: Vec<&Path> =
+            [demo.as_path(), quick.as_path()].into_iter().chain(extra.iter().copied()).collect();
+        for c in configs {
+            v.extend(["--config".into(), c.into()]);
+        }
+        v.extend(["--run-dir".into(), run_dir.clone().into()]);
+        v
+    };
+    let train = |v| crate::run::run_from(cellseg::train::detector::Arch::MaskRcnn, Some(v));
+    train(argv(&[])).unwrap();
+    assert!(run_dir.join("finished.json").is_file());
+    let files = |d: &Path| -> Vec<(PathBuf, std::time::SystemTime)> {
+        let mut v: Vec<_> = walk(d)
+            .into_iter()
+            .map(|p| {
+                let t = std::fs::metadata(&p).unwrap().modified().unwrap();
+                (p, t)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&run_dir);
+    train(argv(&[])).unwrap();
+    assert_eq!(files(&run_dir), before, "the second run rewrote files");
+    let other = dir.write("other.toml", "[train]\nepochs = 2\n");
+    let e = format!("{:#}", train(argv(&[&other])).unwrap_err());
+    assert!(
+        e.contains("finished run of another config") && e.contains("nothing was written"),
+        "{e}"
+    );
+    assert_eq!(files(&run_dir), before);
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
