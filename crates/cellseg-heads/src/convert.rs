@@ -1,11 +1,11 @@
 //! Conversions between tensors and the pure vocabulary of `cellseg-core`.
 
-use cellseg_core::{BoxXyxy, Detections, ImageSize, Instances};
+use cellseg_core::{BoxXyxy, ImageSize, Instances};
 use cellseg_postproc::{SoftDetections, SoftMask};
 use tch::{Device, Kind, Tensor};
 
 use crate::Result;
-use crate::ops::paste::{PastedWindow, paste_masks};
+use crate::ops::paste::PastedWindow;
 use crate::roi_heads::RawDetections;
 
 /// GT boxes `[G, 4]` (float32) and labels `[G]` (int64) of `inst` on `device`.
@@ -56,25 +56,4 @@ pub fn to_soft_detections(
     let out = SoftDetections { image_size: size, boxes, scores, labels, masks };
     out.validate()?;
     Ok(out)
-}
-
-/// Pure [`Detections`] from raw detections and their mask probabilities `[K, M, M]` (or `None`
-/// for boxes only), pasted and binarised at `mask_thr` (`prob >= mask_thr`, as mmdet's
-/// `mask_thr_binary`).
-///
-/// # Errors
-/// When the core types reject the arrays (lengths, mask sizes).
-pub fn to_detections(
-    raw: &RawDetections,
-    probs: Option<&Tensor>,
-    size: ImageSize,
-    mask_thr: f32,
-) -> Result<Detections> {
-    let boxes = tensor_to_boxes(&raw.boxes);
-    let (scores, labels) = scores_and_labels(raw);
-    let masks = match probs {
-        Some(p) if !boxes.is_empty() => paste_masks(p, &raw.boxes, size, mask_thr)?,
-        _ => Vec::new(),
-    };
-    Ok(Detections::new(size, boxes, scores, labels, masks)?)
 }
