@@ -229,15 +229,16 @@ impl Detector {
         &self.card
     }
 
-    /// Checks that `data` can train this detector before the first step: HTC builds its semantic
-    /// target from the instance masks, so every training image with ground truths needs at least
-    /// one mask pixel (an empty mask after an augmentation crop is fine; data without masks is
-    /// not). Other architectures accept any data.
+    /// Checks that `data` can train this detector before the first step: when the detector
+    /// [needs instance masks](TwoStageDetector::needs_instance_masks) (HTC builds its semantic
+    /// target from them), every training image with ground truths needs at least one mask pixel
+    /// (an empty mask after an augmentation crop is fine; data without masks is not). Other
+    /// detectors accept any data.
     ///
     /// # Errors
     /// [`Error::NoMasks`] naming the first such image.
     pub fn check_training_data(&self, data: &SampleData) -> Result<(), Error> {
-        if self.model.arch() != Arch::Htc {
+        if !self.model.needs_instance_masks() {
             return Ok(());
         }
         match data

@@ -124,6 +124,10 @@ impl TwoStageDetector for CascadeRcnn {
         self.arch
     }
 
+    fn needs_instance_masks(&self) -> bool {
+        self.arch == Arch::Htc
+    }
+
     fn num_classes(&self) -> i64 {
         self.cfg.num_classes
     }

@@ -276,6 +276,7 @@ mod tests {
             let vs = nn::VarStore::new(tch::Device::Cpu);
             let model = cfg.build(&vs.root()).unwrap();
             assert_eq!(model.arch(), arch);
+            assert_eq!(model.needs_instance_masks(), arch == Arch::Htc, "{arch:?}");
             let keys: Vec<String> = vs.variables().into_keys().collect();
             let has = |k: &str| keys.iter().any(|x| x == k);
             match arch {

@@ -151,6 +151,12 @@ pub trait TwoStageDetector: std::fmt::Debug + Send {
     /// Foreground classes (background index = `num_classes`).
     fn num_classes(&self) -> i64;
 
+    /// Whether training needs instance masks with pixels on every image that has ground truths
+    /// (HTC builds its semantic target from their union); other detectors train on any data.
+    fn needs_instance_masks(&self) -> bool {
+        false
+    }
+
     /// The device of the model's weights; inputs must be on it.
     fn device(&self) -> Device {
         self.rpn_head().device()
