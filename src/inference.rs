@@ -9,6 +9,7 @@
 //! temporary file and renamed; an error leaves no partial submission, COCO or OOF file.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use cellseg_core::ImageSize;
@@ -420,7 +421,8 @@ impl Inference<'_> {
     /// images in `images` order.
     ///
     /// # Errors
-    /// The first image that fails to read, predict or post-process, by id.
+    /// The first image that fails to read, predict or post-process, by id. Once an image has
+    /// failed post-processing, no further image is predicted.
     pub fn predict_images(
         &self,
         images: &[ImageFile],
@@ -430,19 +432,28 @@ impl Inference<'_> {
     ) -> Result<Vec<Processed>> {
         let (tx, rx) = mpsc::channel::<(usize, String, SoftDetections, Image)>();
         let pipeline = self.pipeline;
+        let failed = AtomicBool::new(false);
         let results = std::thread::scope(|scope| -> Result<Vec<(usize, Result<Processed>)>> {
             // Dropped on every return, so that the post-processing thread always finishes.
             let tx = tx;
+            let failed = &failed;
             // Post-processing of image i runs on rayon's threads while the model predicts i + 1.
             let post = scope.spawn(move || {
                 rx.into_iter()
                     .par_bridge()
                     .map(|(i, id, soft, image)| {
-                        (i, post_process(pipeline, &id, &soft, &image, overlays))
+                        let r = post_process(pipeline, &id, &soft, &image, overlays);
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        (i, r)
                     })
                     .collect::<Vec<_>>()
             });
             for (i, file) in images.iter().enumerate() {
+                if failed.load(Ordering::Relaxed) {
+                    break; // the error is reported below, by image
+                }
                 let image = read_image(&file.path)?;
                 let soft = self.predict(&image)?;
                 if let Some(w) = oof.as_deref_mut() {
@@ -455,11 +466,11 @@ impl Inference<'_> {
             drop(tx);
             Ok(post.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
         })?;
-        let mut slots: Vec<Option<Processed>> = (0..images.len()).map(|_| None).collect();
-        for (i, r) in results {
-            slots[i] = Some(r?);
-        }
-        Ok(slots.into_iter().flatten().collect())
+        let mut results = results;
+        results.sort_by_key(|(i, _)| *i);
+        let processed = results.into_iter().map(|(_, r)| r).collect::<Result<Vec<_>>>()?;
+        debug_assert_eq!(processed.len(), images.len(), "every image predicted without an error");
+        Ok(processed)
     }
 
     /// The soft detections of one image, normalised and padded as the members were trained.

@@ -253,6 +253,32 @@ fn bad_inputs_are_named_and_leave_no_output() {
     assert!(e.contains("zz_cut.png"), "{e}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left in {}", out.display());
 
+    // The first image fails post-processing (its overlay path is a folder): the run stops after
+    // at most a few more images instead of predicting them all, names the image, and leaves no
+    // output. Each prediction waits 300 ms so that the failure is seen.
+    let images = list_images(&mixed).unwrap();
+    let images = &images[..images.len() - 1]; // without zz_cut.png
+    assert!(images.len() >= 6, "{} images", images.len());
+    let overlays = tmp.path().join("overlays");
+    std::fs::create_dir_all(overlays.join(format!("{}.png", images[0].id))).unwrap();
+    let outputs = Outputs {
+        submission: Some(out.join("submission.csv")),
+        overlays: Some(overlays),
+        ..Outputs::default()
+    };
+    let ensemble = members.ensemble(ens_config()).unwrap();
+    let pipeline = postproc();
+    let input = &members.card().unwrap().input;
+    let inf = Inference { ensemble: &ensemble, input, pipeline: &pipeline, device: Device::Cpu };
+    let mut predicted = 0;
+    let e = err(inf.run(images, &outputs, &mut |n| {
+        predicted = n;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }));
+    assert!(e.contains(&images[0].id), "{e}");
+    assert!(predicted <= 3, "{predicted} of {} images predicted after the failure", images.len());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left in {}", out.display());
+
     // An output that cannot be written, and a truth that does not cover the images, fail
     // before the first prediction.
     let images = list_images(&t.heldout.join("images")).unwrap();
