@@ -573,6 +573,7 @@ impl StepContext<'_> {
         let mut named: BTreeMap<String, f64> = BTreeMap::new();
         let mut bad: Option<(&'static str, f64)> = None;
         let _span = tracing::debug_span!("step", step = step + 1).entered();
+        let device = model.var_store().device();
         for k in 0..accum {
             let mb = pos.batch_in_epoch + k;
             let start = mb as usize * cfg.batch_size;
@@ -586,10 +587,10 @@ impl StepContext<'_> {
                 .batch(indices, mix(cfg.seed, STREAM_DATA, global))
                 .map_err(|source| Error::Data { epoch: pos.epoch + 1, batch: mb, source })?;
             let padded_size = data.padded_size(&batch);
-            let device = format!("{:?}", model.var_store().device());
+            // Only an error formats anything.
             let out_of_memory = |message: String, image_ids: Vec<String>| Error::OutOfMemory {
                 step: step + 1,
-                device: device.clone(),
+                device: format!("{device:?}"),
                 batch_size: cfg.batch_size,
                 padded_size,
                 mixed_precision: self.amp,
