@@ -18,10 +18,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use cellseg::core::{CellType, ImageSize};
-use cellseg::ensemble::BoxSettings;
 use cellseg::ensemble::boxes::{self, BoxPass};
 use cellseg::ensemble::masks;
 use cellseg::ensemble::views::View;
+use cellseg::ensemble::{BoxNms, BoxSettings};
 use cellseg::heads::roi_heads::RawDetections;
 use cellseg::postproc::SoftDetections;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -130,7 +130,8 @@ fn box_chain(inp: &Inputs, settings: &BoxSettings) -> RawDetections {
         .enumerate()
         .map(|(p, (b, cb, s))| BoxPass {
             boxes: view(p).boxes(b, (H, W)),
-            class_boxes: view(p).boxes(cb, (H, W)),
+            // as the ensemble does: class boxes only for the mode that reads them
+            class_boxes: (settings.nms == BoxNms::PerClass).then(|| view(p).boxes(cb, (H, W))),
             scores: s.shallow_clone(),
         })
         .collect();

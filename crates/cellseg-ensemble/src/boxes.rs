@@ -22,8 +22,9 @@ pub struct BoxPass {
     /// `[N, 4]` the box of each proposal's most probable class (the seed's `RCNNEnsemble`; the
     /// same box for every class of a class-agnostic head).
     pub boxes: Tensor,
-    /// `[N, C, 4]` the box of every class.
-    pub class_boxes: Tensor,
+    /// `[N, C, 4]` the box of every class; only computed for `nms = "per_class"`, the one mode
+    /// that reads them.
+    pub class_boxes: Option<Tensor>,
     /// `[N, C]` softmax probabilities of the first C classes.
     pub scores: Tensor,
 }
@@ -33,15 +34,17 @@ pub struct BoxPass {
 pub struct MergedBoxes {
     /// `[N, 4]` mean of [`BoxPass::boxes`].
     pub boxes: Tensor,
-    /// `[N, C, 4]` mean of [`BoxPass::class_boxes`].
-    pub class_boxes: Tensor,
+    /// `[N, C, 4]` mean of [`BoxPass::class_boxes`] (when the passes have them).
+    pub class_boxes: Option<Tensor>,
     /// `[N, C]` mean of [`BoxPass::scores`].
     pub scores: Tensor,
 }
 
 /// The passes of one member over `views`: `feats` holds the member's features of the views in
 /// that order (batch index = view index), `proposals` `[N, 4]` are in the original image of
-/// unpadded size `size`.
+/// unpadded size `size`. `with_class_boxes` also maps back the box of every class (for
+/// `nms = "per_class"`); otherwise only each proposal's best-class box is mapped.
+#[allow(clippy::too_many_arguments)]
 pub fn member_passes(
     model: &dyn TwoStageDetector,
     feats: &Features,
@@ -50,6 +53,7 @@ pub fn member_passes(
     size: (i64, i64),
     delta: f64,
     num_classes: i64,
+    with_class_boxes: bool,
 ) -> Vec<BoxPass> {
     let _g = tch::no_grad_guard();
     let n = proposals.size()[0];
@@ -62,15 +66,16 @@ pub fn member_passes(
         .map(|(i, v)| {
             let at = i as i64 * n;
             let scores = out.scores.narrow(0, at, n).narrow(1, 0, num_classes);
-            let class_boxes = v.boxes(&out.boxes.narrow(0, at, n).narrow(1, 0, num_classes), size);
+            let view_boxes = out.boxes.narrow(0, at, n).narrow(1, 0, num_classes);
             let best = scores.argmax(1, false);
+            // Mapping a box back is per box, so picking the best class first gives the same bits.
             let boxes = if n == 0 {
                 Tensor::zeros([0, 4], (Kind::Float, proposals.device()))
             } else {
-                class_boxes
-                    .gather(1, &best.view([n, 1, 1]).expand([n, 1, 4], false), false)
-                    .squeeze_dim(1)
+                let index = best.view([n, 1, 1]).expand([n, 1, 4], false);
+                v.boxes(&view_boxes.gather(1, &index, false).squeeze_dim(1), size)
             };
+            let class_boxes = with_class_boxes.then(|| v.boxes(&view_boxes, size));
             BoxPass { boxes, class_boxes, scores }
         })
         .collect()
@@ -82,9 +87,10 @@ pub fn merge(passes: &[BoxPass]) -> MergedBoxes {
         let v: Vec<&Tensor> = passes.iter().map(f).collect();
         Tensor::stack(&v, 0).mean_dim(0, false, Kind::Float)
     };
+    let class_boxes = passes.iter().map(|p| p.class_boxes.as_ref()).collect::<Option<Vec<_>>>();
     MergedBoxes {
         boxes: mean(|p| &p.boxes),
-        class_boxes: mean(|p| &p.class_boxes),
+        class_boxes: class_boxes.map(|v| Tensor::stack(&v, 0).mean_dim(0, false, Kind::Float)),
         scores: mean(|p| &p.scores),
     }
 }
@@ -98,7 +104,8 @@ pub fn select(merged: &MergedBoxes, settings: &BoxSettings, cell_type: CellType)
     let _g = tch::no_grad_guard();
     let cfg = settings.for_type(cell_type);
     if settings.nms == BoxNms::PerClass {
-        return multiclass_nms(&merged.class_boxes, &merged.scores, &cfg);
+        let class_boxes = merged.class_boxes.as_ref().expect("per_class passes hold class boxes");
+        return multiclass_nms(class_boxes, &merged.scores, &cfg);
     }
     let (scores, labels) = merged.scores.max_dim(1, false);
     let mut keep = Tensor::arange(scores.size()[0], (Kind::Int64, scores.device()));

@@ -259,6 +259,7 @@ impl<'m> Ensemble<'m> {
                 hw,
                 self.config.delta,
                 self.num_classes,
+                self.config.boxes.nms == crate::config::BoxNms::PerClass,
             ));
         }
         let merged = boxes::merge(&passes);

@@ -153,6 +153,7 @@ fn a_flipped_pass_is_the_member_on_the_flipped_image_mapped_back() {
         hw,
         0.5,
         3,
+        true,
     );
     // By hand: the flipped image alone, the flipped RoIs moved by DELTA, the boxes flipped back.
     let flipped = b.model.features(&View::Horizontal.image(&img, hw));
@@ -162,6 +163,24 @@ fn a_flipped_pass_is_the_member_on_the_flipped_image_mapped_back() {
     assert!(close(&passes[1].scores, &direct.scores.narrow(1, 0, 3)));
     let back = View::Horizontal.boxes(&direct.boxes.select(1, 0), hw);
     assert!(close(&passes[1].boxes, &back));
+    // Every class's box, mapped back (a class-agnostic cascade head: the same box for each).
+    let all = View::Horizontal.boxes(&direct.boxes.narrow(1, 0, 3), hw);
+    assert!(close(passes[1].class_boxes.as_ref().unwrap(), &all));
+    // Without class boxes, the same best boxes and scores to the bit.
+    let lean = cellseg_ensemble::boxes::member_passes(
+        b.model.as_ref(),
+        &feats,
+        &props,
+        &views,
+        hw,
+        0.5,
+        3,
+        false,
+    );
+    for (a, l) in passes.iter().zip(&lean) {
+        assert!(l.class_boxes.is_none());
+        assert!(a.boxes.equal(&l.boxes) && a.scores.equal(&l.scores));
+    }
     // The identity pass is the member's own.
     let own = b.model.box_scores(&b.model.features(&img), &[props.shallow_clone()], &[hw]);
     assert!(close(&passes[0].scores, &own.scores.narrow(1, 0, 3)));
