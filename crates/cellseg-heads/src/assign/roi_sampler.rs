@@ -14,7 +14,28 @@ use crate::assign::assigner::{AssignerConfig, MaxIouAssigner};
 use crate::assign::mask_target::{MaskTargetJob, mask_targets_batch};
 use crate::assign::sampler::{RandomSampler, SamplerConfig, host_counts};
 use crate::ops::box_coder::BoxCoder;
-use crate::roi_heads::gts_to_device;
+
+/// GT boxes `[G_b, 4]` (float32) and labels `[G_b]` (int64) of every image on `device`, from ONE
+/// host-to-device copy (labels travel as float32, exact below 2^24).
+pub fn gts_to_device(targets: &[Instances], device: Device) -> Vec<(Tensor, Tensor)> {
+    let mut v: Vec<f32> = Vec::new();
+    for inst in targets {
+        for (b, &l) in inst.boxes.iter().zip(&inst.labels) {
+            v.extend_from_slice(&[b.x1, b.y1, b.x2, b.y2, l as f32]);
+        }
+    }
+    let all = Tensor::from_slice(&v).view([-1, 5]).to_device(device);
+    let mut at = 0;
+    targets
+        .iter()
+        .map(|inst| {
+            let g = inst.boxes.len() as i64;
+            let t = all.narrow(0, at, g);
+            at += g;
+            (t.narrow(1, 0, 4), t.select(1, 4).to_kind(Kind::Int64))
+        })
+        .collect()
+}
 
 /// How the mask targets of the positive RoIs are built (mmdet `mask_target`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -224,18 +245,17 @@ impl RoiSampler {
             }
             pos_rois.push(Tensor::cat(&[bcol(np), pb.shallow_clone()], 1));
             pos_labels.push(pl);
-            // Positive boxes and their GT index (exact in float32) for the host.
-            pos_host.push(Tensor::cat(
-                &[pb.to_kind(Kind::Float), pos_gt.to_kind(Kind::Float).unsqueeze(1)],
-                1,
-            ));
-            num_pos.push(np as usize);
+            // Positive boxes and their GT index (exact in float32) for the host, when mask
+            // targets are wanted.
+            if with_masks {
+                pos_host.push(Tensor::cat(
+                    &[pb.to_kind(Kind::Float), pos_gt.to_kind(Kind::Float).unsqueeze(1)],
+                    1,
+                ));
+            }
+            num_pos.push(if with_masks { np as usize } else { 0 });
         }
         // 3. Mask targets: one copy of the positives back, one copy of the inputs forth.
-        if !with_masks {
-            pos_host.clear();
-            num_pos.iter_mut().for_each(|n| *n = 0);
-        }
         let host = if pos_host.is_empty() {
             Vec::new()
         } else {

@@ -8,14 +8,12 @@
 //!   information flow).
 //!
 //! Shared by every RoI head: test-time [`multiclass_nms`] ([`RcnnTestConfig`]), the
-//! [`RawDetections`] it returns, and the tensor plumbing of RoIs ([`proposals_to_rois`],
-//! [`gts_to_device`]).
+//! [`RawDetections`] it returns, and the tensor plumbing of RoIs ([`proposals_to_rois`]).
 
 pub mod cascade;
 pub mod stage;
 pub mod standard;
 
-use cellseg_core::Instances;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -82,28 +80,6 @@ pub fn multiclass_nms(boxes: &Tensor, scores: &Tensor, cfg: &RcnnTestConfig) -> 
         scores: scores.index_select(0, &k),
         labels: labels.index_select(0, &k),
     }
-}
-
-/// GT boxes `[G_b, 4]` (float32) and labels `[G_b]` (int64) of every image on `device`, from ONE
-/// host-to-device copy (labels travel as float32, exact below 2^24).
-pub fn gts_to_device(targets: &[Instances], device: Device) -> Vec<(Tensor, Tensor)> {
-    let mut v: Vec<f32> = Vec::new();
-    for inst in targets {
-        for (b, &l) in inst.boxes.iter().zip(&inst.labels) {
-            v.extend_from_slice(&[b.x1, b.y1, b.x2, b.y2, l as f32]);
-        }
-    }
-    let all = Tensor::from_slice(&v).view([-1, 5]).to_device(device);
-    let mut at = 0;
-    targets
-        .iter()
-        .map(|inst| {
-            let g = inst.boxes.len() as i64;
-            let t = all.narrow(0, at, g);
-            at += g;
-            (t.narrow(1, 0, 4), t.select(1, 4).to_kind(Kind::Int64))
-        })
-        .collect()
 }
 
 /// `[R, 5]` RoIs `(batch, x1, y1, x2, y2)` from per-image boxes `[N_b, 4]` (mmdet `bbox2roi`).
