@@ -14,8 +14,8 @@
 //! cargo run --release --example pretrain_livecell -- --arch cascade    # the same, Cascade
 //! # the seed's recipe (R50 stride 1; GPU) on LIVECell
 //! cargo run --release --example pretrain_livecell -- --config configs/pretrain_livecell.toml \
-//!     --train-json <livecell>/livecell_coco_train.json --val-json <livecell>/livecell_coco_val.json \
-//!     --images <livecell>/images
+//!     --train-json <livecell>/annotations/LIVECell/livecell_coco_train.json \
+//!     --val-json <livecell>/annotations/LIVECell/livecell_coco_val.json --images <livecell>/images
 //! ```
 //! `--config` may be repeated: later files override the keys they set. The default is
 //! `configs/pretrain_livecell.toml` (the seed's recipe) + `configs/pretrain_livecell_tiny.toml`
