@@ -433,7 +433,7 @@ impl Inference<'_> {
         let (tx, rx) = mpsc::channel::<(usize, String, SoftDetections, Image)>();
         let pipeline = self.pipeline;
         let failed = AtomicBool::new(false);
-        let results = std::thread::scope(|scope| -> Result<Vec<(usize, Result<Processed>)>> {
+        let mut results = std::thread::scope(|scope| -> Result<Vec<(usize, Result<Processed>)>> {
             // Dropped on every return, so that the post-processing thread always finishes.
             let tx = tx;
             let failed = &failed;
@@ -466,7 +466,6 @@ impl Inference<'_> {
             drop(tx);
             Ok(post.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
         })?;
-        let mut results = results;
         results.sort_by_key(|(i, _)| *i);
         let processed = results.into_iter().map(|(_, r)| r).collect::<Result<Vec<_>>>()?;
         debug_assert_eq!(processed.len(), images.len(), "every image predicted without an error");

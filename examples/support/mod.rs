@@ -173,8 +173,8 @@ pub fn reuse_finished(run_dir: &Path, resolved: &str) -> anyhow::Result<bool> {
     anyhow::ensure!(
         recorded == resolved,
         "{} holds a finished run of another config (its config.resolved.toml differs from this \
-         run's); nothing was written to it (heldout/ is unchanged). Train elsewhere with --run-dir, \
-         or delete it",
+         run's); nothing was written to it (its heldout/, if any, is unchanged). Train elsewhere \
+         with --run-dir, or delete it",
         run_dir.display()
     );
     println!(

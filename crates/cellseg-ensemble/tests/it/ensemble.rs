@@ -145,16 +145,19 @@ fn a_flipped_pass_is_the_member_on_the_flipped_image_mapped_back() {
     let views = [View::Identity, View::Horizontal];
     let both = Tensor::cat(&[View::Identity.image(&img, hw), View::Horizontal.image(&img, hw)], 0);
     let feats = b.model.features(&both);
-    let passes = cellseg_ensemble::boxes::member_passes(
-        b.model.as_ref(),
-        &feats,
-        &props,
-        &views,
-        hw,
-        0.5,
-        3,
-        true,
-    );
+    let passes_of = |with_class_boxes| {
+        cellseg_ensemble::boxes::member_passes(
+            b.model.as_ref(),
+            &feats,
+            &props,
+            &views,
+            hw,
+            0.5,
+            3,
+            with_class_boxes,
+        )
+    };
+    let passes = passes_of(true);
     // By hand: the flipped image alone, the flipped RoIs moved by DELTA, the boxes flipped back.
     let flipped = b.model.features(&View::Horizontal.image(&img, hw));
     let rois = View::Horizontal.shift(&View::Horizontal.boxes(&props, hw), hw, 0.5);
@@ -167,16 +170,7 @@ fn a_flipped_pass_is_the_member_on_the_flipped_image_mapped_back() {
     let all = View::Horizontal.boxes(&direct.boxes.narrow(1, 0, 3), hw);
     assert!(close(passes[1].class_boxes.as_ref().unwrap(), &all));
     // Without class boxes, the same best boxes and scores to the bit.
-    let lean = cellseg_ensemble::boxes::member_passes(
-        b.model.as_ref(),
-        &feats,
-        &props,
-        &views,
-        hw,
-        0.5,
-        3,
-        false,
-    );
+    let lean = passes_of(false);
     for (a, l) in passes.iter().zip(&lean) {
         assert!(l.class_boxes.is_none());
         assert!(a.boxes.equal(&l.boxes) && a.scores.equal(&l.scores));
