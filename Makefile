@@ -1,6 +1,12 @@
 # The two README commands. Both create .venv (torch 2.11.0 + test packages) when it is missing, and
 # install the mold linker when the system can (tools/setup_mold.sh; the default linker otherwise).
-.PHONY: test demo reproduce venv setup
+.PHONY: test test-oracles test-all demo reproduce venv setup
+
+# The mmdet 2.17 parity oracles (tests/it modules of cellseg-heads and cellseg-ensemble): real
+# mmdet models run in .venv to make their fixtures (15-60 s each in Python, kept in target/tmp for
+# the next run), then the same models in Rust, stage by stage. About 7 minutes on 2 cores on a
+# fresh clone; `make test` leaves them to `make test-oracles`, and `.ci/run` runs both.
+ORACLES := mmdet_parity:: mmdet_cascade_parity:: mmdet_ensemble_parity::
 
 venv:
 	tools/setup_venv.sh
@@ -8,8 +14,16 @@ venv:
 setup: venv
 	tools/setup_mold.sh
 
+# Every test of the workspace but the mmdet oracles.
 test: setup
-	cargo test --workspace
+	cargo test --workspace -- $(addprefix --skip ,$(ORACLES))
+
+# Only the mmdet oracles.
+test-oracles: setup
+	cargo test -p cellseg-heads -p cellseg-ensemble --test it -- $(ORACLES)
+
+# Both, as `.ci/run` does (the same set as a plain `cargo test --workspace`).
+test-all: test test-oracles
 
 demo: setup
 	tools/demo.sh

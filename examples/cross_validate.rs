@@ -14,8 +14,6 @@
 
 // `init_tracing`, `DataArgs` and `InferenceArgs` here; the rest serves the training examples.
 #[allow(dead_code)]
-mod support;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,7 +32,7 @@ struct Args {
     #[arg(long = "experiment", required = true)]
     experiments: Vec<PathBuf>,
     #[command(flatten)]
-    data: support::DataArgs,
+    data: cellseg_cli::DataArgs,
     /// The OOF file: every image's predictions before post-processing (for tweak_thresholds).
     #[arg(long)]
     oof: Option<PathBuf>,
@@ -42,11 +40,11 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     #[command(flatten)]
-    inference: support::InferenceArgs,
+    inference: cellseg_cli::InferenceArgs,
 }
 
 fn main() -> ExitCode {
-    support::init_tracing();
+    cellseg_cli::init_tracing();
     cellseg::exit_code(run(Args::parse()))
 }
 

@@ -15,8 +15,6 @@
 
 // `init_tracing` and `InferenceArgs` here; the rest serves the training examples.
 #[allow(dead_code)]
-mod support;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,11 +49,11 @@ struct Args {
     #[arg(long)]
     oof: Option<PathBuf>,
     #[command(flatten)]
-    inference: support::InferenceArgs,
+    inference: cellseg_cli::InferenceArgs,
 }
 
 fn main() -> ExitCode {
-    support::init_tracing();
+    cellseg_cli::init_tracing();
     cellseg::exit_code(run(Args::parse()))
 }
 

@@ -24,12 +24,6 @@
 //! (default: `images/` next to the training json); each json's images are looked up in the
 //! folder its name selects (`test` in the name → `livecell_test_images`).
 
-#[path = "pretrain_livecell/run.rs"]
-mod run;
-#[path = "pretrain_livecell/setup.rs"]
-mod setup;
-mod support;
-
 fn main() -> std::process::ExitCode {
-    cellseg::exit_code(run::run_from(None))
+    cellseg::exit_code(cellseg_cli::pretrain::run_from(None))
 }

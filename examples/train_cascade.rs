@@ -1,6 +1,6 @@
 //! Trains a Cascade Mask R-CNN and reports the competition metric before and after training.
 //!
-//! The same run as `train_maskrcnn` (`examples/train/run.rs`: the same embedded synthetic default
+//! The same run as `train_maskrcnn` (`cellseg_cli::train`: the same embedded synthetic default
 //! of `configs/demo.toml`, `--data` / `--csv` / `--images`, `--pretrained`, `--resume`), with the
 //! Mask R-CNN `[model]` of a config converted to the seed's cascade (`DetectorConfig::to_arch`:
 //! three class-agnostic SmoothL1 stages at IoU 0.5 / 0.6 / 0.7, loss weights 1 / 0.5 / 0.25) in
@@ -14,14 +14,8 @@
 //!     --pretrained runs/pretrain_livecell_cascade
 //! ```
 
-#[path = "train/run.rs"]
-mod run;
-#[path = "train/setup.rs"]
-mod setup;
-mod support;
-
 use cellseg::train::detector::Arch;
 
 fn main() -> std::process::ExitCode {
-    cellseg::exit_code(run::run(Arch::Cascade))
+    cellseg::exit_code(cellseg_cli::train::run(Arch::Cascade))
 }

@@ -1,7 +1,7 @@
 //! Trains a Hybrid Task Cascade (HTC) and reports the competition metric before and after
 //! training.
 //!
-//! The same run as `train_maskrcnn` (`examples/train/run.rs`: the same embedded synthetic default
+//! The same run as `train_maskrcnn` (`cellseg_cli::train`: the same embedded synthetic default
 //! of `configs/demo.toml`, `--data` / `--csv` / `--images`, `--pretrained`, `--resume`), with the
 //! Mask R-CNN `[model]` of a config converted to the seed's HTC (`DetectorConfig::to_arch`: the
 //! cascade stages plus the fused semantic head on the stride-4 level, interleaved training, mask
@@ -15,14 +15,8 @@
 //!     --config configs/train_htc.toml --data <folder with train.csv and train/>
 //! ```
 
-#[path = "train/run.rs"]
-mod run;
-#[path = "train/setup.rs"]
-mod setup;
-mod support;
-
 use cellseg::train::detector::Arch;
 
 fn main() -> std::process::ExitCode {
-    cellseg::exit_code(run::run(Arch::Htc))
+    cellseg::exit_code(cellseg_cli::train::run(Arch::Htc))
 }

@@ -19,16 +19,10 @@
 //! ```
 //!
 //! `train_cascade` and `train_htc` are the same run for the other two architectures
-//! (`examples/train/run.rs`).
-
-#[path = "train/run.rs"]
-mod run;
-#[path = "train/setup.rs"]
-mod setup;
-mod support;
+//! (`cellseg_cli::train`).
 
 use cellseg::train::detector::Arch;
 
 fn main() -> std::process::ExitCode {
-    cellseg::exit_code(run::run(Arch::MaskRcnn))
+    cellseg::exit_code(cellseg_cli::train::run(Arch::MaskRcnn))
 }

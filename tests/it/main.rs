@@ -4,16 +4,9 @@
 //! Every test that seeds libtorch's process-wide generator or runs a model holds
 //! [`cellseg::core::testing::torch_lock`].
 
-// The training examples' shared modules, at the crate root where `run` finds them.
-#[path = "../../examples/train/run.rs"]
-#[allow(dead_code)]
-mod run;
-#[path = "../../examples/train/setup.rs"]
-#[allow(dead_code)]
-mod setup;
-#[path = "../../examples/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
+// The training examples' run (crate cellseg-cli), by the names the tests use.
+use cellseg_cli as support;
+use cellseg_cli::train::{self as run, setup};
 
 mod experiments;
 mod infer_ensemble;

@@ -2,11 +2,7 @@
 //! seed's pretraining values, a partly filled table keeps them, bad keys / types name the key and
 //! the file, and a json pointing at a missing image names the image.
 
-#[path = "../../examples/pretrain_livecell/run.rs"]
-mod run;
-#[path = "../../examples/pretrain_livecell/setup.rs"]
-#[allow(dead_code)]
-mod setup;
+use cellseg_cli::pretrain::{self as run, setup};
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
 //! Parity with a Python reference of the seed's `EnsembleModel` (SEED.md §4.2) driving real
-//! mmdet 2.17 models (`tools/ensemble_fixtures.py`, run at test time into a tempdir): the seed's
+//! mmdet 2.17 models (`tools/ensemble_fixtures.py`, run at test time; kept in `target/tmp`, see `mmdet::cache_dir`): the seed's
 //! Mask R-CNN, Cascade Mask R-CNN and HTC (R50, stride-1 stem, 8 classes) with random weights,
 //! their `state_dict`s loaded strictly into ours, on one 256×256 image with 4 flip views.
 //!

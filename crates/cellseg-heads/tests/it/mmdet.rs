@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use cellseg_core::{BitMask, BoxXyxy, ImageSize, Instances};
 use cellseg_heads::ops::paste::paste_soft;
@@ -102,16 +103,108 @@ pub fn default_threads() {
     tch::set_num_threads(i32::try_from(cores).unwrap_or(i32::MAX));
 }
 
+/// Where the output of `tool` with `args` (`{out}` standing for the folder) is kept:
+/// `target/tmp/python-fixtures/<name>-<hash>`, the hash of every `tools/*.py` (the fixture
+/// scripts and what they import), of `tool` and `args`, and of the names (with versions) of the
+/// packages installed in `.venv`. The Python side takes 15-60 s a fixture; a second local run of
+/// the parity tests reuses them, and a changed script or package regenerates them. A fresh clone
+/// (CI) generates each once.
+pub fn cache_dir(name: &str, tool: &str, args: &[&str]) -> PathBuf {
+    let root = cellseg_core::testing::repo_root();
+    let mut hash = Fnv::default();
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(root.join("tools"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .collect();
+    scripts.sort();
+    for script in &scripts {
+        hash.write(script.file_name().unwrap().as_encoded_bytes());
+        hash.write(&std::fs::read(script).unwrap());
+    }
+    hash.write(tool.as_bytes());
+    for arg in args {
+        hash.write(arg.as_bytes());
+    }
+    for package in venv_packages(&root.join(".venv/lib")) {
+        hash.write(package.as_bytes());
+    }
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("python-fixtures")
+        .join(format!("{name}-{:016x}", hash.0))
+}
+
+/// The `*.dist-info` folder names (package and version) of every `site-packages` under `lib`,
+/// sorted.
+fn venv_packages(lib: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for python in std::fs::read_dir(lib).into_iter().flatten().flatten() {
+        let site = python.path().join("site-packages");
+        for entry in std::fs::read_dir(site).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".dist-info") {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+/// Runs `tools/<tool> <args>` into a temporary folder beside `dir` and renames it to `dir` when
+/// the tool succeeded, so that an interrupted run never leaves a half-written fixture behind.
+fn generate(tool: &str, args: &[&str], dir: &Path) {
+    let parent = dir.parent().unwrap();
+    std::fs::create_dir_all(parent).unwrap();
+    let tmp = tempfile::Builder::new().prefix(".partial-").tempdir_in(parent).unwrap();
+    let out = tmp.path().to_str().unwrap();
+    let args: Vec<&str> = args.iter().map(|a| if *a == "{out}" { out } else { a }).collect();
+    let t0 = std::time::Instant::now();
+    let log = cellseg_core::testing::run_tool(tool, &args);
+    println!("{tool} {}: {:.1} s\n{log}", args.join(" "), t0.elapsed().as_secs_f64());
+    let tmp = tmp.keep();
+    if std::fs::rename(&tmp, dir).is_err() {
+        // Made meanwhile by another test process with the same key: keep that one.
+        assert!(
+            dir.join("stages.safetensors").exists(),
+            "cannot move {} to {}",
+            tmp.display(),
+            dir.display()
+        );
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}
+
+/// 64-bit FNV-1a: a stable hash (std's `DefaultHasher` may change between Rust releases).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        // A length prefix keeps ("ab", "c") and ("a", "bc") apart.
+        for b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
 pub struct Fixture {
     pub t: HashMap<String, Tensor>,
     /// Unpadded (h, w).
     pub hw: (i64, i64),
-    dir: std::path::PathBuf,
-    _tmp: tempfile::TempDir,
+    /// The fixture's folder in the cache ([`cache_dir`]); read only.
+    dir: PathBuf,
+    /// A folder of this test's own, for what it writes.
+    scratch: tempfile::TempDir,
 }
 
 impl Fixture {
-    /// Runs `mmdet_fixtures.py <model> <tempdir> --size <size>` and reads its tensors.
+    /// Runs `mmdet_fixtures.py <model> <out> --size <size>` and reads its tensors.
     pub fn run(model: &str, size: &str) -> Self {
         Self::run_with(model, size, &[])
     }
@@ -124,35 +217,30 @@ impl Fixture {
     }
 
     /// Runs `tools/<tool> <args>` (`{out}` in `args` stands for the output folder) and reads
-    /// the `stages.safetensors` it writes. For local iteration only,
-    /// `CELLSEG_MMDET_FIXTURES=<dir>` reuses (or first writes) the fixture in `<dir>/<name>`
-    /// instead of a tempdir.
+    /// the `stages.safetensors` it writes. The output is kept in [`cache_dir`]: a second run
+    /// with the same scripts, arguments and `.venv` packages reuses it, and a change to any of
+    /// them makes a new one.
     pub fn run_tool(tool: &str, name: &str, args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let cached = std::env::var_os("CELLSEG_MMDET_FIXTURES")
-            .map(|d| std::path::PathBuf::from(d).join(name));
-        let out_dir = cached.clone().unwrap_or_else(|| dir.path().to_path_buf());
-        if !out_dir.join("stages.safetensors").exists() {
-            let t0 = std::time::Instant::now();
-            let out = out_dir.to_str().unwrap();
-            let args: Vec<&str> =
-                args.iter().map(|a| if *a == "{out}" { out } else { a }).collect();
-            let log = cellseg_core::testing::run_tool(tool, &args);
-            println!("{tool} {}: {:.1} s\n{log}", args.join(" "), t0.elapsed().as_secs_f64());
+        let dir = cache_dir(name, tool, args);
+        if dir.join("stages.safetensors").exists() {
+            println!("reusing the fixture in {}", dir.display());
         } else {
-            println!("reusing the fixture in {}", out_dir.display());
+            generate(tool, args, &dir);
         }
         let t: HashMap<String, Tensor> =
-            Tensor::read_safetensors(out_dir.join("stages.safetensors"))
-                .unwrap()
-                .into_iter()
-                .collect();
+            Tensor::read_safetensors(dir.join("stages.safetensors")).unwrap().into_iter().collect();
         let hw = Vec::<i64>::try_from(&t["img_hw"]).unwrap();
-        Self { hw: (hw[0], hw[1]), t, dir: out_dir, _tmp: dir }
+        Self { hw: (hw[0], hw[1]), t, dir, scratch: tempfile::tempdir().unwrap() }
     }
 
-    pub fn path(&self, name: &str) -> std::path::PathBuf {
+    /// A file of the fixture.
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// A path in the test's own folder (deleted with the fixture), for files the test writes.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
     }
 
     pub fn get(&self, k: &str) -> &Tensor {

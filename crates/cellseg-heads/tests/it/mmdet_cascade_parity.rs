@@ -1,6 +1,6 @@
 //! Parity with real mmdet 2.17 for the seed's Cascade Mask R-CNN (SEED.md §2.5) and HTC (§2.6):
 //! each built in mmdet with random weights by `tools/mmdet_fixtures.py cascade|htc` (run at test
-//! time, into a tempdir), its `state_dict` loaded strictly into our [`CascadeRcnn`] built from
+//! time; kept in `target/tmp`, see `mmdet::cache_dir`), its `state_dict` loaded strictly into our [`CascadeRcnn`] built from
 //! `configs/cascade.toml` / `configs/htc.toml`, and every stage compared on a 256×256 image with
 //! 40 GT cells (and, run by hand with `--ignored`, on 520×704 with 120).
 //!
@@ -254,7 +254,7 @@ fn training(fx: &Fixture, model: &CascadeRcnn, tab: &mut Table) {
 /// `tools/export_weights.py mmdet` on the fixture's mmdet checkpoint: the file it writes loads
 /// strictly into our model.
 fn exported(fx: &Fixture) -> std::path::PathBuf {
-    let out = fx.path("exported.safetensors");
+    let out = fx.scratch("exported.safetensors");
     let log = cellseg_core::testing::run_tool(
         "export_weights.py",
         &["mmdet", fx.path("weights.pth").to_str().unwrap(), out.to_str().unwrap()],

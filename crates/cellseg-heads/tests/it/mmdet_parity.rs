@@ -1,5 +1,5 @@
 //! Parity with real mmdet 2.17: the seed's Mask R-CNN (SEED.md §2.4) built in mmdet with random
-//! weights by `tools/mmdet_fixtures.py` (run at test time, into a tempdir), its `state_dict`
+//! weights by `tools/mmdet_fixtures.py` (run at test time; kept in `target/tmp`, see `mmdet::cache_dir`), its `state_dict`
 //! loaded strictly into our [`MaskRcnn`] built from [`DetectorConfig::default()`], and every stage
 //! compared number by number on a 256×256 image with 40 GT cells and on a 520×704 image (padded
 //! to 544×704 as the seed's test pipeline does) with 120.

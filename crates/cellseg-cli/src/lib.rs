@@ -1,5 +1,24 @@
-//! Shared pieces of the training examples: an `indicatif` progress bar that observes the training
-//! engine, overlay PNGs of held-out predictions and the closing report.
+//! The command-line layer of the `cellseg` example binaries, compiled once for all of them: the
+//! flags two examples share ([`DataArgs`], [`InferenceArgs`]), the training run of
+//! `train_maskrcnn` / `train_cascade` / `train_htc` ([`train`]) and of `pretrain_livecell`
+//! ([`pretrain`]), an `indicatif` progress bar that observes the training engine
+//! ([`ProgressObserver`]), overlay PNGs of held-out predictions and the closing report.
+//!
+//! It is the binaries' side of the workspace: errors are `anyhow` chains that name the file, row
+//! or key, printed by [`cellseg::exit_code`]. An example binary is one call:
+//!
+//! ```
+//! use cellseg_cli::train;
+//! use cellseg::train::detector::Arch;
+//!
+//! // `cargo run --example train_cascade -- --help`, without exiting the process:
+//! let argv = ["train_cascade", "--help"].map(std::ffi::OsString::from).to_vec();
+//! let help = train::run_from(Arch::Cascade, Some(argv)).unwrap_err();
+//! assert!(format!("{help}").contains("--config"));
+//! ```
+
+pub mod pretrain;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -41,8 +60,6 @@ pub struct DataArgs {
     pub images: Option<PathBuf>,
 }
 
-// Used by the training examples and `cross_validate`; `pretrain_livecell` compiles it unused.
-#[allow(dead_code)]
 impl DataArgs {
     /// `(csv, image folder)`, or `None` when neither `--data` nor `--csv` is given.
     pub fn paths(&self) -> Option<(PathBuf, PathBuf)> {
@@ -82,8 +99,6 @@ pub struct InferenceArgs {
     pub threads: Option<i32>,
 }
 
-// Used by `infer_ensemble` and `cross_validate`; the training examples compile it unused.
-#[allow(dead_code)]
 impl InferenceArgs {
     /// Sets the threads and returns the device (the first GPU unless `--cpu`).
     pub fn device(&self) -> tch::Device {
@@ -266,6 +281,12 @@ pub fn print_outputs(report: &TrainReport, train_s: f64, whole_s: f64, overlays:
 /// above it.
 pub struct ProgressObserver {
     bar: ProgressBar,
+}
+
+impl Default for ProgressObserver {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ProgressObserver {

@@ -1,5 +1,5 @@
-//! Config and data of `examples/train_{maskrcnn,cascade,htc}.rs` (a module of the examples, also
-//! compiled into `tests/train_maskrcnn.rs`).
+//! Config and data of `examples/train_{maskrcnn,cascade,htc}.rs` (also used by the root
+//! package's `tests/it`).
 
 use std::path::{Path, PathBuf};
 

@@ -9,8 +9,7 @@ use cellseg::train::CheckpointStore;
 use cellseg::train::detector::{ClassSpace, Detector, DetectorValidator, SampleData};
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use super::setup;
-use crate::support;
+pub mod setup;
 
 #[derive(Parser, Debug)]
 #[command(about = "Pretrain a detector on LIVECell (8 cell lines), or on synthetic cells")]
@@ -52,7 +51,7 @@ struct Args {
 /// # Errors
 /// Bad arguments or configs, unreadable data and every training error, each naming what failed.
 pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
-    support::init_tracing();
+    crate::init_tracing();
     let matches = match argv {
         Some(argv) => Args::command().try_get_matches_from(argv)?,
         None => Args::command().get_matches(),
@@ -62,7 +61,7 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     let paths: Vec<&std::path::Path> = args.config.iter().map(PathBuf::as_path).collect();
     let mut cfg = setup::load_configs(&paths)?;
     if let Some(arch) = args.arch {
-        support::select_arch(&mut cfg.model, &mut cfg.train.run_dir, arch)?;
+        crate::select_arch(&mut cfg.model, &mut cfg.train.run_dir, arch)?;
     }
     if let Some(d) = &args.run_dir {
         cfg.train.run_dir = d.clone();
@@ -73,7 +72,7 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
         toml::to_string(&cfg)?
     );
     // Run again with the same arguments, a finished run is reused.
-    if !args.resume && support::reuse_finished(&cfg.train.run_dir, &resolved)? {
+    if !args.resume && crate::reuse_finished(&cfg.train.run_dir, &resolved)? {
         return Ok(());
     }
     // Fail before loading data on a run folder that cannot be written (read-only, under a file).
@@ -110,7 +109,7 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
 
     let data = SampleData::new(train, cfg.augment.clone())
         .map_err(|e| anyhow::anyhow!("augment config: {e}"))?;
-    let support::Fitted { report, after, train_s, overlays } = support::fit_and_evaluate(
+    let crate::Fitted { report, after, train_s, overlays } = crate::fit_and_evaluate(
         &mut model,
         data,
         &cfg.train,
@@ -135,10 +134,10 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
         validator.samples().len()
     );
     if let Some(b) = &before {
-        support::print_report("untrained", &b.report);
+        crate::print_report("untrained", &b.report);
     }
-    support::print_report("trained", &after.report);
-    support::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
+    crate::print_report("trained", &after.report);
+    crate::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
     let example = match cfg.model.arch {
         cellseg::train::detector::Arch::MaskRcnn => "train_maskrcnn",
         cellseg::train::detector::Arch::Cascade => "train_cascade",

@@ -12,7 +12,7 @@ use cellseg::train::pretrained::load_pretrained;
 use cellseg::train::{Start, TrainableModel};
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use crate::{setup, support};
+pub mod setup;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -23,7 +23,7 @@ struct Args {
     #[arg(long, default_value = "configs/demo.toml")]
     config: Vec<PathBuf>,
     #[command(flatten)]
-    data: support::DataArgs,
+    data: crate::DataArgs,
     /// Overrides `train.run_dir`.
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -62,7 +62,7 @@ pub fn run(arch: Arch) -> anyhow::Result<()> {
 /// # Errors
 /// As [`run`].
 pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
-    support::init_tracing();
+    crate::init_tracing();
     let about = format!(
         "Train a {} on synthetic cells (default) or the Sartorius layout",
         match arch {
@@ -80,7 +80,7 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
     let t0 = Instant::now();
     let paths: Vec<&std::path::Path> = args.config.iter().map(PathBuf::as_path).collect();
     let mut cfg = setup::load_configs(&paths)?;
-    support::select_arch(&mut cfg.model, &mut cfg.train.run_dir, arch)?;
+    crate::select_arch(&mut cfg.model, &mut cfg.train.run_dir, arch)?;
     if let Some(d) = &args.run_dir {
         cfg.train.run_dir = d.clone();
     }
@@ -94,8 +94,7 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
         // One run folder, validated on `data.fold`; run again with the same arguments, a finished
         // run is reused.
         let run_dir = &cfg.train.run_dir;
-        if !args.resume && support::reuse_finished(run_dir, &resolved_config(&cfg, &args, &paths)?)?
-        {
+        if !args.resume && crate::reuse_finished(run_dir, &resolved_config(&cfg, &args, &paths)?)? {
             return Ok(());
         }
         let start = start_of(run_dir, args.resume)?;
@@ -251,7 +250,7 @@ fn train_one(
     let data = SampleData::new(train, cfg.augment.clone())
         .map_err(|e| anyhow::anyhow!("augment config: {e}"))?
         .with_repeat(cfg.data.repeat);
-    let support::Fitted { report, after, train_s, overlays } = support::fit_and_evaluate(
+    let crate::Fitted { report, after, train_s, overlays } = crate::fit_and_evaluate(
         &mut model,
         data,
         &cfg.train,
@@ -263,8 +262,8 @@ fn train_one(
 
     println!();
     println!("competition metric on {} held-out images:", validator.samples().len());
-    support::print_report("untrained", &before.report);
-    support::print_report("trained", &after.report);
+    crate::print_report("untrained", &before.report);
+    crate::print_report("trained", &after.report);
     if let (Some(v), Some(b)) = (&dsb_validator, &dsb_before) {
         let a = v.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating DSB: {e}"))?;
         println!(
@@ -274,7 +273,7 @@ fn train_one(
             a.report.score
         );
     }
-    support::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
+    crate::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
     Ok(Finished {
         fold: cfg.data.fold,
         steps: report.steps,

@@ -1,4 +1,5 @@
-//! The config and the data of `pretrain_livecell` (shared with its test, `tests/pretrain_livecell.rs`).
+//! The config and the data of `pretrain_livecell` (also used by the root package's
+//! `tests/it/pretrain_livecell.rs`).
 
 use std::path::Path;
 
@@ -92,6 +93,7 @@ impl Default for SyntheticSection {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// `[livecell]`: how the LIVECell reader treats bad images.
 pub struct LivecellSection {
     /// `strict`: a bad image (missing TIFF, unknown cell line, size mismatch) is an error;
     /// `lenient`: it is skipped with a warning.
@@ -100,6 +102,7 @@ pub struct LivecellSection {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// `[validation]`: how the LIVECell validation images are post-processed.
 pub struct ValidationSection {
     /// The Sartorius type whose `[postproc]` thresholds every LIVECell image gets.
     pub postproc_as: CellType,
@@ -138,6 +141,10 @@ pub fn synthetic_livecell(n: usize, size: ImageSize, seed: u64) -> Vec<Sample> {
     samples
 }
 
+/// The LIVECell images of the COCO file `json` under `images`, read with `strictness`.
+///
+/// # Errors
+/// A file that cannot be read, or a bad image under `Strictness::Strict`, named.
 pub fn read_livecell(
     json: &Path,
     images: &Path,
