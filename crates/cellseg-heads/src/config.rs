@@ -98,7 +98,8 @@ impl HeadsConfig {
                 return bad(key, format!("num must be > 0 and pos_fraction in [0, 1]: {s:?}"));
             }
         }
-        if self.mask_head.mask_size != 2 * self.mask_head.roi.output_size {
+        // checked: a fuzzed output_size near usize::MAX overflowed `2 * output_size` (a panic).
+        if self.mask_head.roi.output_size.checked_mul(2) != Some(self.mask_head.mask_size) {
             return bad(
                 "mask_head.mask_size",
                 format!(
@@ -163,5 +164,21 @@ impl HeadsConfig {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `cellseg-train`'s `fuzz_detector_toml`: a huge `output_size` overflowed the
+    /// `2 * output_size` of the mask-size check (a panic in debug builds).
+    #[test]
+    fn a_huge_roi_output_size_is_an_error_naming_the_key() {
+        let mut cfg = HeadsConfig::default();
+        cfg.mask_head.roi.output_size = i64::MAX;
+        let err = cfg.validate().unwrap_err();
+        assert!(err.to_string().contains("mask_head.mask_size"), "{err}");
+        assert!(HeadsConfig::default().validate().is_ok());
     }
 }
