@@ -127,11 +127,12 @@ fn spawn_child(arch: Arch, dir: &std::path::Path) -> std::process::Child {
 fn run_children() -> Vec<(Arch, std::process::ExitStatus, String, String)> {
     let dir = tempfile::tempdir().unwrap();
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let mut queue = vec![Arch::MaskRcnn, Arch::Cascade, Arch::Htc];
+    // Popped from the back: HTC first, then Cascade, then Mask R-CNN.
+    let mut queue = ARCHS.to_vec();
     let mut running: Vec<(Arch, std::process::Child)> = Vec::new();
     let mut done = Vec::new();
     while !queue.is_empty() || !running.is_empty() {
-        while running.len() < cores.max(1) {
+        while running.len() < cores {
             let Some(arch) = queue.pop() else { break };
             running.push((arch, spawn_child(arch, dir.path())));
         }
