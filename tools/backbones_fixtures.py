@@ -5,6 +5,7 @@ Usage:
   backbones_fixtures.py parity OUT_DIR MODEL H W   # MODEL: resnet50 | resnext101_32x8d | tf_efficientnet_b4
   backbones_fixtures.py keys OUT_JSON              # key -> shape of every trunk (meta device, no weights)
   backbones_fixtures.py mmdet-sample OUT_PTH       # a fake seed-style mmdet checkpoint (timm b3 + FPN)
+  backbones_fixtures.py pth-formats OUT_DIR        # torch.save files of every kind the .pth reader meets
 
 `parity` builds the PyTorch trunk (torchvision / timm, random init, pretrained=False) and a torchvision
 FeaturePyramidNetwork + LastLevelMaxPool, randomises every batch-norm parameter and buffer and every
@@ -17,6 +18,8 @@ FPN bias (so that nothing is a trivial identity), and writes two safetensors fil
                               outputs, for the published stem stride 2 and the seed's stride 1;
                               EfficientNets also s{2,1}.train.c{0..3} (training-mode batch norm)
                               and s{2,1}.train.running_{mean,var} of blocks.6.<last>.bn3 after it
+  MODEL.pth                   the trunk's own state_dict (classifier head included), as torch.save
+                              writes it: what torchvision / timm publish
 
 All outputs (but the .train ones) are computed in eval mode on the CPU in float32.
 """
@@ -110,6 +113,7 @@ def parity(out_dir, name, h, w):
     weights = {f"backbone.{k}": v.contiguous() for k, v in trunk_state(model, effnet).items()}
     weights.update({k: v.contiguous() for k, v in fpn_state(fpn).items()})
     save_file(weights, f"{out_dir}/{name}.weights.safetensors")
+    torch.save(model.state_dict(), f"{out_dir}/{name}.pth")
 
     x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(2))
     expected = {"input": x}
@@ -160,6 +164,52 @@ def mmdet_sample(out_pth):
     torch.save({"meta": {}, "state_dict": state}, out_pth)
 
 
+def pth_formats(out_dir):
+    """torch.save files for crates/cellseg-backbones/src/pth: every dtype, views that share a
+    storage, a transposed (non-contiguous) tensor, an offset slice, a 0-d and an empty tensor, a
+    Parameter, a module state_dict (with its `_metadata`), an mmcv-style checkpoint whose `meta`
+    holds objects the reader does not know (numpy values), in the zip and the legacy format and
+    with pickle protocol 4; then files that are not state_dicts, and truncated ones."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(4, 6, generator=g)
+    sd = OrderedDict()
+    for name, dtype in [("f32", torch.float32), ("f64", torch.float64), ("f16", torch.float16),
+                        ("bf16", torch.bfloat16), ("i64", torch.int64), ("i32", torch.int32),
+                        ("i16", torch.int16), ("i8", torch.int8), ("u8", torch.uint8)]:
+        sd[f"dtype.{name}"] = (base * 50).to(dtype)
+    sd["dtype.bool"] = base > 0
+    shared = torch.arange(24, dtype=torch.float32)
+    sd["view.rows"] = shared.view(4, 6)[1:3]          # offset 6 into a shared storage
+    sd["view.transposed"] = shared.view(4, 6).t()      # non-contiguous
+    sd["view.strided"] = shared[::5]                   # stride 5
+    sd["scalar"] = torch.tensor(2.5)
+    sd["empty"] = torch.zeros(0, 3)
+    sd["param"] = torch.nn.Parameter(torch.ones(2, 2) * 7)
+    torch.save(sd, f"{out_dir}/plain_zip.pth")
+    torch.save(sd, f"{out_dir}/plain_legacy.pth", _use_new_zipfile_serialization=False)
+    torch.save(sd, f"{out_dir}/plain_protocol4.pth", pickle_protocol=4)
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    state = module.state_dict()
+    meta = {"mmdet_version": "2.17.0", "CLASSES": ("shsy5y", "astro", "cort"), "epoch": 12,
+            "iter": 3000, "config": "model = dict(type='MaskRCNN')\n", "seed": np.int64(42),
+            "mean": np.array([0.5, 0.25]), "hook_msgs": {"last_ckpt": "/work/epoch_12.pth"}}
+    optimizer = {"state": {}, "param_groups": [{"lr": 0.02, "params": [0, 1]}]}
+    ckpt = {"meta": meta, "state_dict": state, "optimizer": optimizer}
+    torch.save(ckpt, f"{out_dir}/mmcv_zip.pth")
+    torch.save(ckpt, f"{out_dir}/mmcv_legacy.pth", _use_new_zipfile_serialization=False)
+
+    torch.save(module, f"{out_dir}/whole_module.pth")
+    torch.save([base], f"{out_dir}/list.pth")
+    torch.save({"epoch": 3, "weights": base}, f"{out_dir}/not_tensors.pth")
+    for name in ("plain_zip", "plain_legacy"):
+        data = open(f"{out_dir}/{name}.pth", "rb").read()
+        open(f"{out_dir}/{name}_truncated.pth", "wb").write(data[: len(data) * 2 // 3])
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "parity":
         parity(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
@@ -167,5 +217,7 @@ if __name__ == "__main__":
         keys(sys.argv[2])
     elif sys.argv[1] == "mmdet-sample":
         mmdet_sample(sys.argv[2])
+    elif sys.argv[1] == "pth-formats":
+        pth_formats(sys.argv[2])
     else:
         sys.exit(__doc__)

@@ -1,4 +1,5 @@
-//! Strict loading and saving of safetensors checkpoints into any tch [`nn::VarStore`].
+//! Strict loading of safetensors and PyTorch `.pth` checkpoints into any tch [`nn::VarStore`], and
+//! saving as safetensors.
 //!
 //! Variable names in cellseg are the PyTorch `state_dict` keys (torchvision / timm for trunks,
 //! mmdet for detectors), so a file exported by `tools/export_weights.py` loads without renaming.
@@ -132,12 +133,22 @@ fn compile(patterns: &[String]) -> Result<Vec<Regex>> {
         .collect()
 }
 
-/// Reads every tensor of a safetensors file (on the CPU).
+/// Reads every tensor of a checkpoint file (on the CPU): a safetensors file, or the state_dict
+/// of a PyTorch `torch.save` file (`.pth` / `.pt`, zip or legacy format, see [`crate::pth`]),
+/// told apart by their first bytes.
 ///
 /// # Errors
-/// [`Error::CheckpointRead`] naming the file.
+/// [`Error::CheckpointRead`] naming the file; for a PyTorch file the errors of
+/// [`crate::pth::read_state_dict`].
 pub fn read(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    if crate::pth::is_pth(&head[..n]) {
+        return Ok(crate::pth::read_state_dict(path)?.tensors);
+    }
     Tensor::read_safetensors(path)
         .map_err(|source| Error::CheckpointRead { path: path.to_path_buf(), source })
 }

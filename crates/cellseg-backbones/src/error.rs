@@ -83,6 +83,22 @@ pub enum Error {
         /// What tch / safetensors reported.
         source: tch::TchError,
     },
+    /// A PyTorch `torch.save` file (`.pth` / `.pt`) could not be read.
+    #[error("cannot read PyTorch checkpoint {path}: {message}")]
+    Pth {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A PyTorch file was read but holds no state_dict (a dict of named tensors).
+    #[error("PyTorch file {path} holds no state_dict: {found}")]
+    NotAStateDict {
+        /// The file.
+        path: PathBuf,
+        /// What it holds instead.
+        found: String,
+    },
     /// A checkpoint file could not be written.
     #[error("cannot write checkpoint {path}: {message}")]
     CheckpointWrite {

@@ -43,6 +43,7 @@ pub mod efficientnet;
 pub mod error;
 pub mod fpn;
 pub mod norm;
+pub mod pth;
 pub mod resnet;
 pub mod tiny;
 

@@ -4,6 +4,7 @@ mod configs;
 mod export;
 mod keys;
 mod parity;
+mod pth;
 
 pub use cellseg_core::testing::repo_root as repo;
 
