@@ -7,7 +7,7 @@
 //! cargo run --release --example cross_validate -- --experiment runs/maskrcnn \
 //!     [--experiment runs/cascade …] --data <folder with train.csv and train/> --oof oof.bin \
 //!     [--out oof_submission.csv] [--ensemble configs/ensemble.toml] [--postproc tuned.toml] \
-//!     [--no-tta] [--cpu] [--threads N]
+//!     [--no-tta] [--device cpu|cuda|cuda:N] [--threads N]
 //! ```
 //! Every check (one shared split, every fold finished, every image and its truth present, the
 //! outputs writable) runs before the first prediction.
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.inference.device();
+    let device = args.inference.device()?;
     println!("{}", cellseg::libtorch_report());
     let (truth, images) = args.data.paths().context("give --data or --csv")?;
     // Fold k's members are fold k of each experiment: experiment i is member i.

@@ -6,7 +6,7 @@
 //! cargo run --release --example infer_ensemble -- --model runs/maskrcnn --model runs/maskrcnn_cascade \
 //!     --images test/ --out submission.csv [--coco-out results.json] [--overlays overlays/] \
 //!     [--truth train.csv] [--oof oof.bin] [--ensemble configs/ensemble.toml] \
-//!     [--postproc configs/postproc.toml] [--no-tta] [--cpu] [--threads N]
+//!     [--postproc configs/postproc.toml] [--no-tta] [--device cpu|cuda|cuda:N] [--threads N]
 //! ```
 //! Each `--model` is a run folder (or a checkpoint folder inside one) written by a training
 //! example, rebuilt from its `model.toml` and latest checkpoint alone, or an experiment folder
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.inference.device();
+    let device = args.inference.device()?;
     println!("{}", cellseg::libtorch_report());
     let cellseg::inference::ModelList { runs, names } = expand_models(&args.models)?;
     let ens_cfg = args.inference.ensemble(&names, runs.len())?;

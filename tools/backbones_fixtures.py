@@ -6,6 +6,8 @@ Usage:
   backbones_fixtures.py keys OUT_JSON              # key -> shape of every trunk (meta device, no weights)
   backbones_fixtures.py mmdet-sample OUT_PTH       # a fake seed-style mmdet checkpoint (timm b3 + FPN)
   backbones_fixtures.py pth-formats OUT_DIR        # torch.save files of every kind the .pth reader meets
+  backbones_fixtures.py to-pth IN.safetensors OUT.pth  # the tensors as an mmdet checkpoint {meta, state_dict}
+  backbones_fixtures.py classifier-pth MODEL OUT.pth   # torch.save of a torchvision / timm classifier's state_dict
 
 `parity` builds the PyTorch trunk (torchvision / timm, random init, pretrained=False) and a torchvision
 FeaturePyramidNetwork + LastLevelMaxPool, randomises every batch-norm parameter and buffer and every
@@ -210,6 +212,21 @@ def pth_formats(out_dir):
         open(f"{out_dir}/{name}_truncated.pth", "wb").write(data[: len(data) * 2 // 3])
 
 
+def classifier_pth(name, out):
+    """What torchvision / timm publish: the whole classifier's state_dict (random weights here)."""
+    torch.manual_seed(0)
+    model, _ = make_trunk(name)
+    torch.save(model.state_dict(), out)
+
+
+def to_pth(src, out):
+    """A safetensors file as the checkpoint mmcv's save_checkpoint writes: {"meta", "state_dict"}."""
+    from safetensors.torch import load_file
+
+    state = OrderedDict(sorted(load_file(src).items()))
+    torch.save({"meta": {"mmdet_version": "2.17.0", "CLASSES": ("a", "b")}, "state_dict": state}, out)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "parity":
         parity(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
@@ -219,5 +236,9 @@ if __name__ == "__main__":
         mmdet_sample(sys.argv[2])
     elif sys.argv[1] == "pth-formats":
         pth_formats(sys.argv[2])
+    elif sys.argv[1] == "classifier-pth":
+        classifier_pth(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "to-pth":
+        to_pth(sys.argv[2], sys.argv[3])
     else:
         sys.exit(__doc__)

@@ -23,3 +23,11 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         if p.is_dir() { copy_dir(&p, &q) } else { std::fs::copy(&p, &q).map(|_| ()).unwrap() }
     }
 }
+
+/// `tools/backbones_fixtures.py pth-formats dir`: torch.save files of several kinds (see there).
+fn support_pth_formats(dir: &std::path::Path) {
+    cellseg::core::testing::run_tool(
+        "backbones_fixtures.py",
+        &["pth-formats", dir.to_str().unwrap()],
+    );
+}

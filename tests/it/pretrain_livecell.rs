@@ -230,15 +230,43 @@ fn chain_through_the_examples(arch: cellseg::train::detector::Arch, real: &Path)
     let sartorius = real.join("sartorius");
     let os = |p: &Path| std::ffi::OsString::from(p);
 
+    // The seed's start where no COCO checkpoint exists (SEED.md §2.1): an ImageNet classifier as
+    // torchvision saves it, its trunk into the backbone, FPN and heads random.
+    let imagenet = dir.0.join("resnet50.pth");
+    cellseg::core::testing::run_tool(
+        "backbones_fixtures.py",
+        &["classifier-pth", "resnet50", imagenet.to_str().unwrap()],
+    );
     let pre = dir.0.join("pretrain");
     let mut argv: Vec<std::ffi::OsString> = vec!["pretrain_livecell".into(), "--config".into()];
     argv.extend([os(&repo.join("configs/pretrain_livecell.toml")), "--config".into()]);
     argv.extend([os(&pre_layer), "--train-json".into(), os(&train_json)]);
     argv.extend(["--val-json".into(), os(&val_json), "--images".into()]);
     argv.extend([os(&livecell.join("images")), "--run-dir".into(), os(&pre)]);
-    argv.extend(["--arch".into(), arch.name().into()]);
+    argv.extend(["--arch".into(), arch.name().into(), "--init".into(), os(&imagenet)]);
     run::run_from(Some(argv)).unwrap_or_else(|e| panic!("pretraining {arch:?}: {e:#}"));
     let pre_s = t0.elapsed().as_secs_f64();
+    let resolved = std::fs::read_to_string(pre.join("config.resolved.toml")).unwrap();
+    assert!(resolved.contains(imagenet.to_str().unwrap()), "{resolved}");
+    // The load the pretraining did: the whole trunk, the classifier head skipped.
+    {
+        use cellseg::heads::init::{InitKind, load_init};
+        let mut cfg = setup::load_configs(&[&repo.join("configs/pretrain_livecell.toml")]).unwrap();
+        let mut run_dir = cfg.train.run_dir.clone();
+        crate::support::select_arch(&mut cfg.model, &mut run_dir, arch).unwrap();
+        let model = Detector::from_config(tch::Device::Cpu, &cfg.model).unwrap();
+        let r = load_init(model.var_store(), &imagenet, &cfg.init).unwrap();
+        let vars = model.var_store().variables();
+        let trunk = vars.keys().filter(|k| k.starts_with("backbone.")).count();
+        assert_eq!(
+            (r.kind, r.loaded.len(), r.fresh.len()),
+            (InitKind::Backbone, trunk, vars.len() - trunk),
+            "{r}"
+        );
+        assert_eq!(r.skipped, ["fc.bias", "fc.weight"], "{r}");
+        assert!(r.reinitialised.is_empty(), "{r}");
+        println!("{arch:?} pretraining --init: {r}");
+    }
 
     let configs = finetune_configs(arch, &fine_layer);
     let fine = dir.0.join("finetune");

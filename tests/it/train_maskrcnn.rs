@@ -229,3 +229,167 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `--init`, `--set`, `--device` and `--threads` of the training examples (#29): an mmdet-style
+/// checkpoint with another class count (an mmdet `{meta, state_dict}` `.pth`, as a COCO file is)
+/// loads with the seed's class layers re-initialised and everything else copied, and trains; the
+/// run folder's `config.resolved.toml` records it. Bad flags are errors naming what is wrong, and
+/// leave no run folder behind.
+#[test]
+fn init_set_and_device_flags_work_and_bad_ones_are_named() {
+    use cellseg::heads::init::{InitConfig, InitKind, load_init};
+    use cellseg::train::TrainableModel;
+    use cellseg::train::detector::{Arch, Detector};
+    let _lock = cellseg::core::testing::torch_lock();
+    let dir = Scratch::new("init");
+    let quick = dir.write("quick.toml", QUICK);
+    let demo = repo().join("configs/demo.toml");
+    let cfg = setup::load_configs(&[demo.as_path(), quick.as_path()]).unwrap();
+    let to_pth = |model: &cellseg::heads::DetectorConfig, name: &str| {
+        let src = Detector::from_config(tch::Device::Cpu, model).unwrap();
+        let st = dir.0.join(format!("{name}.safetensors"));
+        cellseg::backbones::checkpoint::save(src.var_store(), &st, None).unwrap();
+        let pth = dir.0.join(format!("{name}.pth"));
+        cellseg::core::testing::run_tool(
+            "backbones_fixtures.py",
+            &["to-pth", st.to_str().unwrap(), pth.to_str().unwrap()],
+        );
+        (src, pth)
+    };
+    let mut coco = cfg.model.clone();
+    coco.heads.num_classes = 80;
+    let (src, pth) = to_pth(&coco, "coco");
+
+    // The library call the examples make.
+    let dst = Detector::from_config(tch::Device::Cpu, &cfg.model).unwrap();
+    let init = InitConfig { file: Some(pth.clone()), ..InitConfig::default() };
+    let report = load_init(dst.var_store(), &pth, &init).unwrap();
+    assert_eq!(report.kind, InitKind::Detector);
+    assert_eq!(report.reinitialised.len(), 6, "{report}");
+    assert_eq!(report.skipped.len(), 6, "{report}");
+    let (theirs, ours) = (src.var_store().variables(), dst.var_store().variables());
+    assert_eq!(report.loaded.len() + 6, ours.len());
+    for k in &report.loaded {
+        assert!(ours[k].equal(&theirs[k]), "{k} not copied");
+    }
+    for k in &report.reinitialised {
+        assert_ne!(ours[k].size(), theirs[k].size(), "{k}: the class layers differ in shape");
+    }
+
+    let argv = |run: &str, extra: &[&str]| {
+        let mut v: Vec<std::ffi::OsString> = vec!["train_maskrcnn".into()];
+        for c in [demo.as_path(), quick.as_path()] {
+            v.extend(["--config".into(), c.into()]);
+        }
+        v.extend(["--run-dir".into(), dir.0.join(run).into()]);
+        v.extend(extra.iter().map(std::ffi::OsString::from));
+        v
+    };
+    let train = |v| crate::run::run_from(Arch::MaskRcnn, Some(v));
+    let pth_s = pth.to_str().unwrap();
+    train(argv(
+        "run",
+        &["--init", pth_s, "--set", "train.batch_size=1", "--device", "cpu", "--threads", "1"],
+    ))
+    .unwrap();
+    let resolved = std::fs::read_to_string(dir.0.join("run/config.resolved.toml")).unwrap();
+    assert!(resolved.contains("[init]") && resolved.contains(pth_s), "{resolved}");
+    assert!(resolved.contains("# set: train.batch_size=1"), "{resolved}");
+    assert!(resolved.contains("batch_size = 1"), "{resolved}");
+
+    // Bad inputs.
+    let cascade_cfg = cfg.model.to_arch(Arch::Cascade).unwrap();
+    let (_, cascade) = to_pth(&cascade_cfg, "cascade");
+    let truncated = dir.0.join("truncated.pth");
+    let bytes = std::fs::read(&pth).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let list = dir.0.join("list");
+    std::fs::create_dir_all(&list).unwrap();
+    crate::support_pth_formats(&list);
+    let (cascade_s, truncated_s) = (cascade.to_str().unwrap(), truncated.to_str().unwrap());
+    let list_s = list.join("list.pth");
+    let list_s = list_s.to_str().unwrap();
+    let mut cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["--init", cascade_s], vec!["missing key", "unexpected key", "roi_head.bbox_head.0."]),
+        (vec!["--init", truncated_s], vec!["truncated or damaged", "truncated.pth"]),
+        (vec!["--init", list_s], vec!["holds no state_dict", "list"]),
+        (vec!["--set", "train.epochz=1"], vec!["--set train.epochz=1", "epochz"]),
+        (vec!["--set", "train.epochs=many"], vec!["--set train.epochs=many", "string"]),
+        (vec!["--set", "train.batch_size=0"], vec!["--set train.batch_size=0", "batch_size"]),
+        (vec!["--set", "train"], vec!["KEY=VALUE"]),
+        (vec!["--device", "tpu"], vec!["expected cpu, cuda or cuda:N"]),
+        (vec!["--device", "cuda:7"], vec!["--device cuda:7", "use --device cpu"]),
+        (vec!["--threads", "0"], vec!["--threads 0"]),
+        (vec!["--init", pth_s, "--pretrained", pth_s], vec!["--pretrained", "--init"]),
+        (vec!["--set", "init.file=x.pth", "--pretrained", pth_s], vec!["start from one of them"]),
+    ];
+    if !tch::Cuda::is_available() {
+        cases.push((vec!["--device", "cuda"], vec!["libtorch sees 0 CUDA device(s)"]));
+    }
+    for (i, (extra, says)) in cases.iter().enumerate() {
+        let run = format!("bad{i}");
+        let e = format!("{:#}", train(argv(&run, extra)).unwrap_err());
+        for s in says {
+            assert!(e.contains(s), "{extra:?}: {e:?} lacks {s:?}");
+        }
+        assert!(!dir.0.join(&run).exists(), "{extra:?} left {run}/ behind");
+        eprintln!("{extra:?}: {}", e.lines().next().unwrap_or(""));
+    }
+}
+
+/// `[data] corrected_masks` (Heng's `hck_fix`, SEED.md §1.3) on the real images: the astro
+/// image's training masks are clipped to the corrected mask's red channel, its validation truth
+/// stays the original annotation, the other images are untouched; a folder without the astro
+/// image's mask, and one that does not exist, are errors naming them.
+#[test]
+fn corrected_masks_clip_training_masks_only_and_a_missing_one_is_named() {
+    let Some(real) = cellseg::core::testing::realdata() else { return };
+    let sartorius = real.join("sartorius");
+    let dir = Scratch::new("corrected");
+    let fix = dir.0.join("hck_fix");
+    std::fs::create_dir_all(&fix).unwrap();
+    let astro = "ffc2ead3e8cc";
+    let size = cellseg::core::ImageSize::new(520, 704);
+    // Red on the left half only.
+    let mut rgb = vec![0u8; size.pixels() * 3];
+    for r in 0..size.height {
+        for c in 0..size.width / 2 {
+            rgb[(r * size.width + c) * 3] = 255;
+        }
+    }
+    let png = fix.join(format!("{astro}.png"));
+    let image = cellseg::data::Image::new(size, 3, rgb).unwrap();
+    cellseg::data::raster::write_png(&image, &png).unwrap();
+    let paths = (sartorius.join("train_subset.csv"), sartorius.join("train_images"));
+    let mut cfg =
+        setup::load_configs(&[repo().join("configs/sartorius_r50.toml").as_path()]).unwrap();
+    cfg.data.group_by = setup::GroupBy::Id;
+    cfg.data.folds = 2;
+    let plain = setup::load_split_data(&cfg, &paths).unwrap();
+    cfg.data.corrected_masks = Some(fix.clone());
+    let fixed = setup::load_split_data(&cfg, &paths).unwrap();
+    let area = |i: &cellseg::core::Instances| i.masks.iter().map(|m| m.area()).sum::<usize>();
+    for (k, (p, f)) in plain.samples.iter().zip(&fixed.samples).enumerate() {
+        assert_eq!(plain.val_truth[k], fixed.val_truth[k], "{}: validation truth changed", p.id);
+        if p.id == astro {
+            let (a, b) = (area(&p.instances), area(&f.instances));
+            assert!(b < a && b > 0, "{astro}: area {a} -> {b}");
+            for m in &f.instances.masks {
+                let full = m.to_full();
+                for r in 0..size.height {
+                    for c in size.width / 2..size.width {
+                        assert!(!full.get(r, c), "{astro}: a pixel right of the clip");
+                    }
+                }
+            }
+        } else {
+            assert_eq!(p.instances, f.instances, "{}: not astro, unchanged", p.id);
+        }
+    }
+    std::fs::remove_file(&png).unwrap();
+    let e = format!("{:#}", setup::load_split_data(&cfg, &paths).err().unwrap());
+    assert!(e.contains(&format!("astro image {astro}")) && e.contains("hck_fix"), "{e}");
+    cfg.data.corrected_masks = Some(dir.0.join("nope"));
+    let e = format!("{:#}", setup::load_split_data(&cfg, &paths).err().unwrap());
+    assert!(e.contains("nope") && e.contains("does not exist"), "{e}");
+}

@@ -142,11 +142,11 @@ fn compile(patterns: &[String]) -> Result<Vec<Regex>> {
 /// [`crate::pth::read_state_dict`].
 pub fn read(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
-    let mut head = [0u8; 4];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-        .unwrap_or(0);
-    if crate::pth::is_pth(&head[..n]) {
+    let mut head = Vec::with_capacity(9);
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(f, 9), &mut head);
+    }
+    if crate::pth::is_pth(&head) {
         return Ok(crate::pth::read_state_dict(path)?.tensors);
     }
     Tensor::read_safetensors(path)

@@ -91,21 +91,121 @@ pub struct InferenceArgs {
     /// The identity view only (no flip TTA).
     #[arg(long)]
     pub no_tta: bool,
-    /// Run on the CPU even when a GPU is available.
-    #[arg(long)]
-    pub cpu: bool,
-    /// libtorch intra-op threads (default: libtorch's).
-    #[arg(long)]
+    /// `--device`, `--threads`.
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// The flags every training example shares (`train_*`, `pretrain_livecell`) beyond `--config`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Set one config value on top of the `--config` files, checked as strictly as a file (an
+    /// unknown key or a wrong type is an error naming it): `--set train.optimizer.lr=2e-4`,
+    /// `--set train.epochs=2`, `--set model.trunk=resnet50`. Repeatable; a VALUE that is not
+    /// TOML is a string.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Start from weights published for another data set (`[init] file`): an mmdet 2.x COCO
+    /// checkpoint (`.pth`, the whole detector) or a torchvision / timm ImageNet classifier (the
+    /// backbone; FPN and heads random). The class layers (`fc_cls`, `fc_reg`, `conv_logits`) are
+    /// re-initialised as the seed did, every other key must match. Ignored with `--resume`.
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+    /// `--device`, `--threads`.
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+impl RunArgs {
+    /// `init` with `--init` applied over `[init] file`.
+    pub fn init_config(
+        &self,
+        init: &cellseg::heads::init::InitConfig,
+    ) -> cellseg::heads::init::InitConfig {
+        let mut init = init.clone();
+        if let Some(f) = &self.init {
+            init.file = Some(f.clone());
+        }
+        init
+    }
+}
+
+/// Loads the starting weights of `init` (when it names a file) into the fresh `model` and prints
+/// what was loaded, skipped and re-initialised.
+///
+/// # Errors
+/// An unreadable checkpoint or one of another architecture, listing the keys.
+pub fn load_init(model: &Detector, init: &cellseg::heads::init::InitConfig) -> anyhow::Result<()> {
+    use cellseg::train::TrainableModel;
+    let Some(file) = &init.file else { return Ok(()) };
+    let report = cellseg::heads::init::load_init(model.var_store(), file, init)
+        .with_context(|| format!("--init {}", file.display()))?;
+    println!("init: {report}");
+    Ok(())
+}
+
+/// `--device` and `--threads`, the same on every example.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DeviceArgs {
+    /// `cpu`, `cuda` (the first GPU) or `cuda:N`. Default: the first GPU when libtorch sees one,
+    /// else the CPU.
+    #[arg(long, value_name = "cpu|cuda|cuda:N")]
+    pub device: Option<String>,
+    /// libtorch intra-op CPU threads (overrides a config's `threads`; default: libtorch's, one
+    /// per core).
+    #[arg(long, value_name = "N")]
     pub threads: Option<i32>,
 }
 
-impl InferenceArgs {
-    /// Sets the threads and returns the device (the first GPU unless `--cpu`).
-    pub fn device(&self) -> tch::Device {
+impl DeviceArgs {
+    /// Sets the threads (`--threads`, else `config_threads` when above 0) and returns the
+    /// device of `--device`.
+    ///
+    /// # Errors
+    /// An unknown device name, `cuda` when libtorch sees no GPU, `cuda:N` beyond the GPUs it
+    /// sees, or fewer than one thread.
+    pub fn apply(&self, config_threads: i32) -> anyhow::Result<tch::Device> {
+        let threads = self.threads.unwrap_or(config_threads);
         if let Some(t) = self.threads {
-            tch::set_num_threads(t);
+            anyhow::ensure!(t >= 1, "--threads {t}: at least 1 thread");
         }
-        if self.cpu { tch::Device::Cpu } else { cellseg::best_device() }
+        if threads > 0 {
+            tch::set_num_threads(threads);
+        }
+        parse_device(self.device.as_deref())
+    }
+}
+
+/// The device `name` means (`None`: the first GPU when there is one, else the CPU).
+///
+/// # Errors
+/// As [`DeviceArgs::apply`].
+pub fn parse_device(name: Option<&str>) -> anyhow::Result<tch::Device> {
+    let Some(name) = name else { return Ok(cellseg::best_device()) };
+    let gpus = tch::Cuda::device_count();
+    let index = match name {
+        "cpu" => return Ok(tch::Device::Cpu),
+        "cuda" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => i,
+            _ => anyhow::bail!("--device {other}: expected cpu, cuda or cuda:N"),
+        },
+    };
+    anyhow::ensure!(
+        (index as i64) < gpus,
+        "--device {name}: libtorch sees {gpus} CUDA device(s){}; use --device cpu",
+        if gpus == 0 { " (no GPU, or a CPU-only libtorch)" } else { "" }
+    );
+    Ok(tch::Device::Cuda(index))
+}
+
+impl InferenceArgs {
+    /// Sets the threads and returns the device (`--device`, `--threads`).
+    ///
+    /// # Errors
+    /// As [`DeviceArgs::apply`].
+    pub fn device(&self) -> anyhow::Result<tch::Device> {
+        self.device.apply(0)
     }
 
     /// The post-processing of `--postproc` (default: the seed's).

@@ -31,6 +31,28 @@ pub enum Error {
         /// `line N` (1-based CSV line) or `image N` (JSON image id).
         row: String,
     },
+    /// `corrected_masks` names a folder that does not exist.
+    #[error("corrected masks folder {dir} does not exist (data.corrected_masks)")]
+    CorrectedMasksFolder {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// An astro image has no corrected mask in the `corrected_masks` folder (Heng's folder
+    /// holds one `{id}.png` per astro training image).
+    #[error(
+        "{annotations} {row}: astro image {id} has no corrected mask {mask} (data.corrected_masks \
+         holds one {{id}}.png per astro image)"
+    )]
+    MissingCorrectedMask {
+        /// The image id.
+        id: String,
+        /// The file looked for.
+        mask: PathBuf,
+        /// The annotation file.
+        annotations: PathBuf,
+        /// `line N` of the image's first row.
+        row: String,
+    },
     /// An image file exists but cannot be decoded (corrupt PNG / TIFF, unsupported layout).
     #[error("cannot decode image {path}: {message}")]
     ImageDecode {

@@ -33,7 +33,9 @@ pub struct SartoriusOptions {
     pub remove_anomalies: bool,
     /// Fill the holes of every instance (seed `fix=True` for training; default true).
     pub fill_holes: bool,
-    /// Folder of corrected masks (`{id}.png`, red channel > 0 = foreground; seed `hck_fix/`).
+    /// Folder of corrected masks (`{id}.png`, red channel > 0 = foreground; seed `hck_fix/`,
+    /// SEED.md §1.3). Every astro image must have one (an error names a missing one); another
+    /// image is clipped when its file exists.
     pub corrected_masks: Option<PathBuf>,
     /// Check each image exists and has the CSV's width / height (reads PNG headers; default true).
     pub check_images: bool,
@@ -127,6 +129,8 @@ pub struct SartoriusDataset {
     pub images: Vec<SartoriusImage>,
     /// What a lenient read skipped (always empty in strict mode).
     pub skipped: Vec<Skipped>,
+    /// The [`WRONG_ANNOTATIONS`] that were in the CSV and were dropped (`remove_anomalies`).
+    pub removed_anomalies: Vec<String>,
 }
 
 struct Row {
@@ -164,6 +168,11 @@ impl SartoriusDataset {
         for (line, e) in file.bad {
             skip_or_fail(strict, csv, format!("line {line}"), e, &mut skipped)?;
         }
+        if let Some(dir) = &options.corrected_masks
+            && !dir.is_dir()
+        {
+            return Err(Error::CorrectedMasksFolder { dir: dir.clone() });
+        }
         let mut by_id: BTreeMap<String, Vec<Row>> = BTreeMap::new();
         for (line, f) in &file.rows {
             let parsed = (|| -> Result<Row> {
@@ -182,10 +191,12 @@ impl SartoriusDataset {
                 Err(e) => skip_or_fail(strict, csv, format!("line {}", line), e, &mut skipped)?,
             }
         }
+        let mut removed_anomalies = Vec::new();
         if options.remove_anomalies {
             for id in WRONG_ANNOTATIONS {
                 if by_id.remove(id).is_some() {
                     tracing::info!(id, "removed a known wrong annotation (remove_anomalies)");
+                    removed_anomalies.push(id.to_string());
                 }
             }
         }
@@ -207,16 +218,16 @@ impl SartoriusDataset {
                 }
                 Err(e) => {
                     let row = match &e {
-                        Error::MissingImage { row, .. } | Error::SizeMismatch { row, .. } => {
-                            row.clone()
-                        }
+                        Error::MissingImage { row, .. }
+                        | Error::SizeMismatch { row, .. }
+                        | Error::MissingCorrectedMask { row, .. } => row.clone(),
                         _ => format!("image {id}"),
                     };
                     skip_or_fail(strict, csv, row, e, &mut skipped)?;
                 }
             }
         }
-        Ok(Self { csv: csv.to_path_buf(), images, skipped })
+        Ok(Self { csv: csv.to_path_buf(), images, skipped, removed_anomalies })
     }
 
     /// Image ids, in order.
@@ -251,6 +262,7 @@ impl SartoriusDataset {
             csv: self.csv.clone(),
             images: indices.iter().map(|&i| self.images[i].clone()).collect(),
             skipped: Vec::new(),
+            removed_anomalies: self.removed_anomalies.clone(),
         }
     }
 }
@@ -308,7 +320,31 @@ fn build_image(
     let clip = match &options.corrected_masks {
         Some(dir) => {
             let p = dir.join(format!("{id}.png"));
-            if p.is_file() { Some(read_image(&p)?) } else { None }
+            if p.is_file() {
+                let img = read_image(&p)?;
+                if img.size() != size {
+                    return Err(Error::SizeMismatch {
+                        path: csv.to_path_buf(),
+                        row: format!("line {}", first.line),
+                        image_id: id.to_string(),
+                        ann_h: size.height as u32,
+                        ann_w: size.width as u32,
+                        what: format!("corrected mask {}", p.display()),
+                        got_h: img.size().height as u32,
+                        got_w: img.size().width as u32,
+                    });
+                }
+                Some(img)
+            } else if cell_type == CellType::Astro {
+                return Err(Error::MissingCorrectedMask {
+                    id: id.to_string(),
+                    mask: p,
+                    annotations: csv.to_path_buf(),
+                    row: format!("line {}", first.line),
+                });
+            } else {
+                None
+            }
         }
         None => None,
     };

@@ -35,6 +35,7 @@ pub mod convert;
 pub mod detectors;
 pub mod error;
 pub mod heads;
+pub mod init;
 pub mod libtorch;
 pub mod ops;
 pub mod roi_heads;

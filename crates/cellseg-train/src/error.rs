@@ -75,6 +75,9 @@ pub enum Error {
         /// What libtorch / safetensors reported.
         source: tch::TchError,
     },
+    /// A PyTorch `.pth` / `.pt` checkpoint could not be read (`cellseg_backbones::pth`).
+    #[error(transparent)]
+    Weights(#[from] cellseg_backbones::Error),
     /// A checkpoint's weights do not match the model (another architecture).
     #[error(
         "checkpoint {path} does not match the model: missing keys [{}]; unexpected keys [{}]; \

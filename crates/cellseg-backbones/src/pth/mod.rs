@@ -74,9 +74,12 @@ pub struct StateDict {
     pub tensors: Vec<(String, Tensor)>,
 }
 
-/// Whether `head` (the first bytes of a file) looks like a `torch.save` file.
+/// Whether `head` (the first 9 bytes of a file, or all of a shorter one) looks like a
+/// `torch.save` file: a zip archive, or a pickle (`PROTO` 2–5) that is not a safetensors file
+/// (whose 8-byte header length may well start with the byte 0x80, but whose ninth byte is `{`).
 pub fn is_pth(head: &[u8]) -> bool {
-    head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80)
+    let pickle = head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]);
+    head.starts_with(b"PK\x03\x04") || (pickle && head.get(8) != Some(&b'{'))
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
@@ -127,8 +130,9 @@ pub fn read_state_dict(path: impl AsRef<Path>) -> Result<StateDict> {
 type Storages<'a> = HashMap<String, &'a [u8]>;
 
 fn read_zip<'a>(path: &Path, data: &'a [u8]) -> Result<(Pickle, Storages<'a>)> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(data))
-        .map_err(|e| bad(path, format!("is not a readable zip archive: {e}")))?;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(data)).map_err(|e| {
+        bad(path, format!("is a zip archive that cannot be read (truncated or damaged?): {e}"))
+    })?;
     let names: Vec<String> = zip.file_names().map(String::from).collect();
     let pkl = names
         .iter()
@@ -380,4 +384,20 @@ fn build_tensor(
         )));
     }
     Ok(storage.f_as_strided(&t.size, &t.stride, Some(t.offset))?.f_contiguous()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_safetensors_header_length_starting_with_0x80_is_not_a_pickle() {
+        // Header length 0x2a80 = 10880 bytes, then the JSON header.
+        assert!(!is_pth(b"\x80\x2a\x00\x00\x00\x00\x00\x00{"));
+        assert!(!is_pth(b"\x80\x02\x00\x00\x00\x00\x00\x00{"));
+        // torch.save's legacy stream: PROTO 2, LONG1 of its magic number.
+        assert!(is_pth(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9"));
+        assert!(is_pth(b"PK\x03\x04\x00\x00\x00\x00\x00"));
+        assert!(!is_pth(b""));
+    }
 }

@@ -102,7 +102,7 @@ fn files_that_are_not_torch_save_files_are_named() {
             b"model = dict(type='MaskRCNN')".to_vec(),
             "neither a zip archive nor a pickle",
         ),
-        ("zip.pth", b"PK\x03\x04 not really".to_vec(), "not a readable zip archive"),
+        ("zip.pth", b"PK\x03\x04 not really".to_vec(), "zip archive that cannot be read"),
         // A plain pickle of the int 1, not torch.save's magic number.
         ("pickle.pth", b"\x80\x02K\x01.".to_vec(), "without torch.save's magic number"),
         ("garbage.pth", vec![0x80, 0x02, 0xff, 0xff], "opcode"),

@@ -12,7 +12,17 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 pub mod setup;
 
 #[derive(Parser, Debug)]
-#[command(about = "Pretrain a detector on LIVECell (8 cell lines), or on synthetic cells")]
+#[command(
+    about = "Pretrain a detector on LIVECell (8 cell lines), or on synthetic cells",
+    after_help = "\
+Writes into run_dir (a new folder; run again with the same arguments, a finished run is reused):
+  model.toml             the detector's config
+  config.resolved.toml   the whole config with every default, headed by the data used
+  checkpoints/step-N/    model.safetensors, optimizer and state.json; latest.json / best.json point at them
+  metrics.jsonl          losses, learning rate and validation metric by step; curves.png plots them
+  overlays/              predictions drawn on the first validation images
+  finished.json          written last; finetune from the folder with train_* --pretrained <run_dir>"
+)]
 struct Args {
     /// TOML config (see configs/pretrain_livecell.toml, the seed's recipe); every key has a
     /// default. Repeat it to layer files: each later file overrides the keys it sets. Default: the
@@ -43,6 +53,8 @@ struct Args {
     /// `<run_dir>_<arch>` (default: the config's `[model] arch`).
     #[arg(long)]
     arch: Option<cellseg::train::detector::Arch>,
+    #[command(flatten)]
+    run: crate::RunArgs,
 }
 
 /// Pretrains as the command line `argv` says (the program name first; the process's arguments
@@ -59,16 +71,22 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     let args = Args::from_arg_matches(&matches)?;
     let t0 = Instant::now();
     let paths: Vec<&std::path::Path> = args.config.iter().map(PathBuf::as_path).collect();
-    let mut cfg = setup::load_configs(&paths)?;
+    let mut cfg = setup::load_configs_with(&paths, &args.run.set)?;
     if let Some(arch) = args.arch {
         crate::select_arch(&mut cfg.model, &mut cfg.train.run_dir, arch)?;
     }
     if let Some(d) = &args.run_dir {
         cfg.train.run_dir = d.clone();
     }
+    cfg.init = args.run.init_config(&cfg.init);
     let source = setup::source(args.train_json.as_deref(), args.val_json.as_deref());
+    let set = if args.run.set.is_empty() {
+        String::new()
+    } else {
+        format!("# set: {}\n", args.run.set.join(" "))
+    };
     let resolved = format!(
-        "# The whole config of this run (every default filled in).\n# data: {source}\n{}",
+        "# The whole config of this run (every default filled in).\n# data: {source}\n{set}{}",
         toml::to_string(&cfg)?
     );
     // Run again with the same arguments, a finished run is reused.
@@ -77,9 +95,7 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     }
     // Fail before loading data on a run folder that cannot be written (read-only, under a file).
     CheckpointStore::new(&cfg.train.run_dir).create_run_dir()?;
-    if cfg.threads > 0 {
-        tch::set_num_threads(cfg.threads);
-    }
+    let device = args.run.device.apply(cfg.threads)?;
     tch::manual_seed(cfg.train.seed as i64);
     println!("cellseg {}", cellseg::libtorch_report());
 
@@ -95,9 +111,11 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
         train.len(),
         val.len()
     );
-    let device = tch::Device::cuda_if_available();
     let mut model = Detector::from_config(device, &cfg.model)
         .map_err(|e| anyhow::anyhow!("building the model: {e}"))?;
+    if !args.resume {
+        crate::load_init(&model, &cfg.init)?;
+    }
     let mut validator = DetectorValidator::new(val, cfg.postproc.clone())
         .map_err(|e| anyhow::anyhow!("postproc config: {e}"))?
         .with_class_space(ClassSpace::livecell(cfg.validation.postproc_as));

@@ -8,6 +8,7 @@ use cellseg::core::{CellType, ImageSize};
 use cellseg::data::livecell::LivecellDataset;
 use cellseg::data::skip::Strictness;
 use cellseg::data::{AugmentConfig, Sample, synthetic};
+use cellseg::heads::init::InitConfig;
 use cellseg::postproc::PostprocConfig;
 use cellseg::train::TrainConfig;
 use cellseg::train::detector::DetectorConfig;
@@ -26,6 +27,9 @@ pub struct Config {
     pub synthetic: SyntheticSection,
     /// Reading the LIVECell jsons.
     pub livecell: LivecellSection,
+    /// Starting weights (`--init`: the seed started LIVECell pretraining from an mmdet COCO
+    /// checkpoint, or an ImageNet backbone where none exists; default none).
+    pub init: InitConfig,
     /// The detector (default: the seed's ResNet-50 stride-1 Mask R-CNN with 8 classes).
     pub model: DetectorConfig,
     /// Training augmentations.
@@ -60,6 +64,7 @@ impl Default for Config {
             overlays: 4,
             synthetic: SyntheticSection::default(),
             livecell: LivecellSection::default(),
+            init: InitConfig::default(),
             model,
             augment,
             postproc: PostprocConfig::default(),
@@ -118,14 +123,29 @@ impl Default for ValidationSection {
 /// that a partly filled table keeps the values set before it. Each file is first parsed strictly
 /// on its own: unknown keys and wrong types are errors naming the file, the key and the line.
 pub fn load_configs(paths: &[&Path]) -> anyhow::Result<Config> {
-    let cfg: Config = cellseg::core::config::load_toml_layers(paths)?;
-    let names = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
+    load_configs_with(paths, &[])
+}
+
+/// [`load_configs`], then the `--set KEY=VALUE` assignments `sets` on top, each checked as a
+/// file is.
+///
+/// # Errors
+/// As [`load_configs`]; a bad assignment names its `--set` argument.
+pub fn load_configs_with(paths: &[&Path], sets: &[String]) -> anyhow::Result<Config> {
+    let cfg: Config = cellseg::core::config::load_toml_layers_and_sets(paths, sets)?;
+    let names = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .chain(sets.iter().map(|s| format!("--set {s}")))
+        .collect::<Vec<_>>()
+        .join(" + ");
     if cfg.model.heads.num_classes < 8 {
         bail!(
             "{names}: `model.heads.num_classes` is {}, but LIVECell has 8 classes (labels 0..=7)",
             cfg.model.heads.num_classes
         );
     }
+    cfg.init.validate().with_context(|| format!("checking [init] of {names}"))?;
     Ok(cfg)
 }
 

@@ -43,9 +43,23 @@ struct Args {
     /// Start from these weights (a `model.safetensors`, a checkpoint folder or a run folder such
     /// as `runs/pretrain_livecell`); the class-specific layers are re-initialised as the seed did
     /// (`[pretrained]` in the config). Ignored with `--resume`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init")]
     pretrained: Option<PathBuf>,
+    #[command(flatten)]
+    run: crate::RunArgs,
 }
+
+/// What `--help` says a run writes.
+const WRITES: &str = "\
+Writes into run_dir (a new folder; run again with the same arguments, a finished run is reused):
+  model.toml             the detector's config (infer_ensemble and cross_validate rebuild it from this)
+  config.resolved.toml   the whole config with every default, headed by the data, weights and --set used
+  checkpoints/step-N/    model.safetensors, optimizer and state.json; latest.json / best.json point at them
+  metrics.jsonl          losses, learning rate and validation metric by step; curves.png plots them
+  heldout/               the held-out images and their truth.csv (heldout_dsb/ for DSB2018 images)
+  overlays/              predictions drawn on the first held-out images (`overlays` in the config)
+  finished.json          written last, once the final validation is done
+With --fold K / --all-folds run_dir is an experiment: folds.csv (the split) and one such folder per fold, fold<K>/.";
 
 /// Trains a detector of `arch` (the example's) as the command line says.
 ///
@@ -71,7 +85,7 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
             Arch::Htc => "Hybrid Task Cascade (HTC)",
         }
     );
-    let command = Args::command().about(about);
+    let command = Args::command().about(about).after_help(WRITES);
     let matches = match argv {
         Some(argv) => command.try_get_matches_from(argv)?,
         None => command.get_matches(),
@@ -79,14 +93,21 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
     let args = Args::from_arg_matches(&matches)?;
     let t0 = Instant::now();
     let paths: Vec<&std::path::Path> = args.config.iter().map(PathBuf::as_path).collect();
-    let mut cfg = setup::load_configs(&paths)?;
+    let mut cfg = setup::load_configs_with(&paths, &args.run.set)?;
     crate::select_arch(&mut cfg.model, &mut cfg.train.run_dir, arch)?;
     if let Some(d) = &args.run_dir {
         cfg.train.run_dir = d.clone();
     }
-    if cfg.threads > 0 {
-        tch::set_num_threads(cfg.threads);
+    cfg.init = args.run.init_config(&cfg.init);
+    if let (Some(init), Some(pre)) = (&cfg.init.file, &args.pretrained) {
+        anyhow::bail!(
+            "--pretrained {} and [init] file = {}: start from one of them (--pretrained: a \
+             LIVECell run of ours; --init: published COCO / ImageNet weights)",
+            pre.display(),
+            init.display()
+        );
     }
+    let device = args.run.device.apply(cfg.threads)?;
     println!("cellseg {}", cellseg::libtorch_report());
 
     let paths = args.data.paths();
@@ -99,7 +120,8 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
         }
         let start = start_of(run_dir, args.resume)?;
         let setup::Data { train, val, dsb_val } = setup::load_data(&cfg, paths.as_ref())?;
-        let done = train_one(arch, &cfg, &args, &paths, Fold { train, val, dsb_val, start })?;
+        let done =
+            train_one(arch, &cfg, &args, &paths, device, Fold { train, val, dsb_val, start })?;
         mark_finished(run_dir, &done)?;
         println!("whole run {:.0} s", t0.elapsed().as_secs_f64());
         return Ok(());
@@ -151,6 +173,7 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
             &fcfg,
             &args,
             &Some(paths.clone()),
+            device,
             Fold { train, val, dsb_val: Vec::new(), start },
         )?;
         mark_finished(&dir, &Finished { fold: k, ..done })?;
@@ -194,6 +217,7 @@ fn train_one(
     cfg: &setup::Config,
     args: &Args,
     paths: &Option<(PathBuf, PathBuf)>,
+    device: tch::Device,
     Fold { train, val, dsb_val, start }: Fold,
 ) -> anyhow::Result<Finished> {
     let t0 = Instant::now();
@@ -214,23 +238,27 @@ fn train_one(
         }
     );
     let run_dir = &cfg.train.run_dir;
-    match start {
-        Start::Fresh => write_held_out(run_dir, &val, &dsb_val)?,
-        Start::Resume => check_held_out(run_dir, &val)?,
+    if start == Start::Resume {
+        check_held_out(run_dir, &val)?;
     }
     // Seeded per run, so that a fold's model starts alike whether the folds before it trained in
     // this process or not.
     tch::manual_seed(cfg.train.seed as i64);
-    let device = tch::Device::cuda_if_available();
     let mut model = Detector::from_config(device, &cfg.model)
         .map_err(|e| anyhow::anyhow!("building the model: {e}"))?;
-    let held_out: Vec<&str> = val.iter().take(8).map(|s| s.id.as_str()).collect();
-    println!("held out: {}{}", held_out.join(", "), if val.len() > 8 { ", ..." } else { "" });
     println!("model: {} with a {:?} trunk on {device:?}", arch.name(), cfg.model.trunk);
+    // Starting weights before anything is written: a checkpoint that does not fit leaves the
+    // run folder as it was.
     if let (Some(path), Start::Fresh) = (&args.pretrained, start) {
         let report = load_pretrained(model.var_store(), path, &cfg.pretrained)?;
         println!("pretrained: {report}");
     }
+    if start == Start::Fresh {
+        crate::load_init(&model, &cfg.init)?;
+        write_held_out(run_dir, &val, &dsb_val)?;
+    }
+    let held_out: Vec<&str> = val.iter().take(8).map(|s| s.id.as_str()).collect();
+    println!("held out: {}{}", held_out.join(", "), if val.len() > 8 { ", ..." } else { "" });
     let mut validator = DetectorValidator::new(val, cfg.postproc.clone())
         .map_err(|e| anyhow::anyhow!("postproc config: {e}"))?;
     let before = validator.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?;
@@ -302,6 +330,9 @@ fn resolved_config(
     }
     if let Some(p) = &args.pretrained {
         head.push_str(&format!("# pretrained: {}\n", p.display()));
+    }
+    if !args.run.set.is_empty() {
+        head.push_str(&format!("# set: {}\n", args.run.set.join(" ")));
     }
     let configs: Vec<String> = args.config.iter().map(|p| p.display().to_string()).collect();
     head.push_str(&format!("# configs: {}\n", configs.join(" + ")));

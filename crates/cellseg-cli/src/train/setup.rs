@@ -8,6 +8,7 @@ use cellseg::core::ImageSize;
 use cellseg::data::dsb::DsbDataset;
 use cellseg::data::sartorius::{SartoriusDataset, SartoriusOptions};
 use cellseg::data::{AugmentConfig, Sample, Strictness, synthetic};
+use cellseg::heads::init::InitConfig;
 use cellseg::postproc::PostprocConfig;
 use cellseg::train::TrainConfig;
 use cellseg::train::detector::DetectorConfig;
@@ -28,6 +29,9 @@ pub struct Config {
     pub dsb: DsbSection,
     /// How real data is split.
     pub data: DataSection,
+    /// Starting weights published for another data set (`--init`: an mmdet COCO checkpoint, a
+    /// torchvision / timm backbone; default none).
+    pub init: InitConfig,
     /// How `--pretrained` weights are loaded (default: the seed's re-initialised class layers).
     pub pretrained: PretrainedConfig,
     /// The architecture (default: the seed's R50 stride-1 Mask R-CNN).
@@ -107,6 +111,11 @@ pub struct DataSection {
     /// §1.6) used instead of computing GroupKFold; its folds must be below `folds`. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fold_csv: Option<PathBuf>,
+    /// Heng's corrected astro masks (the seed's `hck_fix/`, SEED.md §1.3): a folder with one
+    /// `{id}.png` per astro training image, red channel > 0 = foreground. Training masks are
+    /// clipped to it; validation keeps the original annotations, as the seed's. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrected_masks: Option<PathBuf>,
 }
 
 /// The groups of the fold split.
@@ -121,7 +130,14 @@ pub enum GroupBy {
 
 impl Default for DataSection {
     fn default() -> Self {
-        Self { folds: 5, fold: 0, group_by: GroupBy::PlateWell, repeat: 1, fold_csv: None }
+        Self {
+            folds: 5,
+            fold: 0,
+            group_by: GroupBy::PlateWell,
+            repeat: 1,
+            fold_csv: None,
+            corrected_masks: None,
+        }
     }
 }
 
@@ -223,7 +239,24 @@ pub fn load_split_data(
             format!("reading {} with images in {}", csv.display(), images.display())
         })
     };
-    let ds = read(&SartoriusOptions::default())?;
+    // Training masks: the seed's fix (holes filled, Heng's corrected astro masks when given).
+    let ds = read(&SartoriusOptions {
+        corrected_masks: d.corrected_masks.clone(),
+        ..SartoriusOptions::default()
+    })?;
+    if !ds.removed_anomalies.is_empty() {
+        println!(
+            "dropped {} image(s) with known wrong annotations (the seed's remove_anomalies): {}",
+            ds.removed_anomalies.len(),
+            ds.removed_anomalies.join(", ")
+        );
+    }
+    if let Some(dir) = &d.corrected_masks {
+        println!(
+            "training masks clipped to the corrected masks of {} (validation: the original annotations)",
+            dir.display()
+        );
+    }
     let ids: Vec<String> = ds.ids().into_iter().map(String::from).collect();
     let groups: Vec<String> = match d.group_by {
         GroupBy::PlateWell => ds.groups()?.into_iter().map(String::from).collect(),
@@ -258,8 +291,22 @@ pub fn load_split_data(
 /// Unreadable file; unknown keys and wrong types (naming the key, line and file); a `data.fold`
 /// not below `data.folds`, a zero `data.repeat` or an invalid `[train]` (naming the files).
 pub fn load_configs(paths: &[&Path]) -> anyhow::Result<Config> {
-    let cfg: Config = cellseg::core::config::load_toml_layers(paths)?;
-    let names = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
+    load_configs_with(paths, &[])
+}
+
+/// [`load_configs`], then the `--set KEY=VALUE` assignments `sets` on top, each checked as a
+/// file is.
+///
+/// # Errors
+/// As [`load_configs`]; a bad assignment names its `--set` argument.
+pub fn load_configs_with(paths: &[&Path], sets: &[String]) -> anyhow::Result<Config> {
+    let cfg: Config = cellseg::core::config::load_toml_layers_and_sets(paths, sets)?;
+    let names = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .chain(sets.iter().map(|s| format!("--set {s}")))
+        .collect::<Vec<_>>()
+        .join(" + ");
     anyhow::ensure!(
         cfg.data.fold < cfg.data.folds,
         "{names}: data.fold = {} must be below data.folds = {}",
@@ -268,5 +315,6 @@ pub fn load_configs(paths: &[&Path]) -> anyhow::Result<Config> {
     );
     anyhow::ensure!(cfg.data.repeat > 0, "{names}: data.repeat must be at least 1");
     cfg.train.validate().with_context(|| format!("checking [train] of {names}"))?;
+    cfg.init.validate().with_context(|| format!("checking [init] of {names}"))?;
     Ok(cfg)
 }

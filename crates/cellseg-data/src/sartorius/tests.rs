@@ -96,7 +96,9 @@ fn corrected_masks_clip_every_instance_to_the_red_channel() {
     let plain = SartoriusDataset::read(dir.path(), &SartoriusOptions::default()).unwrap();
     let fix = dir.path().join("hck_fix");
     std::fs::create_dir(&fix).unwrap();
-    let id = &plain.images[1].id; // astro
+    let k = plain.images.iter().position(|i| i.cell_type == CellType::Astro).unwrap();
+    let other = plain.images.iter().position(|i| i.cell_type != CellType::Astro).unwrap();
+    let id = &plain.images[k].id;
     let size = synthetic::FRAME;
     // red only on the left half
     let mut rgb = vec![0u8; size.pixels() * 3];
@@ -107,10 +109,36 @@ fn corrected_masks_clip_every_instance_to_the_red_channel() {
     }
     crate::raster::write_png(&Image::new(size, 3, rgb).unwrap(), &fix.join(format!("{id}.png")))
         .unwrap();
-    let opts = SartoriusOptions { corrected_masks: Some(fix), ..SartoriusOptions::default() };
+    // Every astro image needs its mask: the others' are all red (nothing clipped).
+    let astro: Vec<&String> =
+        plain.images.iter().filter(|i| i.cell_type == CellType::Astro).map(|i| &i.id).collect();
+    assert!(astro.contains(&id));
+    for other in astro.iter().filter(|o| **o != id) {
+        let red = Image::new(size, 3, vec![255; size.pixels() * 3]).unwrap();
+        crate::raster::write_png(&red, &fix.join(format!("{other}.png"))).unwrap();
+    }
+    let opts =
+        SartoriusOptions { corrected_masks: Some(fix.clone()), ..SartoriusOptions::default() };
     let clipped = SartoriusDataset::read(dir.path(), &opts).unwrap();
-    assert_eq!(clipped.images[0], plain.images[0], "image without a corrected mask is unchanged");
-    let (a, b) = (&plain.images[1].instances, &clipped.images[1].instances);
+    // Bad folders, named: absent; missing an astro image's mask; a mask of another size.
+    let absent =
+        SartoriusOptions { corrected_masks: Some(dir.path().join("nope")), ..opts.clone() };
+    let e = SartoriusDataset::read(dir.path(), &absent).unwrap_err().to_string();
+    assert!(e.contains("nope") && e.contains("does not exist"), "{e}");
+    let empty = dir.path().join("empty_fix");
+    std::fs::create_dir(&empty).unwrap();
+    let missing = SartoriusOptions { corrected_masks: Some(empty.clone()), ..opts.clone() };
+    let e = SartoriusDataset::read(dir.path(), &missing).unwrap_err().to_string();
+    assert!(e.contains(&format!("astro image {id}")) && e.contains("empty_fix"), "{e}");
+    let small = Image::new(ImageSize::new(4, 4), 3, vec![255; 48]).unwrap();
+    crate::raster::write_png(&small, &empty.join(format!("{id}.png"))).unwrap();
+    let e = SartoriusDataset::read(dir.path(), &missing).unwrap_err().to_string();
+    assert!(e.contains("corrected mask") && e.contains(id.as_str()), "{e}");
+    assert_eq!(
+        clipped.images[other], plain.images[other],
+        "an image without a corrected mask is unchanged"
+    );
+    let (a, b) = (&plain.images[k].instances, &clipped.images[k].instances);
     assert_eq!(a.len(), b.len(), "emptied instances are kept (seed)");
     let mut emptied = 0;
     for (k, (ma, mb)) in a.masks.iter().zip(&b.masks).enumerate() {

@@ -263,6 +263,42 @@ fn exported(fx: &Fixture) -> std::path::PathBuf {
     out
 }
 
+/// `load_init` on the fixture's `weights.pth` (mmdet's `{"meta", "state_dict"}` checkpoint, as
+/// `torch.save` wrote it): with the seed's patterns the class layers of every stage are listed as
+/// re-initialised and everything else loads; with no pattern every tensor loads into `vs`, which
+/// then holds mmdet's weights bit for bit (checked against the safetensors copy it held).
+fn init_from_pth(fx: &Fixture, arch: Arch, vs: &nn::VarStore) {
+    use cellseg_heads::init::{InitConfig, InitKind, load_init};
+    let pth = fx.path("weights.pth");
+    let before: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
+    let (fresh_vs, _) = model(fx, arch, &fx.path("weights.safetensors"));
+    let seed = load_init(&fresh_vs, &pth, &InitConfig::default()).unwrap();
+    assert_eq!(seed.kind, InitKind::Detector);
+    assert!(seed.fresh.is_empty());
+    // fc_cls / fc_reg (weight, bias) of 3 box stages, conv_logits of 3 mask stages; HTC also
+    // its semantic head's conv_logits.
+    let want_reinit = if arch == Arch::Htc { 20 } else { 18 };
+    assert_eq!(seed.reinitialised.len(), want_reinit, "{seed}");
+    assert_eq!(seed.skipped.len(), want_reinit, "{seed}");
+    assert_eq!(seed.loaded.len() + want_reinit, before.len(), "{seed}");
+    println!("--init (seed patterns): {seed}");
+    let none = InitConfig { reinit_patterns: vec![], ..InitConfig::default() };
+    tch::no_grad(|| {
+        for (_, v) in vs.variables() {
+            let _ = v.shallow_clone().fill_(0.0);
+        }
+    });
+    let all = load_init(vs, &pth, &none).unwrap();
+    assert_eq!(all.loaded.len(), before.len(), "{all}");
+    assert!(all.reinitialised.is_empty() && all.skipped.is_empty());
+    let now = vs.variables();
+    for (k, v) in &before {
+        assert!(now[k].equal(v), "{k}: the .pth and the safetensors copy differ");
+    }
+    println!("--init (no pattern): {all}");
+}
+
 fn check(arch: Arch, size: &str) {
     let t0 = std::time::Instant::now();
     let fx = Fixture::run_with(arch.name(), size, &["--pth"]);
@@ -272,7 +308,10 @@ fn check(arch: Arch, size: &str) {
     default_threads();
     let t2 = std::time::Instant::now();
     let (_vs0, _) = model(&fx, arch, &exported);
-    let (_vs, model) = model(&fx, arch, &fx.path("weights.safetensors"));
+    let (vs, model) = model(&fx, arch, &fx.path("weights.safetensors"));
+    // The model that is compared with mmdet below starts from mmdet's own checkpoint, read by
+    // `--init`'s loader (`load_init`, the .pth straight from torch.save, nothing re-initialised).
+    init_from_pth(&fx, arch, &vs);
     let mut tab = Table::default();
     // Measured: 6.1e-5 px at 256x256; 2.4e-4 px (4 float32 steps) at 520x704 after three
     // refinements.
