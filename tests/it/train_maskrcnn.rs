@@ -46,6 +46,29 @@ fn every_committed_config_loads() {
             setup::load_configs(&[path.as_path()]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         cfg.augment.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+    // The seed's experiments: each trunk layer over each detector's recipe (README "Reproduce").
+    let configs = repo().join("configs");
+    for (name, kind) in [
+        ("rx101_32x4d", BackboneKind::Resnext101_32x4d),
+        ("rx101_64x4d", BackboneKind::Resnext101_64x4d),
+        ("effb4", BackboneKind::TfEfficientnetB4),
+        ("effb5", BackboneKind::TfEfficientnetB5),
+        ("effb6", BackboneKind::TfEfficientnetB6),
+    ] {
+        let layer = configs.join(format!("experiments/{name}.toml"));
+        for detector in [None, Some("train_cascade"), Some("train_htc")] {
+            let mut paths = vec![configs.join("train_maskrcnn.toml")];
+            paths.extend(detector.map(|d| configs.join(format!("{d}.toml"))));
+            paths.push(layer.clone());
+            let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+            let cfg = setup::load_configs(&refs).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(cfg.model.backbone.kind, kind, "{name}");
+            assert_eq!(cfg.model.backbone.stem_stride, 1, "{name}");
+            let effnet = kind.efficientnet().is_some();
+            let norm = if effnet { Norm::BatchNorm } else { Norm::BatchNormEval };
+            assert_eq!(cfg.model.backbone.norm, norm, "{name}");
+        }
+    }
 }
 
 #[test]

@@ -449,7 +449,7 @@ impl DetectorValidator {
             let dets = model.predict(&batch)?.remove(0);
             // Soft masks, binarised once by the pipeline at its `mask_threshold` (seed 0.45).
             let p = match &self.class_space {
-                None => self.pipeline.run(&s.id, &dets)?,
+                None => self.pipeline.run(&s.id, &cell_type_detections(dets))?,
                 Some(space) => {
                     let mut relabelled = dets.clone();
                     relabelled.labels.iter_mut().for_each(|l| *l = space.postproc_as.label());
@@ -488,6 +488,26 @@ impl DetectorValidator {
     }
 }
 
+/// The detections whose label is a Sartorius cell type (0, 1, 2): the seed finetunes with 8-class
+/// heads (SEED.md §2.4) and post-processes only the first three classes' results
+/// (`quick_post_process_preds(.., num_classes=3)`), so a detection of a LIVECell-only class is
+/// dropped, not an error. `Processed::source_indices` then index the kept detections.
+fn cell_type_detections(dets: SoftDetections) -> SoftDetections {
+    let keep: Vec<usize> = (0..dets.labels.len())
+        .filter(|&i| CellType::from_label(dets.labels[i]).is_some())
+        .collect();
+    if keep.len() == dets.labels.len() {
+        return dets;
+    }
+    SoftDetections {
+        image_size: dets.image_size,
+        boxes: keep.iter().map(|&i| dets.boxes[i]).collect(),
+        scores: keep.iter().map(|&i| dets.scores[i]).collect(),
+        labels: keep.iter().map(|&i| dets.labels[i]).collect(),
+        masks: keep.iter().filter_map(|&i| dets.masks.get(i).cloned()).collect(),
+    }
+}
+
 impl Validator<Detector> for DetectorValidator {
     fn validate(&mut self, model: &mut Detector) -> Result<EvalReport, HookError> {
         Ok(self.evaluate(model)?.report)
@@ -498,6 +518,28 @@ impl Validator<Detector> for DetectorValidator {
 mod tests {
     use super::*;
     use cellseg_backbones::{FpnConfig, TinyConfig};
+
+    #[test]
+    fn detections_of_classes_beyond_the_cell_types_are_dropped_before_post_processing() {
+        let size = cellseg_core::ImageSize::new(8, 8);
+        let mask = |v: u8| {
+            cellseg_postproc::SoftMask::from_full_frame(size, &vec![v; size.pixels()]).unwrap()
+        };
+        let b = cellseg_core::BoxXyxy::new(0.0, 0.0, 4.0, 4.0);
+        let dets = SoftDetections {
+            image_size: size,
+            boxes: vec![b; 4],
+            scores: vec![0.9, 0.8, 0.7, 0.6],
+            labels: vec![0, 5, 2, 7],
+            masks: vec![mask(10), mask(20), mask(30), mask(40)],
+        };
+        let kept = cell_type_detections(dets.clone());
+        assert_eq!(kept.labels, vec![0, 2]);
+        assert_eq!(kept.scores, vec![0.9, 0.7]);
+        assert_eq!(kept.masks, vec![dets.masks[0].clone(), dets.masks[2].clone()]);
+        let only_cells = SoftDetections { labels: vec![0, 1, 2, 0], ..dets };
+        assert_eq!(cell_type_detections(only_cells.clone()).labels, only_cells.labels);
+    }
 
     #[test]
     fn repeat_visits_each_sample_in_turn_without_copies() {
