@@ -93,9 +93,9 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     if !args.resume && crate::reuse_finished(&cfg.train.run_dir, &resolved)? {
         return Ok(());
     }
+    let device = args.run.device.apply(cfg.threads)?;
     // Fail before loading data on a run folder that cannot be written (read-only, under a file).
     CheckpointStore::new(&cfg.train.run_dir).create_run_dir()?;
-    let device = args.run.device.apply(cfg.threads)?;
     tch::manual_seed(cfg.train.seed as i64);
     println!("cellseg {}", cellseg::libtorch_report());
 
