@@ -1,13 +1,18 @@
 //! Test support shared by every crate's parity tests (feature `testing`): where the repository, the
-//! real data and the project's Python are, running a committed `tools/` script, and the edits
-//! with which the fuzz tests mutate valid files ([`edited`]).
+//! real data and the project's Python are, running a committed `tools/` script, the edits with
+//! which the fuzz tests mutate valid files ([`edited`]), the runner of every fuzz target
+//! ([`fuzz`]) and their scratch folder ([`scratch_dir`]).
 //!
 //! Parity tests compare our numbers with independent references (pycocotools, torchvision, opencv,
 //! …) computed at test time by the Python of `.venv`, which `make test` creates.
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Command;
+
+use proptest::strategy::Strategy;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 /// The repository root (this crate lives in `<root>/crates/cellseg-core`).
 pub fn repo_root() -> PathBuf {
@@ -159,6 +164,54 @@ pub fn edited(valid: &str, edits: &[TextEdit]) -> Vec<u8> {
     bytes
 }
 
+/// Runs the fuzz target `name`: `cases` inputs drawn from `input`, each given to `check`, which
+/// fails the case with `prop_assert!` (or `Err`) when the code under test misbehaves and
+/// otherwise returns whether the input was accepted (`Ok(true)`) or refused with a proper error
+/// (`Ok(false)`). No failure persistence (CI machines are fresh). Afterwards asserts that every
+/// case ran, prints `{name}: {cases} cases, {accepted} accepted` on standard error and returns
+/// the number of accepted inputs (for targets that check their generator reaches deep enough).
+///
+/// # Panics
+/// When a case fails (with proptest's minimal failing input) or fewer than `cases` cases ran.
+pub fn fuzz<S: Strategy>(
+    name: &str,
+    cases: u32,
+    input: &S,
+    check: impl Fn(S::Value) -> Result<bool, TestCaseError>,
+) -> u32 {
+    let (ran, accepted) = (Cell::new(0u32), Cell::new(0u32));
+    TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
+        .run(input, |value| {
+            ran.set(ran.get() + 1);
+            if check(value)? {
+                accepted.set(accepted.get() + 1);
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    // A passing run calls `check` once per case (a `prop_assume!` rejection would call it more).
+    assert_eq!(ran.get(), cases, "{name}: not every case ran");
+    let accepted = accepted.get();
+    eprintln!("{name}: {cases} cases, {accepted} accepted");
+    accepted
+}
+
+/// A scratch folder for fuzz cases that write files: in memory (`/dev/shm`) where there is one
+/// (writing a file per case to a loaded disk costs milliseconds), else the system's temporary
+/// folder. It is removed when dropped.
+///
+/// # Panics
+/// When no temporary folder can be made.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new().prefix("cellseg-fuzz").tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap_or_else(|e| panic!("cannot make a temporary folder: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +241,33 @@ mod tests {
         );
         assert_eq!(String::from_utf8(out).unwrap(), "z = 0\na = 1\nb = []");
         assert_eq!(edited(valid, &[TextEdit::Cut(3), TextEdit::Byte(0, b'x')]), b"x =");
+    }
+
+    #[test]
+    fn fuzz_runs_every_case_and_counts_the_accepted_ones() {
+        let accepted = fuzz("even numbers", 200, &(0u32..10), |v| Ok(v % 2 == 0));
+        // All 200 draws of one parity has probability 2⁻¹⁹⁹.
+        assert!(0 < accepted && accepted < 200, "{accepted}");
+        assert_eq!(fuzz("everything", 50, &(0u32..10), |_| Ok(true)), 50);
+    }
+
+    #[test]
+    #[should_panic(expected = "small numbers: ")]
+    fn fuzz_panics_with_the_target_name_when_a_case_fails() {
+        fuzz("small numbers", 100, &(0u32..10), |v| {
+            proptest::prop_assert!(v < 5, "{v} is not small");
+            Ok(true)
+        });
+    }
+
+    #[test]
+    fn the_scratch_folder_exists_until_dropped() {
+        let dir = scratch_dir();
+        let path = dir.path().to_path_buf();
+        std::fs::write(path.join("case"), b"x").unwrap();
+        assert!(path.is_dir());
+        drop(dir);
+        assert!(!path.exists());
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! which reach the code behind the syntax). Every input must give `Ok` or a typed error, never a
 //! panic. The number of cases of each target is set explicitly (`CASES_*`).
 
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
+use cellseg_core::testing::{fuzz, scratch_dir};
 use cellseg_core::{CellType, ImageSize};
 use cellseg_data::augment::Augment;
 use cellseg_data::coco::CocoFile;
@@ -16,7 +16,6 @@ use cellseg_data::raster::{Image, decode_image, write_png};
 use cellseg_data::sartorius::{SartoriusDataset, SartoriusOptions};
 use cellseg_data::{AugmentConfig, Sample, Strictness, synthetic};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use rand::SeedableRng;
 use serde_json::{Value, json};
 
@@ -26,22 +25,6 @@ const CASES_FOLDS: u32 = 5_000;
 const CASES_COCO: u32 = 10_000;
 const CASES_AUGMENT: u32 = 10_000;
 const CASES_IMAGES: u32 = 5_000;
-
-fn runner(cases: u32) -> TestRunner {
-    TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
-}
-
-/// A scratch folder, in memory (`/dev/shm`) where there is one: each case writes its input to a
-/// file, which on a loaded disk costs milliseconds.
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("cellseg-fuzz").tempdir_in(shm) {
-            return d;
-        }
-    }
-    tempfile::tempdir().unwrap()
-}
 
 // ---- CSV -------------------------------------------------------------------------------------
 
@@ -144,7 +127,7 @@ const SARTORIUS_COLS: &[&str] = &[
 
 #[test]
 fn fuzz_sartorius_train_csv() {
-    let dir = scratch();
+    let dir = scratch_dir();
     let images = dir.path().join("train");
     std::fs::create_dir_all(&images).unwrap();
     // One real image so that `check_images` also reaches the PNG header check.
@@ -152,10 +135,11 @@ fn fuzz_sartorius_train_csv() {
     let text = prop_oneof![4 => csv_text(SARTORIUS_COLS, &["img1", "img2", "03b27b381a5f", ""])
         .prop_map(String::into_bytes), 1 => junk()];
     let csv = dir.path().join("train.csv");
-    let n = Cell::new(0u32);
-    runner(CASES_SARTORIUS)
-        .run(&(text, any::<[bool; 4]>()), |(text, flags)| {
-            n.set(n.get() + 1);
+    fuzz(
+        "fuzz_sartorius_train_csv",
+        CASES_SARTORIUS,
+        &(text, any::<[bool; 4]>()),
+        |(text, flags)| {
             std::fs::write(&csv, &text).unwrap();
             let opts = SartoriusOptions {
                 remove_anomalies: flags[0],
@@ -180,15 +164,14 @@ fn fuzz_sartorius_train_csv() {
                     prop_assert_eq!(im.instances.len(), im.lines.len());
                 }
             }
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(n.get(), CASES_SARTORIUS);
+            Ok(strict.is_ok())
+        },
+    );
 }
 
 #[test]
 fn fuzz_dsb_csv() {
-    let dir = scratch();
+    let dir = scratch_dir();
     let images = dir.path().join("images");
     std::fs::create_dir_all(&images).unwrap();
     write_png(&Image::filled(ImageSize::new(3, 4), 1, 9), &images.join("a.png")).unwrap();
@@ -228,46 +211,38 @@ fn fuzz_dsb_csv() {
         1 => junk(),
     ];
     let csv = dir.path().join("dsb.csv");
-    let n = Cell::new(0u32);
-    runner(CASES_DSB)
-        .run(&text, |text| {
-            n.set(n.get() + 1);
-            std::fs::write(&csv, &text).unwrap();
-            if let Ok(ds) = DsbDataset::read(&csv, &images, Strictness::Strict) {
-                prop_assert!(ds.skipped.is_empty());
+    fuzz("fuzz_dsb_csv", CASES_DSB, &text, |text| {
+        std::fs::write(&csv, &text).unwrap();
+        let strict = DsbDataset::read(&csv, &images, Strictness::Strict);
+        if let Ok(ds) = &strict {
+            prop_assert!(ds.skipped.is_empty());
+        }
+        if let Ok(ds) = DsbDataset::read(&csv, &images, Strictness::Lenient) {
+            for im in &ds.images {
+                prop_assert_eq!(im.instances.len(), im.lines.len());
             }
-            if let Ok(ds) = DsbDataset::read(&csv, &images, Strictness::Lenient) {
-                for im in &ds.images {
-                    prop_assert_eq!(im.instances.len(), im.lines.len());
-                }
-            }
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(n.get(), CASES_DSB);
+        }
+        Ok(strict.is_ok())
+    });
 }
 
 #[test]
 fn fuzz_fold_csv() {
-    let dir = scratch();
+    let dir = scratch_dir();
     let csv = dir.path().join("folds.csv");
     let text = prop_oneof![
         4 => csv_text(&["id", "fold"], &["img1", "img2", "img3", " img1"]).prop_map(String::into_bytes),
         1 => junk(),
     ];
     let ids = prop::sample::subsequence(vec!["img1", "img2", "img3"], 0..=3);
-    let n = Cell::new(0u32);
-    runner(CASES_FOLDS)
-        .run(&(text, ids), |(text, ids)| {
-            n.set(n.get() + 1);
-            std::fs::write(&csv, &text).unwrap();
-            if let Ok(folds) = cellseg_data::folds::read_fold_csv(&csv, &ids) {
-                prop_assert_eq!(folds.len(), ids.len());
-            }
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(n.get(), CASES_FOLDS);
+    fuzz("fuzz_fold_csv", CASES_FOLDS, &(text, ids), |(text, ids)| {
+        std::fs::write(&csv, &text).unwrap();
+        let read = cellseg_data::folds::read_fold_csv(&csv, &ids);
+        if let Ok(folds) = &read {
+            prop_assert_eq!(folds.len(), ids.len());
+        }
+        Ok(read.is_ok())
+    });
 }
 
 // ---- COCO / LIVECell JSON -------------------------------------------------------------------
@@ -429,7 +404,7 @@ fn mutate(text: String, op: u8, at: prop::sample::Index, byte: u8) -> Vec<u8> {
 
 #[test]
 fn fuzz_coco_and_livecell_json() {
-    let dir = scratch();
+    let dir = scratch_dir();
     let json = dir.path().join("livecell_coco_test.json");
     let text = prop_oneof![
         6 => coco_doc().prop_map(|v| v.to_string().into_bytes()),
@@ -437,24 +412,20 @@ fn fuzz_coco_and_livecell_json() {
             .prop_map(|(v, op, at, b)| mutate(v.to_string(), op, at, b)),
         1 => junk(),
     ];
-    let n = Cell::new(0u32);
-    runner(CASES_COCO)
-        .run(&text, |text| {
-            n.set(n.get() + 1);
-            std::fs::write(&json, &text).unwrap();
-            if let Ok(f) = CocoFile::read(&json, Strictness::Strict) {
-                prop_assert!(f.skipped.is_empty());
-                for im in &f.images {
-                    prop_assert_eq!(im.instances.len(), im.annotation_ids.len());
-                }
+    fuzz("fuzz_coco_and_livecell_json", CASES_COCO, &text, |text| {
+        std::fs::write(&json, &text).unwrap();
+        let strict = CocoFile::read(&json, Strictness::Strict);
+        if let Ok(f) = &strict {
+            prop_assert!(f.skipped.is_empty());
+            for im in &f.images {
+                prop_assert_eq!(im.instances.len(), im.annotation_ids.len());
             }
-            let _ = CocoFile::read(&json, Strictness::Lenient);
-            let _ = LivecellDataset::read(&json, dir.path(), Strictness::Lenient);
-            let _ = LivecellDataset::read(&json, dir.path(), Strictness::Strict);
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(n.get(), CASES_COCO);
+        }
+        let _ = CocoFile::read(&json, Strictness::Lenient);
+        let _ = LivecellDataset::read(&json, dir.path(), Strictness::Lenient);
+        let _ = LivecellDataset::read(&json, dir.path(), Strictness::Strict);
+        Ok(strict.is_ok())
+    });
 }
 
 // ---- Augmentation TOML, then applied --------------------------------------------------------
@@ -561,34 +532,25 @@ fn fuzz_augment_toml_parse_validate_apply() {
         4 => augment_toml_all_on(),
         1 => ".{0,60}",
     ];
-    let n = Cell::new(0u32);
-    let applied = Cell::new(0u32);
-    runner(CASES_AUGMENT)
-        .run(&(text, any::<u64>()), |(text, seed)| {
-            n.set(n.get() + 1);
-            let cfg = match cellseg_core::config::parse_toml::<AugmentConfig>(&text, "aug.toml") {
-                Ok(c) => c,
-                Err(e) => {
-                    prop_assert!(e.to_string().contains("aug.toml"), "{}", e);
-                    return Ok(());
-                }
-            };
-            let Ok(aug) = Augment::new(cfg) else { return Ok(()) };
-            applied.set(applied.get() + 1);
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            for s in &samples {
-                for _ in 0..3 {
-                    if let Ok(out) = aug.apply(s, &mut rng) {
-                        prop_assert_eq!(out.instances.len(), out.instances.masks.len());
-                    }
+    let applied = fuzz("augment", CASES_AUGMENT, &(text, any::<u64>()), |(text, seed)| {
+        let cfg = match cellseg_core::config::parse_toml::<AugmentConfig>(&text, "aug.toml") {
+            Ok(c) => c,
+            Err(e) => {
+                prop_assert!(e.to_string().contains("aug.toml"), "{}", e);
+                return Ok(false);
+            }
+        };
+        let Ok(aug) = Augment::new(cfg) else { return Ok(false) };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        for s in &samples {
+            for _ in 0..3 {
+                if let Ok(out) = aug.apply(s, &mut rng) {
+                    prop_assert_eq!(out.instances.len(), out.instances.masks.len());
                 }
             }
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(n.get(), CASES_AUGMENT);
-    let (applied, n) = (applied.get(), n.get());
-    eprintln!("augment: {applied} of {n} configs valid and applied");
+        }
+        Ok(true)
+    });
     assert!(applied > CASES_AUGMENT / 10, "the generator rarely makes a valid config ({applied})");
 }
 
@@ -596,7 +558,7 @@ fn fuzz_augment_toml_parse_validate_apply() {
 
 #[test]
 fn fuzz_image_bytes() {
-    let dir = scratch();
+    let dir = scratch_dir();
     let mut seeds: Vec<Vec<u8>> = Vec::new();
     for (k, ch) in [(0, 1), (1, 3)] {
         let p = dir.path().join(format!("{k}.png"));
@@ -645,23 +607,19 @@ fn fuzz_image_bytes() {
         });
     let bytes = prop_oneof![8 => mutated, 1 => prop::collection::vec(any::<u8>(), 0..64)];
     let path = dir.path().join("fuzz.img");
-    let n = Cell::new(0u32);
-    runner(CASES_IMAGES)
-        .run(&bytes, |b| {
-            n.set(n.get() + 1);
-            if let Ok(img) = decode_image(&b, Path::new("fuzz.img")) {
-                prop_assert_eq!(
-                    img.as_slice().len(),
-                    img.size().height * img.size().width * img.channels()
-                );
-            }
-            std::fs::write(&path, &b).unwrap();
-            let _ = cellseg_data::raster::read_image_size(&path);
-            let _ = cellseg_data::raster::read_label_image(&path);
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(n.get(), CASES_IMAGES);
+    fuzz("fuzz_image_bytes", CASES_IMAGES, &bytes, |b| {
+        let decoded = decode_image(&b, Path::new("fuzz.img"));
+        if let Ok(img) = &decoded {
+            prop_assert_eq!(
+                img.as_slice().len(),
+                img.size().height * img.size().width * img.channels()
+            );
+        }
+        std::fs::write(&path, &b).unwrap();
+        let _ = cellseg_data::raster::read_image_size(&path);
+        let _ = cellseg_data::raster::read_label_image(&path);
+        Ok(decoded.is_ok())
+    });
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -5,10 +5,9 @@
 
 use cellseg_core::CellType;
 use cellseg_core::config::parse_toml;
-use cellseg_core::testing::{TextEdit, edited};
+use cellseg_core::testing::{TextEdit, edited, fuzz};
 use cellseg_postproc::config::PostprocConfig;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 
 const CASES_POSTPROC_TOML: u32 = 10_000;
 
@@ -60,32 +59,21 @@ fn fuzz_postproc_toml() {
         },
     );
     let text = prop_oneof![6 => doc, 1 => ".{0,80}", 1 => "[a-z_ =\\[\\],.0-9\"\n]{0,60}"];
-    let n = std::cell::Cell::new(0u32);
-    let valid = std::cell::Cell::new(0u32);
-    TestRunner::new(Config {
-        cases: CASES_POSTPROC_TOML,
-        failure_persistence: None,
-        ..Config::default()
-    })
-    .run(&text, |t| {
-        n.set(n.get() + 1);
+    fuzz("postproc toml", CASES_POSTPROC_TOML, &text, |t| {
         match parse_toml::<PostprocConfig>(&t, "post.toml") {
             Ok(cfg) => {
                 if cfg.validate().is_ok() {
-                    valid.set(valid.get() + 1);
                     for ct in CellType::ALL {
                         let p = cfg.params(ct);
                         prop_assert!((0.0..=1.0).contains(&p.mask_threshold));
                     }
+                    return Ok(true);
                 }
             }
             Err(e) => prop_assert!(e.to_string().contains("post.toml"), "{}", e),
         }
-        Ok(())
-    })
-    .unwrap();
-    assert_eq!(n.get(), CASES_POSTPROC_TOML);
-    eprintln!("postproc toml: {} of {} valid", valid.get(), n.get());
+        Ok(false)
+    });
 }
 
 const CASES_OOF: u32 = 5_000;
@@ -196,25 +184,21 @@ fn oof_file() -> impl Strategy<Value = Vec<u8>> {
 fn fuzz_oof_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("oof.bin");
-    let (n, valid) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
-    TestRunner::new(Config { cases: CASES_OOF, failure_persistence: None, ..Config::default() })
-        .run(&oof_file(), |bytes| {
-            n.set(n.get() + 1);
-            std::fs::write(&path, &bytes).unwrap();
-            match cellseg_postproc::oof::read_oof(&path) {
-                Ok(images) => {
-                    valid.set(valid.get() + 1);
-                    for (_, d) in &images {
-                        prop_assert!(d.scores.iter().all(|s| !s.is_nan()));
-                    }
+    fuzz("oof file", CASES_OOF, &oof_file(), |bytes| {
+        std::fs::write(&path, &bytes).unwrap();
+        match cellseg_postproc::oof::read_oof(&path) {
+            Ok(images) => {
+                for (_, d) in &images {
+                    prop_assert!(d.scores.iter().all(|s| !s.is_nan()));
                 }
-                Err(e) => prop_assert!(e.to_string().contains("oof.bin"), "{}", e),
+                Ok(true)
             }
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(n.get(), CASES_OOF);
-    eprintln!("oof file: {} of {} read", valid.get(), n.get());
+            Err(e) => {
+                prop_assert!(e.to_string().contains("oof.bin"), "{}", e);
+                Ok(false)
+            }
+        }
+    });
 }
 
 const CASES_TWEAK_TOML: u32 = 4_000;
@@ -235,22 +219,14 @@ fn fuzz_tweak_grid_toml() {
     let input = prop_oneof![5 => mutated, 1 => prop::collection::vec(any::<u8>(), 0..120)];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tweak.toml");
-    let (n, valid_count) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
-    TestRunner::new(Config {
-        cases: CASES_TWEAK_TOML,
-        failure_persistence: None,
-        ..Config::default()
-    })
-    .run(&input, |bytes| {
-        n.set(n.get() + 1);
+    fuzz("tweak toml", CASES_TWEAK_TOML, &input, |bytes| {
         std::fs::write(&path, &bytes).unwrap();
         match cellseg_postproc::tweak::TweakGrid::load(&path) {
-            Ok(_) => valid_count.set(valid_count.get() + 1),
-            Err(e) => prop_assert!(e.to_string().contains("tweak.toml"), "{}", e),
+            Ok(_) => Ok(true),
+            Err(e) => {
+                prop_assert!(e.to_string().contains("tweak.toml"), "{}", e);
+                Ok(false)
+            }
         }
-        Ok(())
-    })
-    .unwrap();
-    assert_eq!(n.get(), CASES_TWEAK_TOML);
-    eprintln!("tweak toml: {} of {} valid", valid_count.get(), n.get());
+    });
 }
