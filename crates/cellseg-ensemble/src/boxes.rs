@@ -13,6 +13,7 @@ use cellseg_heads::roi_heads::{RawDetections, multiclass_nms};
 use cellseg_heads::{Features, TwoStageDetector};
 use tch::{Kind, Tensor};
 
+use crate::Result;
 use crate::config::{BoxNms, BoxSettings};
 use crate::views::View;
 
@@ -44,6 +45,9 @@ pub struct MergedBoxes {
 /// that order (batch index = view index), `proposals` `[N, 4]` are in the original image of
 /// unpadded size `size`. `with_class_boxes` also maps back the box of every class (for
 /// `nms = "per_class"`); otherwise only each proposal's best-class box is mapped.
+///
+/// # Errors
+/// The member's [`TwoStageDetector::box_scores`] errors (libtorch's, named).
 #[allow(clippy::too_many_arguments)]
 pub fn member_passes(
     model: &dyn TwoStageDetector,
@@ -54,13 +58,13 @@ pub fn member_passes(
     delta: f64,
     num_classes: i64,
     with_class_boxes: bool,
-) -> Vec<BoxPass> {
+) -> Result<Vec<BoxPass>> {
     let _g = tch::no_grad_guard();
     let n = proposals.size()[0];
     let rois: Vec<Tensor> =
         views.iter().map(|v| v.shift(&v.boxes(proposals, size), size, delta)).collect();
-    let out = model.box_scores(feats, &rois, &vec![size; views.len()]);
-    views
+    let out = model.box_scores(feats, &rois, &vec![size; views.len()])?;
+    Ok(views
         .iter()
         .enumerate()
         .map(|(i, v)| {
@@ -78,7 +82,7 @@ pub fn member_passes(
             let class_boxes = with_class_boxes.then(|| v.boxes(&view_boxes, size));
             BoxPass { boxes, class_boxes, scores }
         })
-        .collect()
+        .collect())
 }
 
 /// The arithmetic mean of `passes` (at least one, all over the same proposals).

@@ -64,7 +64,8 @@ impl<'m> Ensemble<'m> {
     /// # Errors
     /// [`Error::Config`] for an invalid config or a usage index out of range; [`Error::Mismatch`]
     /// naming the members when there is none, their class counts differ, `num_classes` exceeds
-    /// them, or their RPN anchors or box coders differ (their RPN outputs could not be merged).
+    /// them, their weights' devices or dtypes differ, or their RPN anchors or box coders differ
+    /// (their RPN outputs could not be merged).
     pub fn new(members: Vec<Member<'m>>, config: EnsembleConfig) -> Result<Self> {
         config.validate()?;
         config.check_members(members.len())?;
@@ -79,6 +80,17 @@ impl<'m> Ensemble<'m> {
                     first.name,
                     m.name,
                     m.model.num_classes()
+                )));
+            }
+            let (d, k) = (m.model.device(), m.model.weight_kind());
+            if (d, k) != (first.model.device(), first.model.weight_kind()) {
+                return Err(Error::Mismatch(format!(
+                    "members `{}` and `{}` have weights on different devices or of different \
+                     dtypes ({:?} {:?} and {d:?} {k:?}); one image cannot feed both",
+                    first.name,
+                    m.name,
+                    first.model.device(),
+                    first.model.weight_kind()
                 )));
             }
             let other = m.model.rpn_head().config();
@@ -121,8 +133,9 @@ impl<'m> Ensemble<'m> {
     /// unpadded size is `size`.
     ///
     /// # Errors
-    /// [`Error::Mismatch`] naming the shape when `image` is not one 3-channel floating-point
-    /// image at least as large as `size` on the members' device; the heads' errors; libtorch's
+    /// [`Error::Mismatch`] naming the shape when `image` is not one 3-channel image at least as
+    /// large as `size`; [`cellseg_heads::Error::Input`] when it is not of the members' dtype
+    /// on their device; the heads' errors; libtorch's
     /// ([`cellseg_heads::Error::OutOfMemory`], [`cellseg_heads::Error::Libtorch`]) naming the
     /// image.
     pub fn predict(&self, image: &Tensor, size: ImageSize) -> Result<Prediction> {
@@ -136,13 +149,9 @@ impl<'m> Ensemble<'m> {
                 hw.0, hw.1
             )));
         }
-        let device = self.members[0].model.device();
-        if image.device() != device || !image.is_floating_point() {
-            return Err(Error::Mismatch(format!(
-                "the ensemble takes a floating-point image on {device:?} (its members'), got {}",
-                cellseg_heads::libtorch::describe(image)
-            )));
-        }
+        // The members share device and dtype (checked by `new`): the first one's check holds
+        // for all.
+        self.members[0].model.check_input(image)?;
         cellseg_heads::libtorch::guarded("ensemble predict", image, || {
             self.predict_checked(image, size)
         })
@@ -160,8 +169,8 @@ impl<'m> Ensemble<'m> {
             Some(u) if !u.is_everyone(n) => {
                 let cls = u.classifiers(n);
                 let (rpn, guess) = self.merged_rpn(&mut cache, &cls)?;
-                let props = self.proposals(&rpn, &cls, guess.cell_type, hw);
-                let (_, dets) = self.boxes(&mut cache, &cls, &props, guess.cell_type, hw);
+                let props = self.proposals(&rpn, &cls, guess.cell_type, hw)?;
+                let (_, dets) = self.boxes(&mut cache, &cls, &props, guess.cell_type, hw)?;
                 let labels = Vec::<i64>::try_from(&dets.labels)?;
                 let labels: Vec<usize> = labels.into_iter().map(|l| l as usize).collect();
                 let voted = majority_cell_type(&labels);
@@ -178,9 +187,9 @@ impl<'m> Ensemble<'m> {
         };
         let (rpn, guess) = self.merged_rpn(&mut cache, &used)?;
         let cell_type = voted.unwrap_or(guess.cell_type);
-        let proposals = self.proposals(&rpn, &used, guess.cell_type, hw);
-        let (merged, detections) = self.boxes(&mut cache, &used, &proposals, cell_type, hw);
-        let mask_probs = self.masks(&mut cache, &used, &detections, hw);
+        let proposals = self.proposals(&rpn, &used, guess.cell_type, hw)?;
+        let (merged, detections) = self.boxes(&mut cache, &used, &proposals, cell_type, hw)?;
+        let mask_probs = self.masks(&mut cache, &used, &detections, hw)?;
         let soft = masks::paste(&detections, &mask_probs, size)?;
         tracing::debug!(
             used = ?used,
@@ -214,9 +223,9 @@ impl<'m> Ensemble<'m> {
             .iter()
             .map(|&i| {
                 let m = self.members[i].model;
-                m.rpn_outputs(&identity(cache.get(i, m)))
+                Ok(m.rpn_outputs(&identity(cache.get(i, m)?))?)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let rpn = merge_rpn_outputs(&outs)?;
         let level_counts = self.config.heuristic.level_counts(&rpn);
         let cell_type = self.config.heuristic.cell_type(&level_counts);
@@ -231,11 +240,11 @@ impl<'m> Ensemble<'m> {
         used: &[usize],
         cell_type: CellType,
         hw: (i64, i64),
-    ) -> Proposals {
+    ) -> Result<Proposals> {
         let cfg = self.config.proposals.for_type(cell_type);
         let head = self.members[used[0]].model;
-        let mut p = head.proposals(rpn, &[hw], &cfg);
-        p.swap_remove(0)
+        let mut p = head.proposals(rpn, &[hw], &cfg)?;
+        Ok(p.swap_remove(0))
     }
 
     /// Merge point 2: every used member × view on the proposals, merged and selected.
@@ -246,11 +255,11 @@ impl<'m> Ensemble<'m> {
         proposals: &Proposals,
         cell_type: CellType,
         hw: (i64, i64),
-    ) -> (MergedBoxes, RawDetections) {
+    ) -> Result<(MergedBoxes, RawDetections)> {
         let mut passes = Vec::new();
         for &i in used {
             let m = self.members[i].model;
-            let feats = cache.get(i, m);
+            let feats = cache.get(i, m)?;
             passes.extend(boxes::member_passes(
                 m,
                 feats,
@@ -260,11 +269,11 @@ impl<'m> Ensemble<'m> {
                 self.config.delta,
                 self.num_classes,
                 self.config.boxes.nms == crate::config::BoxNms::PerClass,
-            ));
+            )?);
         }
         let merged = boxes::merge(&passes);
         let dets = boxes::select(&merged, &self.config.boxes, cell_type);
-        (merged, dets)
+        Ok((merged, dets))
     }
 
     /// Merge point 3: every used member × view (or the identity view only) on the detections,
@@ -275,9 +284,9 @@ impl<'m> Ensemble<'m> {
         used: &[usize],
         dets: &RawDetections,
         hw: (i64, i64),
-    ) -> Tensor {
+    ) -> Result<Tensor> {
         if dets.boxes.size()[0] == 0 {
-            return Tensor::zeros([0, 1, 1], (Kind::Float, dets.boxes.device()));
+            return Ok(Tensor::zeros([0, 1, 1], (Kind::Float, dets.boxes.device())));
         }
         let views = if self.config.use_tta_masks {
             &self.config.views[..]
@@ -287,7 +296,7 @@ impl<'m> Ensemble<'m> {
         let mut passes = Vec::new();
         for &i in used {
             let m = self.members[i].model;
-            let all = cache.get(i, m);
+            let all = cache.get(i, m)?;
             let only_identity;
             let feats = if views.len() == 1 {
                 only_identity = identity(all);
@@ -303,9 +312,9 @@ impl<'m> Ensemble<'m> {
                 views,
                 hw,
                 self.config.delta,
-            ));
+            )?);
         }
-        masks::merge(&passes)
+        Ok(masks::merge(&passes))
     }
 }
 
@@ -316,9 +325,11 @@ struct FeatureCache {
 }
 
 impl FeatureCache {
-    fn get(&mut self, i: usize, model: &dyn TwoStageDetector) -> &Features {
-        let views = &self.views;
-        self.slots[i].get_or_insert_with(|| model.features(views))
+    fn get(&mut self, i: usize, model: &dyn TwoStageDetector) -> Result<&Features> {
+        if self.slots[i].is_none() {
+            self.slots[i] = Some(model.features(&self.views)?);
+        }
+        Ok(self.slots[i].as_ref().expect("filled above"))
     }
 }
 

@@ -19,6 +19,9 @@ use crate::views::View;
 
 /// The mask probabilities `[K, M, M]` of `boxes` `[K, 4]` (labels `[K]`) that one member predicts
 /// in each of `views` (its features of those views, batch index = view index), flipped back.
+///
+/// # Errors
+/// The member's [`TwoStageDetector::mask_probs`] errors (libtorch's, named).
 pub fn member_passes(
     model: &dyn TwoStageDetector,
     feats: &Features,
@@ -27,18 +30,18 @@ pub fn member_passes(
     views: &[View],
     size: (i64, i64),
     delta: f64,
-) -> Vec<Tensor> {
+) -> Result<Vec<Tensor>> {
     let _g = tch::no_grad_guard();
     let k = boxes.size()[0];
     let rois: Vec<Tensor> =
         views.iter().map(|v| v.shift(&v.boxes(boxes, size), size, delta)).collect();
     let labels: Vec<Tensor> = views.iter().map(|_| labels.shallow_clone()).collect();
-    let probs = model.mask_probs(feats, &rois, &labels);
-    views
+    let probs = model.mask_probs(feats, &rois, &labels)?;
+    Ok(views
         .iter()
         .enumerate()
         .map(|(i, v)| v.masks_back(&probs.narrow(0, i as i64 * k, k).to_kind(Kind::Float)))
-        .collect()
+        .collect())
 }
 
 /// The arithmetic mean of `passes` (at least one).

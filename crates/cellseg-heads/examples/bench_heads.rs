@@ -2,7 +2,9 @@
 //! with ~40 instances each, and of inference on one 520×704 image. Run through
 //! `tools/bench_heads.sh`, which also times torchvision in the same command.
 //!
-//! Environment: `BATCH` (8), `ITERS` (timed iterations, 3), `WARMUP` (1), `DEVICE` (`cpu` / `cuda`),
+//! Environment: `ARCH` (`mask_rcnn`, `cascade`, `htc`: the seed's detector of that architecture;
+//! torchvision comparisons use `mask_rcnn`), `BATCH` (8), `ITERS` (timed iterations, 3), `WARMUP`
+//! (1), `DEVICE` (`cpu` / `cuda`),
 //! `AMP` (`1`: the training forward under float16 autocast, CUDA only), `TRACE` (`1`: the heads'
 //! debug log, which includes the host-side time of each stage of `losses`).
 
@@ -74,6 +76,13 @@ fn main() -> anyhow::Result<()> {
     cfg.heads.num_classes = 3;
     // torchvision's maskrcnn_resnet50_fpn without pretrained weights uses training-mode BatchNorm2d.
     cfg.backbone.norm = cellseg_backbones::Norm::BatchNorm;
+    let arch = match std::env::var("ARCH").as_deref() {
+        Ok("cascade") => cellseg_heads::Arch::Cascade,
+        Ok("htc") => cellseg_heads::Arch::Htc,
+        Ok("mask_rcnn") | Err(_) => cellseg_heads::Arch::MaskRcnn,
+        Ok(other) => anyhow::bail!("ARCH must be mask_rcnn, cascade or htc, not {other:?}"),
+    };
+    let cfg = cfg.to_arch(arch)?;
     let model = cfg.build(&vs.root())?;
     let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 1e-3)?;
     let size = ImageSize::new(256, 256);

@@ -1,22 +1,12 @@
 //! Conversions between tensors and the pure vocabulary of `cellseg-core`.
 
-use cellseg_core::{BoxXyxy, ImageSize, Instances};
+use cellseg_core::{BoxXyxy, ImageSize};
 use cellseg_postproc::{SoftDetections, SoftMask};
 use tch::{Device, Kind, Tensor};
 
 use crate::Result;
 use crate::ops::paste::PastedWindow;
 use crate::roi_heads::RawDetections;
-
-/// GT boxes `[G, 4]` (float32) and labels `[G]` (int64) of `inst` on `device`.
-pub fn instances_to_tensors(inst: &Instances, device: Device) -> (Tensor, Tensor) {
-    let b: Vec<f32> = inst.boxes.iter().flat_map(|b| [b.x1, b.y1, b.x2, b.y2]).collect();
-    let l: Vec<i64> = inst.labels.iter().map(|&l| l as i64).collect();
-    (
-        Tensor::from_slice(&b).view([-1, 4]).to_device(device),
-        Tensor::from_slice(&l).to_kind(Kind::Int64).to_device(device),
-    )
-}
 
 /// Boxes `[N, 4]` as [`BoxXyxy`].
 pub fn tensor_to_boxes(t: &Tensor) -> Vec<BoxXyxy> {

@@ -39,6 +39,7 @@ pub mod init;
 pub mod libtorch;
 pub mod ops;
 pub mod roi_heads;
+pub mod transfers;
 
 pub use config::HeadsConfig;
 pub use detectors::cascade::CascadeRcnn;

@@ -107,6 +107,11 @@ pub struct TrainState {
     pub best: Option<BestRecord>,
     /// The run's configuration.
     pub config: TrainConfig,
+    /// SHA-256 (hex) of the checkpoint's tensor files by file name, written by
+    /// [`CheckpointStore::save`] and checked by [`CheckpointStore::load_dir`]; empty in
+    /// checkpoints written before it existed (those are read unchecked).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
 }
 
 /// A checkpoint read back from disk.
@@ -195,6 +200,26 @@ fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     Tensor::write_safetensors(&cpu, path)
         .map_err(|source| Error::Safetensors { path: path.to_path_buf(), source })?;
     fsync_file(path)
+}
+
+/// SHA-256 of the file at `path`, as lower-case hex.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = fs::File::open(path).map_err(Error::io("reading", path))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(Error::io("reading", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Reads a safetensors file.
@@ -419,7 +444,12 @@ impl CheckpointStore {
         fail(1)?;
         write_tensors(&tmp.join(OPTIMIZER_FILE), optimizer)?;
         fail(2)?;
-        let json = serde_json::to_vec_pretty(state).expect("state is serialisable");
+        let mut state = state.clone();
+        state.checksums = [MODEL_FILE, OPTIMIZER_FILE]
+            .into_iter()
+            .map(|f| Ok((f.to_string(), file_sha256(&tmp.join(f))?)))
+            .collect::<Result<_>>()?;
+        let json = serde_json::to_vec_pretty(&state).expect("state is serialisable");
         let path = tmp.join(STATE_FILE);
         let mut f = fs::File::create(&path).map_err(Error::io("creating", &path))?;
         f.write_all(&json).map_err(Error::io("writing", &path))?;
@@ -487,6 +517,18 @@ impl CheckpointStore {
                 path,
                 message: format!("format {} but this build reads {STATE_FORMAT}", state.format),
             });
+        }
+        for (file, expected) in &state.checksums {
+            let file_path = dir.join(file);
+            let found = file_sha256(&file_path)?;
+            if &found != expected {
+                return Err(Error::Checksum {
+                    path: file_path,
+                    state: path,
+                    expected: expected.clone(),
+                    found,
+                });
+            }
         }
         let optimizer = read_tensors(&dir.join(OPTIMIZER_FILE))?;
         Ok(LoadedCheckpoint { dir: dir.to_path_buf(), state, optimizer, skipped: Vec::new() })
@@ -572,6 +614,7 @@ pub(crate) mod tests {
     /// A minimal state at `step` (also used by the other modules' tests).
     pub(crate) fn state(step: u64) -> TrainState {
         TrainState {
+            checksums: BTreeMap::new(),
             format: STATE_FORMAT,
             step,
             epoch: 0,
@@ -679,7 +722,9 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::new(dir.path());
         for step in 1..=3 {
-            store.save(&weights(step as f32), &[], &state(step), None, 5).unwrap();
+            store
+                .save(&weights(step as f32), &weights(10.0 * step as f32), &state(step), None, 5)
+                .unwrap();
         }
         let vs = nn::VarStore::new(Device::Cpu);
         let _ = vs.root().sub("a").zeros("weight", &[2, 3]);
@@ -726,6 +771,42 @@ pub(crate) mod tests {
             assert_eq!(ckpt.skipped.len(), 1, "{what}");
             assert_eq!(ckpt.skipped[0].path, step_dir(&store, 3), "{what}");
             assert!(ckpt.skipped[0].reason.contains("step-00000003"), "{what}: {:?}", ckpt.skipped);
+        }
+    }
+
+    /// One byte flipped inside a tensor's data (the file still parses, shapes and all): the
+    /// recorded SHA-256 catches it, the resume falls back to the previous checkpoint and names
+    /// the damaged file.
+    #[test]
+    fn a_flipped_byte_in_the_tensor_data_falls_back_naming_the_file() {
+        for file in [MODEL_FILE, OPTIMIZER_FILE] {
+            let (_dir, store, vs) = three_checkpoints();
+            let damaged = step_dir(&store, 3).join(file);
+            let mut bytes = fs::read(&damaged).unwrap();
+            let last = bytes.len() - 1; // the data come after the header
+            bytes[last] ^= 0x01;
+            fs::write(&damaged, &bytes).unwrap();
+            assert!(read_tensors(&damaged).is_ok(), "{file}: still a valid safetensors file");
+            let ckpt = store.load_resumable(&vs).unwrap();
+            assert_eq!(ckpt.state.step, 2, "{file}");
+            assert_eq!(vs.variables()["a.weight"].double_value(&[0, 0]), 2.0, "{file}");
+            assert_eq!(ckpt.skipped.len(), 1, "{file}");
+            let reason = &ckpt.skipped[0].reason;
+            assert!(
+                reason.contains(&damaged.display().to_string()) && reason.contains("SHA-256"),
+                "{file}: {reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn state_json_records_the_checksum_of_each_tensor_file() {
+        let (_dir, store, _vs) = three_checkpoints();
+        let dir = step_dir(&store, 3);
+        let state = CheckpointStore::load_dir(&dir).unwrap().state;
+        for file in [MODEL_FILE, OPTIMIZER_FILE] {
+            assert_eq!(state.checksums[file], file_sha256(&dir.join(file)).unwrap());
+            assert_eq!(state.checksums[file].len(), 64);
         }
     }
 

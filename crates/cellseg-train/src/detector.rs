@@ -286,12 +286,7 @@ impl TrainableModel for Detector {
     /// `s{i}.loss_bbox`, `s{i}.loss_mask`; HTC also `loss_semantic_seg`).
     fn losses(&mut self, batch: &Batch) -> Result<Losses, HookError> {
         let images = batch_tensor(batch, self.vs.device());
-        let l = self.model.losses(&images, &batch.instances)?;
-        let mut out = Losses::new();
-        for (name, value) in l.into_vec() {
-            out.push(name, value);
-        }
-        Ok(out)
+        Ok(self.model.losses(&images, &batch.instances)?)
     }
 
     fn description(&self) -> Result<Option<String>, HookError> {

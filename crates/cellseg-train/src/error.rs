@@ -104,6 +104,21 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A checkpoint file's bytes differ from the SHA-256 its `state.json` recorded when it was
+    /// written (changed in place, or a bit flipped on disk).
+    #[error(
+        "checkpoint file {path} is damaged: its SHA-256 is {found}, {state} recorded {expected}"
+    )]
+    Checksum {
+        /// The damaged file.
+        path: PathBuf,
+        /// The `state.json` that recorded the checksum.
+        state: PathBuf,
+        /// The recorded SHA-256 (hex).
+        expected: String,
+        /// The SHA-256 of the file now (hex).
+        found: String,
+    },
     /// `resume` was asked for but the run folder holds no checkpoint.
     #[error("nothing to resume: {path} holds no checkpoint (no `latest.json`)")]
     NoCheckpoint {

@@ -2,56 +2,9 @@
 
 use tch::Tensor;
 
-/// The named scalar losses of one forward pass, in the model's order (mmdet's `losses` dict).
-///
-/// Names follow mmdet (`loss_rpn_cls`, `loss_rpn_bbox`, `loss_cls`, `loss_bbox`, `loss_mask`, and
-/// `s{i}.loss_*` for cascade stages); a model whose loss is a list (RPN levels) pushes the sum of
-/// the per-level means, as mmdet's `_parse_losses` does.
-#[derive(Debug, Default)]
-pub struct Losses {
-    items: Vec<(String, Tensor)>,
-}
-
-impl Losses {
-    /// No losses yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds loss `name`.
-    ///
-    /// # Shapes
-    /// `value`: any shape; its mean is used (a scalar `[]` in practice).
-    pub fn push(&mut self, name: impl Into<String>, value: Tensor) {
-        self.items.push((name.into(), value));
-    }
-
-    /// The losses in insertion order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
-        self.items.iter().map(|(n, t)| (n.as_str(), t))
-    }
-
-    /// Number of named losses.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Whether there is no loss.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// The names, comma-separated (for error messages).
-    pub fn names(&self) -> String {
-        self.items.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-    }
-}
-
-impl FromIterator<(String, Tensor)> for Losses {
-    fn from_iter<I: IntoIterator<Item = (String, Tensor)>>(iter: I) -> Self {
-        Self { items: iter.into_iter().collect() }
-    }
-}
+/// The named losses of one forward pass: the detectors' own type, so that a detector's losses
+/// reach the engine as they are.
+pub use cellseg_heads::Losses;
 
 /// The seed's loss weights for one epoch (`training/custom_loss.py::custom_parse_losses`,
 /// SEED.md §3.4), keyed by the substring they match.

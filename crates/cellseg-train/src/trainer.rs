@@ -486,6 +486,7 @@ impl Trainer {
             nonfinite_streak: pos.streak.clone(),
             best: pos.best.clone(),
             config: self.cfg.clone(),
+            checksums: BTreeMap::new(),
         };
         let weights = named_variables(model.var_store());
         let dir =
@@ -610,9 +611,12 @@ impl StepContext<'_> {
                 .weighting
                 .combine(&losses)
                 .ok_or_else(|| Error::NoLoss { step: step + 1, names: losses.names() })?;
-            let value = total.double_value(&[]);
-            for (name, t) in losses.iter() {
-                let v = t.detach().mean(None).double_value(&[]);
+            // The total and every named loss in one device-to-host copy.
+            let read = cellseg_heads::detectors::read_means(
+                std::iter::once(&total).chain(losses.iter().map(|(_, t)| t)),
+            );
+            let value = read[0];
+            for ((name, _), v) in losses.iter().zip(&read[1..]) {
                 *named.entry(name.to_string()).or_default() += v / accum as f64;
             }
             loss_sum += value;

@@ -144,7 +144,7 @@ fn a_flipped_pass_is_the_member_on_the_flipped_image_mapped_back() {
     .view([3, 4]);
     let views = [View::Identity, View::Horizontal];
     let both = Tensor::cat(&[View::Identity.image(&img, hw), View::Horizontal.image(&img, hw)], 0);
-    let feats = b.model.features(&both);
+    let feats = b.model.features(&both).unwrap();
     let passes_of = |with_class_boxes| {
         cellseg_ensemble::boxes::member_passes(
             b.model.as_ref(),
@@ -156,12 +156,13 @@ fn a_flipped_pass_is_the_member_on_the_flipped_image_mapped_back() {
             3,
             with_class_boxes,
         )
+        .unwrap()
     };
     let passes = passes_of(true);
     // By hand: the flipped image alone, the flipped RoIs moved by DELTA, the boxes flipped back.
-    let flipped = b.model.features(&View::Horizontal.image(&img, hw));
+    let flipped = b.model.features(&View::Horizontal.image(&img, hw)).unwrap();
     let rois = View::Horizontal.shift(&View::Horizontal.boxes(&props, hw), hw, 0.5);
-    let direct = b.model.box_scores(&flipped, &[rois], &[hw]);
+    let direct = b.model.box_scores(&flipped, &[rois], &[hw]).unwrap();
     let close = |a: &Tensor, b: &Tensor| f64::try_from((a - b).abs().max()).unwrap() < 1e-4;
     assert!(close(&passes[1].scores, &direct.scores.narrow(1, 0, 3)));
     let back = View::Horizontal.boxes(&direct.boxes.select(1, 0), hw);
@@ -176,7 +177,10 @@ fn a_flipped_pass_is_the_member_on_the_flipped_image_mapped_back() {
         assert!(a.boxes.equal(&l.boxes) && a.scores.equal(&l.scores));
     }
     // The identity pass is the member's own.
-    let own = b.model.box_scores(&b.model.features(&img), &[props.shallow_clone()], &[hw]);
+    let own = b
+        .model
+        .box_scores(&b.model.features(&img).unwrap(), &[props.shallow_clone()], &[hw])
+        .unwrap();
     assert!(close(&passes[0].scores, &own.scores.narrow(1, 0, 3)));
 }
 
@@ -219,6 +223,16 @@ fn members_that_cannot_be_merged_are_refused_by_name() {
     let bad = Tensor::zeros([1, 3, 64, 64], (Kind::Float, Device::Cpu));
     let e = ens.predict(&bad, ImageSize::new(90, 120)).unwrap_err();
     assert!(matches!(e, Error::Mismatch(_)) && e.to_string().contains("[1, 3, 64, 64]"), "{e}");
+    // Another dtype than the weights' is the heads' own input error, before any tensor work.
+    let double = Tensor::zeros([1, 3, 64, 64], (Kind::Double, Device::Cpu));
+    let e = ens.predict(&double, ImageSize::new(64, 64)).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, Error::Heads(cellseg_heads::Error::Input { .. }))
+            && msg.contains("Double")
+            && msg.contains("Float"),
+        "{msg}"
+    );
 }
 
 #[test]

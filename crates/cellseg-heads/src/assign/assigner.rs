@@ -79,17 +79,45 @@ impl MaxIouAssigner {
     /// The IoU matrix is never materialised whole: GTs are processed `chunk` at a time, with
     /// `chunk * N <= cfg.chunk_elements`.
     pub fn assign(&self, boxes: &Tensor, gt_boxes: &Tensor, gt_labels: &Tensor) -> AssignResult {
+        self.assign_where(boxes, None, gt_boxes, gt_labels)
+    }
+
+    /// [`Self::assign`] of the boxes where `valid` `[N]` (bool) is true, the others ignored
+    /// (`gt_inds` -1, label -1, max overlap -1): the same as assigning only the valid boxes and
+    /// scattering the result back (mmdet's `anchor_inside_flags` + `unmap`), without the
+    /// host synchronisation of selecting them. An invalid box's IoU counts as -1, below every
+    /// real IoU, so it is never the best box of a GT (the low-quality matches are drawn from the
+    /// valid boxes only).
+    pub fn assign_where(
+        &self,
+        boxes: &Tensor,
+        valid: Option<&Tensor>,
+        gt_boxes: &Tensor,
+        gt_labels: &Tensor,
+    ) -> AssignResult {
         let n = boxes.size()[0];
         let g = gt_boxes.size()[0];
         let dev = boxes.device();
         let long = (Kind::Int64, dev);
+        // The boxes outside `valid` are ignored, whatever the assignment gave them.
+        let keep_valid = |res: AssignResult| match valid {
+            None => res,
+            Some(valid) => AssignResult {
+                gt_inds: res.gt_inds.where_self(valid, &Tensor::full([n], -1, long)),
+                max_overlaps: res
+                    .max_overlaps
+                    .where_self(valid, &Tensor::full([n], -1.0, (Kind::Float, dev))),
+                labels: res.labels.where_self(valid, &Tensor::full([n], -1, long)),
+                num_gts: res.num_gts,
+            },
+        };
         if g == 0 || n == 0 {
-            return AssignResult {
+            return keep_valid(AssignResult {
                 gt_inds: Tensor::zeros([n], long),
                 max_overlaps: Tensor::zeros([n], (Kind::Float, dev)),
                 labels: Tensor::full([n], -1, long),
                 num_gts: g,
-            };
+            });
         }
         let chunk = (self.cfg.chunk_elements as i64 / n.max(1)).clamp(1, g);
         let mut best = Tensor::full([n], -1.0, (Kind::Float, dev));
@@ -98,7 +126,10 @@ impl MaxIouAssigner {
         let mut start = 0;
         while start < g {
             let end = (start + chunk).min(g);
-            let ov = pairwise_iou(&gt_boxes.slice(0, start, end, 1), boxes); // [k, N]
+            let mut ov = pairwise_iou(&gt_boxes.slice(0, start, end, 1), boxes); // [k, N]
+            if let Some(valid) = valid {
+                ov = ov.masked_fill(&valid.logical_not().unsqueeze(0), -1.0);
+            }
             let (cmax, carg) = ov.max_dim(0, false);
             // Strictly greater keeps the earlier GT on ties, like a full-matrix argmax.
             let better = cmax.gt_tensor(&best);
@@ -133,7 +164,7 @@ impl MaxIouAssigner {
         let labels = gt_labels
             .index_select(0, &(&gt_inds - 1).clamp_min(0))
             .where_self(&gt_inds.gt(0), &Tensor::full([n], -1, long));
-        AssignResult { gt_inds, max_overlaps: best, labels, num_gts: g }
+        keep_valid(AssignResult { gt_inds, max_overlaps: best, labels, num_gts: g })
     }
 }
 
@@ -214,6 +245,44 @@ mod tests {
             );
             let got = Vec::<i64>::try_from(&r.gt_inds).unwrap();
             assert_eq!(got, naive(&to_arr(&boxes), &to_arr(&gts), &cfg), "chunk {chunk_elements}");
+        }
+    }
+
+    /// `assign_where` equals assigning only the valid boxes and scattering the result back (the
+    /// RPN's `allowed_border` path before it lost its `nonzero`), with and without GTs, for both
+    /// low-quality modes and small chunks.
+    #[test]
+    fn masked_assignment_equals_the_assignment_of_the_valid_subset() {
+        tch::manual_seed(5);
+        let mk = |k: i64| {
+            let xy = Tensor::rand([k, 2], (Kind::Float, Device::Cpu)) * 100.0 - 10.0;
+            let wh = Tensor::rand([k, 2], (Kind::Float, Device::Cpu)) * 30.0 + 2.0;
+            Tensor::cat(&[&xy, &(&xy + wh)], 1)
+        };
+        let boxes = mk(400);
+        let valid = boxes.select(1, 0).ge(0.0).logical_and(&boxes.select(1, 3).lt(90.0));
+        let idx = valid.nonzero().view([-1]);
+        for g in [0, 1, 23] {
+            let gts = mk(g);
+            let labels = Tensor::arange(g, (Kind::Int64, Device::Cpu));
+            for (gt_max_assign_all, chunk_elements) in
+                [(true, 1 << 22), (false, 1 << 22), (true, 500)]
+            {
+                let cfg = AssignerConfig {
+                    gt_max_assign_all,
+                    chunk_elements,
+                    ..AssignerConfig::default()
+                };
+                let a = MaxIouAssigner::new(&cfg);
+                let sub = a.assign(&boxes.index_select(0, &idx), &gts, &labels);
+                let full = |x: &Tensor| {
+                    Tensor::full([400], -1, (Kind::Int64, Device::Cpu)).index_copy(0, &idx, x)
+                };
+                let masked = a.assign_where(&boxes, Some(&valid), &gts, &labels);
+                let v = |x: &Tensor| Vec::<i64>::try_from(x).unwrap();
+                assert_eq!(v(&masked.gt_inds), v(&full(&sub.gt_inds)), "g {g} {cfg:?}");
+                assert_eq!(v(&masked.labels), v(&full(&sub.labels)), "g {g} {cfg:?}");
+            }
         }
     }
 

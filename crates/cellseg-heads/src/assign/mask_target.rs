@@ -44,11 +44,13 @@ pub fn mask_targets(
     if p == 0 || masks.is_empty() {
         return Tensor::zeros([p, m, m], (Kind::Float, dev));
     }
-    let b = Vec::<f32>::try_from(boxes.to_kind(Kind::Float).to_device(Device::Cpu).reshape([-1]))
-        .expect("float32 converts");
-    let gi =
-        Vec::<i64>::try_from(gt_index.to_device(Device::Cpu).to_kind(Kind::Int64).reshape([-1]))
-            .expect("int64 converts");
+    let b =
+        Vec::<f32>::try_from(crate::transfers::download(&boxes.to_kind(Kind::Float)).reshape([-1]))
+            .expect("float32 converts");
+    let gi = Vec::<i64>::try_from(
+        crate::transfers::download(&gt_index.to_kind(Kind::Int64)).reshape([-1]),
+    )
+    .expect("int64 converts");
     let job = MaskTargetJob { boxes: &b, gt_index: &gi, masks, size };
     mask_targets_batch(&[job], m, aligned, binarize, dev).remove(0)
 }
@@ -94,7 +96,7 @@ pub fn mask_targets_batch(
     let payload = if payload.is_empty() {
         Tensor::zeros([0], (Kind::Float, dev))
     } else {
-        Tensor::from_slice(&payload).to_device(dev)
+        crate::transfers::upload(&Tensor::from_slice(&payload), dev)
     };
     jobs.iter()
         .zip(plans)

@@ -15,26 +15,60 @@ use crate::assign::mask_target::{MaskTargetJob, mask_targets_batch};
 use crate::assign::sampler::{RandomSampler, SamplerConfig, host_counts};
 use crate::ops::box_coder::BoxCoder;
 
-/// GT boxes `[G_b, 4]` (float32) and labels `[G_b]` (int64) of every image on `device`, from ONE
-/// host-to-device copy (labels travel as float32, exact below 2^24).
-pub fn gts_to_device(targets: &[Instances], device: Device) -> Vec<(Tensor, Tensor)> {
-    let mut v: Vec<f32> = Vec::new();
-    for inst in targets {
-        for (b, &l) in inst.boxes.iter().zip(&inst.labels) {
-            v.extend_from_slice(&[b.x1, b.y1, b.x2, b.y2, l as f32]);
+/// The ground truths of a training batch: the instances on the host (the mask targets are
+/// built from their bitmaps there) and their boxes and labels on the device, copied ONCE per
+/// step and shared by the RPN and every RoI stage's sampler.
+#[derive(Debug)]
+pub struct BatchTargets<'a> {
+    instances: &'a [Instances],
+    /// `[G_b, 4]` float32 boxes and `[G_b]` int64 labels of every image.
+    on_device: Vec<(Tensor, Tensor)>,
+    device: Device,
+}
+
+impl<'a> BatchTargets<'a> {
+    /// `instances` with their boxes and labels on `device`, in one host-to-device copy (labels
+    /// travel as float32, exact below 2^24).
+    pub fn new(instances: &'a [Instances], device: Device) -> Self {
+        let mut v: Vec<f32> = Vec::new();
+        for inst in instances {
+            for (b, &l) in inst.boxes.iter().zip(&inst.labels) {
+                v.extend_from_slice(&[b.x1, b.y1, b.x2, b.y2, l as f32]);
+            }
         }
+        let all = crate::transfers::upload(&Tensor::from_slice(&v).view([-1, 5]), device);
+        let mut at = 0;
+        let on_device = instances
+            .iter()
+            .map(|inst| {
+                let g = inst.boxes.len() as i64;
+                let t = all.narrow(0, at, g);
+                at += g;
+                (t.narrow(1, 0, 4), t.select(1, 4).to_kind(Kind::Int64))
+            })
+            .collect();
+        Self { instances, on_device, device }
     }
-    let all = Tensor::from_slice(&v).view([-1, 5]).to_device(device);
-    let mut at = 0;
-    targets
-        .iter()
-        .map(|inst| {
-            let g = inst.boxes.len() as i64;
-            let t = all.narrow(0, at, g);
-            at += g;
-            (t.narrow(1, 0, 4), t.select(1, 4).to_kind(Kind::Int64))
-        })
-        .collect()
+
+    /// The instances, in batch order.
+    pub fn instances(&self) -> &'a [Instances] {
+        self.instances
+    }
+
+    /// GT boxes `[G_b, 4]` and labels `[G_b]` of image `b`, on the device.
+    pub fn get(&self, b: usize) -> &(Tensor, Tensor) {
+        &self.on_device[b]
+    }
+
+    /// GT boxes `[G_b, 4]` of every image, on the device.
+    pub fn boxes(&self) -> Vec<Tensor> {
+        self.on_device.iter().map(|(b, _)| b.shallow_clone()).collect()
+    }
+
+    /// The device the boxes and labels are on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
 }
 
 /// How the mask targets of the positive RoIs are built (mmdet `mask_target`).
@@ -88,7 +122,7 @@ impl SampledRois {
             if parts.is_empty() {
                 Vec::new()
             } else {
-                Vec::<i64>::try_from(Tensor::cat(&parts, 0).to_device(Device::Cpu))
+                Vec::<i64>::try_from(crate::transfers::download(&Tensor::cat(&parts, 0)))
                     .expect("counts of kept rows are int64")
             }
         };
@@ -152,19 +186,18 @@ impl RoiSampler {
     /// image, so the mask targets' RoIAlign clips the RoIs to, and samples, the padded bitmap (a
     /// sample near the last image row blends with the zero padding, as in mmdet).
     ///
-    /// Host synchronisations for the whole batch: one copy of every GT box and label to the
-    /// device, one copy of the candidate counts of every image back (the sampler needs them),
+    /// Host synchronisations for the whole batch (the GT boxes and labels are already on the
+    /// device, [`BatchTargets`]): one copy of the candidate counts of every image back (the sampler needs them),
     /// one copy of the positive boxes and their GT indices back (mask targets are planned on
     /// the host), and one copy of all mask-target inputs to the device
     /// ([`mask_targets_batch`]). The results, and the random draws, equal image-by-image sampling.
     pub fn sample(
         &self,
         proposals: &[Tensor],
-        targets: &[Instances],
+        targets: &BatchTargets<'_>,
         canvas: (i64, i64),
-        device: Device,
     ) -> SampledRois {
-        self.sample_with(proposals, targets, canvas, device, true)
+        self.sample_with(proposals, targets, canvas, true)
     }
 
     /// [`Self::sample`] without the mask targets when `with_masks` is false (`mask_targets` is
@@ -173,19 +206,19 @@ impl RoiSampler {
     pub fn sample_with(
         &self,
         proposals: &[Tensor],
-        targets: &[Instances],
+        targets: &BatchTargets<'_>,
         canvas: (i64, i64),
-        device: Device,
         with_masks: bool,
     ) -> SampledRois {
         let _g = tch::no_grad_guard();
         let c = self.num_classes;
+        let device = targets.device();
         let canvas = ImageSize::new(canvas.0.max(0) as usize, canvas.1.max(0) as usize);
-        let gts = gts_to_device(targets, device);
+        let gts = &targets.on_device;
         // 1. Assign every image (device only) and copy all candidate counts at once.
         let mut assigned = Vec::with_capacity(proposals.len());
         let mut num_gt_rows = Vec::with_capacity(proposals.len());
-        for (props, (gt_boxes, gt_labels)) in proposals.iter().zip(&gts) {
+        for (props, (gt_boxes, gt_labels)) in proposals.iter().zip(gts) {
             let props = props.to_kind(Kind::Float).to_device(device);
             let res = self.assigner.assign(&props, gt_boxes, gt_labels);
             let g = gt_boxes.size()[0];
@@ -216,7 +249,7 @@ impl RoiSampler {
         let mut pos_host = Vec::new();
         let mut num_pos = Vec::new();
         let mut rows_per_image = Vec::new();
-        for (b, ((boxes, gt_inds, lab), (gt_boxes, _))) in assigned.iter().zip(&gts).enumerate() {
+        for (b, ((boxes, gt_inds, lab), (gt_boxes, _))) in assigned.iter().zip(gts).enumerate() {
             let s = self.sampler.sample_counted(gt_inds, counts[b].0, counts[b].1);
             let (np, nn_) = (s.pos_inds.size()[0], s.neg_inds.size()[0]);
             let pb = boxes.index_select(0, &s.pos_inds);
@@ -259,8 +292,10 @@ impl RoiSampler {
         let host = if pos_host.is_empty() {
             Vec::new()
         } else {
-            Vec::<f32>::try_from(Tensor::cat(&pos_host, 0).to_device(Device::Cpu).reshape([-1]))
-                .expect("positive boxes are float32")
+            Vec::<f32>::try_from(
+                crate::transfers::download(&Tensor::cat(&pos_host, 0)).reshape([-1]),
+            )
+            .expect("positive boxes are float32")
         };
         let mut boxes_h = Vec::with_capacity(num_pos.len());
         let mut gi_h = Vec::with_capacity(num_pos.len());
@@ -274,7 +309,7 @@ impl RoiSampler {
         let jobs: Vec<MaskTargetJob<'_>> = boxes_h
             .iter()
             .zip(&gi_h)
-            .zip(targets)
+            .zip(targets.instances)
             .map(|((boxes, gt_index), inst)| MaskTargetJob {
                 boxes,
                 gt_index,

@@ -6,7 +6,7 @@
 //! [`crate::roi_heads`]), which keeps the assignment of the original proposals as mmdet does.
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// Random sampler (mmdet `RandomSampler`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +52,7 @@ impl RandomSampler {
     /// One host synchronisation (the two counts); callers with several images should gather
     /// [`candidate_counts`] of all of them, copy them at once and call [`Self::sample_counted`].
     pub fn sample(&self, gt_inds: &Tensor) -> SampleResult {
-        let c = Vec::<i64>::try_from(candidate_counts(gt_inds).to_device(Device::Cpu))
+        let c = Vec::<i64>::try_from(crate::transfers::download(&candidate_counts(gt_inds)))
             .expect("candidate counts are int64");
         self.sample_counted(gt_inds, c[0], c[1])
     }
@@ -102,7 +102,7 @@ pub fn host_counts<'a>(gt_inds: impl Iterator<Item = &'a Tensor>) -> Vec<(i64, i
     if c.is_empty() {
         return Vec::new();
     }
-    let v = Vec::<i64>::try_from(Tensor::cat(&c, 0).to_device(Device::Cpu))
+    let v = Vec::<i64>::try_from(crate::transfers::download(&Tensor::cat(&c, 0)))
         .expect("candidate counts are int64");
     v.chunks(2).map(|p| (p[0], p[1])).collect()
 }
@@ -120,6 +120,7 @@ fn choose(inds: &Tensor, k: i64) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     #[test]
     fn positions_equal_nonzero() {

@@ -12,10 +12,9 @@ use cellseg_backbones::{Backbone, Fpn, FpnConfig};
 use cellseg_core::Instances;
 use tch::{Kind, Tensor, nn};
 
+use crate::assign::roi_sampler::BatchTargets;
 use crate::config::HeadsConfig;
-use crate::detectors::two_stage::{
-    build_neck, check_images, checked_targets, rpn_train, unpadded_sizes,
-};
+use crate::detectors::two_stage::{build_neck, checked_targets, rpn_train, unpadded_sizes};
 use crate::detectors::{Arch, BoxScores, Features, Losses, TwoStageDetector};
 use crate::heads::rpn::{ProposalConfig, RpnHead};
 use crate::libtorch::guarded;
@@ -145,10 +144,13 @@ impl TwoStageDetector for CascadeRcnn {
     }
 
     /// FPN levels and, for HTC, the semantic head's `semantic_feat`.
-    fn features(&self, images: &Tensor) -> Features {
-        let levels = self.levels(images, false);
-        let semantic = self.roi_head.semantic(&levels).map(|s| s.features);
-        Features { levels, semantic }
+    fn features(&self, images: &Tensor) -> Result<Features> {
+        self.check_input(images)?;
+        guarded("features", images, || {
+            let levels = self.levels(images, false);
+            let semantic = self.roi_head.semantic(&levels).map(|s| s.features);
+            Ok(Features { levels, semantic })
+        })
     }
 
     /// The stage loop: softmax of the stages' mean logits, the last stage's boxes.
@@ -157,18 +159,22 @@ impl TwoStageDetector for CascadeRcnn {
         feats: &Features,
         boxes: &[Tensor],
         image_sizes: &[(i64, i64)],
-    ) -> BoxScores {
+    ) -> Result<BoxScores> {
         let _g = tch::no_grad_guard();
-        let rois = proposals_to_rois(boxes, feats.device());
-        self.roi_head.box_scores(&feats.levels, feats.semantic.as_ref(), &rois, image_sizes)
+        guarded("box scores", &feats.first_level(), || {
+            let rois = proposals_to_rois(boxes, feats.device());
+            Ok(self.roi_head.box_scores(&feats.levels, feats.semantic.as_ref(), &rois, image_sizes))
+        })
     }
 
     /// The mean of every stage's mask probabilities (HTC: heads chained by the information flow).
-    fn mask_probs(&self, feats: &Features, boxes: &[Tensor], labels: &[Tensor]) -> Tensor {
+    fn mask_probs(&self, feats: &Features, boxes: &[Tensor], labels: &[Tensor]) -> Result<Tensor> {
         let _g = tch::no_grad_guard();
-        let rois = proposals_to_rois(boxes, feats.device());
-        let labels = Tensor::cat(labels, 0).to_device(rois.device()).to_kind(Kind::Int64);
-        self.roi_head.mask_probs(&feats.levels, feats.semantic.as_ref(), &rois, &labels)
+        guarded("mask probabilities", &feats.first_level(), || {
+            let rois = proposals_to_rois(boxes, feats.device());
+            let labels = Tensor::cat(labels, 0).to_device(rois.device()).to_kind(Kind::Int64);
+            Ok(self.roi_head.mask_probs(&feats.levels, feats.semantic.as_ref(), &rois, &labels))
+        })
     }
 
     /// `loss_rpn_cls`, `loss_rpn_bbox`, HTC's `loss_semantic_seg`, and `s{i}.loss_cls`,
@@ -178,22 +184,22 @@ impl TwoStageDetector for CascadeRcnn {
     /// # Errors
     /// [`Error::Mismatch`] when the batch and the targets differ in length.
     fn losses(&self, images: &Tensor, targets: &[Instances]) -> Result<Losses> {
-        check_images(images, self.device())?;
+        self.check_input(images)?;
         let targets = checked_targets(images, targets, self.num_classes())?;
         guarded("cascade losses", images, || {
             let dev = images.device();
             let levels = self.levels(images, true);
             let semantic = self.roi_head.semantic(&levels);
-            let rpn = rpn_train(&self.rpn_head, &levels, &targets, &self.cfg.rpn.train_proposals);
+            let gts = BatchTargets::new(&targets, dev);
+            let rpn = rpn_train(&self.rpn_head, &levels, &gts, &self.cfg.rpn.train_proposals);
             let canvas = (images.size()[2], images.size()[3]);
             let roi = self.roi_head.losses(
                 &levels,
                 semantic.as_ref(),
                 rpn.proposals,
-                &targets,
+                &gts,
                 canvas,
                 &unpadded_sizes(&targets),
-                dev,
             )?;
             let mut l = Losses::new();
             l.push("loss_rpn_cls", rpn.losses.cls);

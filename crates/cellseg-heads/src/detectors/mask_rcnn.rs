@@ -10,8 +10,9 @@ use cellseg_core::Instances;
 use tch::{Tensor, nn};
 
 use crate::Result;
+use crate::assign::roi_sampler::BatchTargets;
 use crate::config::HeadsConfig;
-use crate::detectors::two_stage::{build_neck, check_images, checked_targets, rpn_train};
+use crate::detectors::two_stage::{build_neck, checked_targets, rpn_train};
 use crate::detectors::{Arch, BoxScores, Features, Losses, TwoStageDetector};
 use crate::heads::box_head::BoxPredictions;
 use crate::heads::mask_head::select_class;
@@ -109,8 +110,11 @@ impl TwoStageDetector for MaskRcnn {
         &self.cfg.test
     }
 
-    fn features(&self, images: &Tensor) -> Features {
-        Features { levels: self.features_t(images, false), semantic: None }
+    fn features(&self, images: &Tensor) -> Result<Features> {
+        self.check_input(images)?;
+        guarded("features", images, || {
+            Ok(Features { levels: self.features_t(images, false), semantic: None })
+        })
     }
 
     /// Softmax of the box head's logits; the class-specific boxes decoded from the RoIs.
@@ -119,22 +123,26 @@ impl TwoStageDetector for MaskRcnn {
         feats: &Features,
         boxes: &[Tensor],
         image_sizes: &[(i64, i64)],
-    ) -> BoxScores {
+    ) -> Result<BoxScores> {
         let _g = tch::no_grad_guard();
-        let rois = proposals_to_rois(boxes, feats.device());
-        let pred = self.roi_head.box_predictions(&feats.levels, &rois);
-        BoxScores {
-            scores: pred.cls.softmax(-1, tch::Kind::Float),
-            boxes: self.roi_head.stage().bbox_head().decode(&rois, &pred.reg, image_sizes),
-        }
+        guarded("box scores", &feats.first_level(), || {
+            let rois = proposals_to_rois(boxes, feats.device());
+            let pred = self.roi_head.box_predictions(&feats.levels, &rois);
+            Ok(BoxScores {
+                scores: pred.cls.softmax(-1, tch::Kind::Float),
+                boxes: self.roi_head.stage().bbox_head().decode(&rois, &pred.reg, image_sizes),
+            })
+        })
     }
 
     /// Sigmoid of the label's channel of the mask head's logits.
-    fn mask_probs(&self, feats: &Features, boxes: &[Tensor], labels: &[Tensor]) -> Tensor {
+    fn mask_probs(&self, feats: &Features, boxes: &[Tensor], labels: &[Tensor]) -> Result<Tensor> {
         let _g = tch::no_grad_guard();
-        let logits = self.mask_logits(feats, boxes);
-        let labels = Tensor::cat(labels, 0).to_device(logits.device());
-        select_class(&logits, &labels).sigmoid()
+        guarded("mask probabilities", &feats.first_level(), || {
+            let logits = self.mask_logits(feats, boxes);
+            let labels = Tensor::cat(labels, 0).to_device(logits.device());
+            Ok(select_class(&logits, &labels).sigmoid())
+        })
     }
 
     /// `loss_rpn_cls`, `loss_rpn_bbox`, `loss_cls`, `loss_bbox`, `loss_mask`.
@@ -146,14 +154,15 @@ impl TwoStageDetector for MaskRcnn {
     /// # Errors
     /// [`Error::Mismatch`] when the batch size and the number of targets differ.
     fn losses(&self, images: &Tensor, targets: &[Instances]) -> Result<Losses> {
-        check_images(images, self.device())?;
+        self.check_input(images)?;
         let targets = checked_targets(images, targets, self.num_classes())?;
         guarded("mask_rcnn losses", images, || {
             let dev = images.device();
             let feats = self.features_t(images, true);
-            let rpn = rpn_train(&self.rpn_head, &feats, &targets, &self.cfg.rpn.train_proposals);
+            let gts = BatchTargets::new(&targets, dev);
+            let rpn = rpn_train(&self.rpn_head, &feats, &gts, &self.cfg.rpn.train_proposals);
             let canvas = (images.size()[2], images.size()[3]);
-            let sampled = self.roi_head.sample(&rpn.proposals, &targets, canvas, dev);
+            let sampled = self.roi_head.stage().sample(&rpn.proposals, &gts, canvas);
             let roi = self.roi_head.losses(&feats, &sampled);
             let mut l = Losses::new();
             l.push("loss_rpn_cls", rpn.losses.cls);

@@ -72,6 +72,11 @@ impl Features {
     pub fn device(&self) -> Device {
         self.levels.first().map_or(Device::Cpu, Tensor::device)
     }
+
+    /// The first level (what an error about these features describes).
+    pub(crate) fn first_level(&self) -> Tensor {
+        self.levels.first().map_or_else(Tensor::new, Tensor::shallow_clone)
+    }
 }
 
 /// Class probabilities and decoded boxes of a set of RoIs (rows concatenated in image order).
@@ -85,8 +90,13 @@ pub struct BoxScores {
     pub boxes: Tensor,
 }
 
-/// Named training losses in mmdet's names (`loss_rpn_cls`, `loss_cls`, `s0.loss_mask`, …), in the
-/// order the detector computed them.
+/// Named training losses in mmdet's names (`loss_rpn_cls`, `loss_rpn_bbox`, `loss_cls`,
+/// `loss_bbox`, `loss_mask`, `s{i}.loss_*` for cascade stages, HTC's `loss_semantic_seg`), in the
+/// order the detector computed them; a loss that mmdet returns as a list (the RPN's levels) is
+/// pushed as the sum of the per-level means, as mmdet's `_parse_losses` does.
+///
+/// The one type for the detectors and the training engine (`cellseg_train` re-exports it): any
+/// model the engine trains returns these.
 #[derive(Debug, Default)]
 pub struct Losses {
     entries: Vec<(String, Tensor)>,
@@ -98,7 +108,10 @@ impl Losses {
         Self::default()
     }
 
-    /// Appends a loss.
+    /// Appends loss `name`.
+    ///
+    /// # Shapes
+    /// `value`: any shape; its mean is the loss (a scalar `[]` in practice).
     pub fn push(&mut self, name: impl Into<String>, value: Tensor) {
         self.entries.push((name.into(), value));
     }
@@ -113,9 +126,19 @@ impl Losses {
         self.entries.iter().map(|(n, t)| (n.as_str(), t))
     }
 
-    /// The losses, by value.
-    pub fn into_vec(self) -> Vec<(String, Tensor)> {
-        self.entries
+    /// Number of named losses.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there is no loss.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The names, comma-separated (for error messages).
+    pub fn names(&self) -> String {
+        self.entries.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
     }
 
     /// Sum of all losses (mmdet `_parse_losses`).
@@ -128,15 +151,41 @@ impl Losses {
         it.fold(first, |acc, t| acc + t)
     }
 
-    /// `(name, value)` pairs as plain numbers, for logging (NaN for a value that cannot be read).
+    /// `(name, mean value)` pairs as plain numbers, for logging, read in ONE device-to-host copy
+    /// (one synchronisation, not one per loss); an empty or undefined entry reads as NaN.
     pub fn values(&self) -> Vec<(String, f64)> {
-        self.entries
-            .iter()
-            .map(|(n, t)| {
-                (n.clone(), f64::try_from(t.detach().to_device(Device::Cpu)).unwrap_or(f64::NAN))
-            })
-            .collect()
+        let v = read_means(self.entries.iter().map(|(_, t)| t));
+        self.entries.iter().zip(v).map(|((n, _), v)| (n.clone(), v)).collect()
     }
+}
+
+impl FromIterator<(String, Tensor)> for Losses {
+    fn from_iter<I: IntoIterator<Item = (String, Tensor)>>(iter: I) -> Self {
+        Self { entries: iter.into_iter().collect() }
+    }
+}
+
+/// The mean of each of `tensors` as f64, read in one device-to-host copy; NaN for an empty or
+/// undefined tensor.
+pub fn read_means<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> Vec<f64> {
+    let usable = |t: &Tensor| t.defined() && t.numel() > 0;
+    let tensors: Vec<&Tensor> = tensors.collect();
+    let parts: Vec<Tensor> = tensors
+        .iter()
+        .filter(|t| usable(t))
+        .map(|t| t.detach().mean(None).to_kind(Kind::Double).reshape([1]))
+        .collect();
+    let mut host = if parts.is_empty() {
+        Vec::new()
+    } else {
+        Vec::<f64>::try_from(crate::transfers::download(&Tensor::cat(&parts, 0)))
+            .unwrap_or_default()
+    }
+    .into_iter();
+    tensors
+        .iter()
+        .map(|t| if usable(t) { host.next().unwrap_or(f64::NAN) } else { f64::NAN })
+        .collect()
 }
 
 /// The stages of a two-stage instance segmenter (Mask R-CNN, Cascade Mask R-CNN, HTC).
@@ -162,6 +211,22 @@ pub trait TwoStageDetector: std::fmt::Debug + Send {
         self.rpn_head().device()
     }
 
+    /// The dtype of the model's weights; input images must have it (under mixed precision the
+    /// weights and the images stay float32 and autocast lowers the operations).
+    fn weight_kind(&self) -> Kind {
+        self.rpn_head().weight_kind()
+    }
+
+    /// Checks a normalised, padded image batch `[B, 3, H, W]` (`B, H, W > 0`) against the model
+    /// before any tensor work: the weights' dtype, the weights' device. Every entry point of the
+    /// detector runs it, and so do callers that drive the stages themselves (the ensemble).
+    ///
+    /// # Errors
+    /// [`crate::Error::Shape`] / [`crate::Error::Input`] naming the shape, dtype and devices.
+    fn check_input(&self, images: &Tensor) -> Result<()> {
+        check_images(images, self.device(), self.weight_kind())
+    }
+
     /// The RPN head (its anchors decode merged RPN outputs, as the seed's ensemble does with
     /// its first model's head).
     fn rpn_head(&self) -> &RpnHead;
@@ -172,37 +237,57 @@ pub trait TwoStageDetector: std::fmt::Debug + Send {
     /// The detector's own test-time box settings (`test_cfg.rcnn`).
     fn rcnn_test(&self) -> &RcnnTestConfig;
 
-    /// Features in inference mode (frozen BN statistics).
-    fn features(&self, images: &Tensor) -> Features;
+    /// Features in inference mode (frozen BN statistics) of a batch checked by
+    /// [`Self::check_input`].
+    ///
+    /// Every stage below returns libtorch's failures as [`crate::Error::OutOfMemory`] /
+    /// [`crate::Error::Libtorch`] naming the stage and its input, as [`Self::predict`] does.
+    ///
+    /// # Errors
+    /// [`Self::check_input`]'s; libtorch's.
+    fn features(&self, images: &Tensor) -> Result<Features>;
 
     /// RPN logits and deltas of every FPN level.
-    fn rpn_outputs(&self, feats: &Features) -> RpnOutputs {
-        self.rpn_head().forward(&feats.levels)
+    ///
+    /// # Errors
+    /// libtorch's, naming the features.
+    fn rpn_outputs(&self, feats: &Features) -> Result<RpnOutputs> {
+        guarded("rpn", &feats.first_level(), || Ok(self.rpn_head().forward(&feats.levels)))
     }
 
     /// Proposals of every image from (possibly merged) RPN outputs with `cfg` (which may carry a
     /// score threshold).
+    ///
+    /// # Errors
+    /// libtorch's, naming the first level's logits.
     fn proposals(
         &self,
         out: &RpnOutputs,
         image_sizes: &[(i64, i64)],
         cfg: &ProposalConfig,
-    ) -> Vec<Proposals> {
-        self.rpn_head().proposals(out, image_sizes, cfg)
+    ) -> Result<Vec<Proposals>> {
+        let first = out.cls.first().map_or_else(Tensor::new, Tensor::shallow_clone);
+        guarded("proposals", &first, || Ok(self.rpn_head().proposals(out, image_sizes, cfg)))
     }
 
     /// Class probabilities and decoded boxes of `boxes[b]` (a cascade runs its stage loop and
     /// averages the stages' logits).
+    ///
+    /// # Errors
+    /// libtorch's, naming the features.
     fn box_scores(
         &self,
         feats: &Features,
         boxes: &[Tensor],
         image_sizes: &[(i64, i64)],
-    ) -> BoxScores;
+    ) -> Result<BoxScores>;
 
     /// Mask probabilities `[K, M, M]` of `boxes[b]` for the classes `labels[b]` `[N_b]` (a
     /// cascade / HTC averages its stages' sigmoids).
-    fn mask_probs(&self, feats: &Features, boxes: &[Tensor], labels: &[Tensor]) -> Tensor;
+    ///
+    /// # Errors
+    /// libtorch's, naming the features.
+    fn mask_probs(&self, feats: &Features, boxes: &[Tensor], labels: &[Tensor]) -> Result<Tensor>;
 
     /// Training losses of a batch with one [`Instances`] per image (its `image_size` is the
     /// unpadded size).
@@ -213,24 +298,30 @@ pub trait TwoStageDetector: std::fmt::Debug + Send {
 
     /// Test-time detections of every image with the detector's own settings (mmdet
     /// `simple_test` before the masks): proposals → [`Self::box_scores`] → [`multiclass_nms`].
-    fn detect(&self, feats: &Features, image_sizes: &[(i64, i64)]) -> Vec<RawDetections> {
+    ///
+    /// # Errors
+    /// libtorch's, naming the stage and the features.
+    fn detect(&self, feats: &Features, image_sizes: &[(i64, i64)]) -> Result<Vec<RawDetections>> {
         let _g = tch::no_grad_guard();
-        let out = self.rpn_outputs(feats);
-        let props = self.proposals(&out, image_sizes, self.test_proposals());
+        let out = self.rpn_outputs(feats)?;
+        let props = self.proposals(&out, image_sizes, self.test_proposals())?;
         let boxes: Vec<Tensor> = props.into_iter().map(|p| p.boxes).collect();
-        let s = self.box_scores(feats, &boxes, image_sizes);
+        let s = self.box_scores(feats, &boxes, image_sizes)?;
         let c = self.num_classes();
-        let mut start = 0;
-        boxes
-            .iter()
-            .map(|b| {
-                let n = b.size()[0];
-                let scores = s.scores.narrow(0, start, n).narrow(1, 0, c);
-                let dets = multiclass_nms(&s.boxes.narrow(0, start, n), &scores, self.rcnn_test());
-                start += n;
-                dets
-            })
-            .collect()
+        guarded("detection NMS", &s.scores, || {
+            let mut start = 0;
+            Ok(boxes
+                .iter()
+                .map(|b| {
+                    let n = b.size()[0];
+                    let scores = s.scores.narrow(0, start, n).narrow(1, 0, c);
+                    let dets =
+                        multiclass_nms(&s.boxes.narrow(0, start, n), &scores, self.rcnn_test());
+                    start += n;
+                    dets
+                })
+                .collect())
+        })
     }
 
     /// Detections with soft masks (`floor(prob · 255)` bytes pasted into the box window) of
@@ -244,15 +335,15 @@ pub trait TwoStageDetector: std::fmt::Debug + Send {
     /// batch when libtorch fails.
     fn predict(&self, images: &Tensor, sizes: &[ImageSize]) -> Result<Vec<SoftDetections>> {
         let _g = tch::no_grad_guard();
-        check_images(images, self.device())?;
+        self.check_input(images)?;
         let hw: Vec<(i64, i64)> = sizes.iter().map(|s| (s.height as i64, s.width as i64)).collect();
         check_sizes(images, &hw, "images vs sizes")?;
         guarded("predict", images, || {
-            let feats = self.features(images);
-            let dets = self.detect(&feats, &hw);
+            let feats = self.features(images)?;
+            let dets = self.detect(&feats, &hw)?;
             let boxes: Vec<Tensor> = dets.iter().map(|d| d.boxes.shallow_clone()).collect();
             let labels: Vec<Tensor> = dets.iter().map(|d| d.labels.shallow_clone()).collect();
-            let probs = self.mask_probs(&feats, &boxes, &labels);
+            let probs = self.mask_probs(&feats, &boxes, &labels)?;
             let mut start = 0;
             dets.iter()
                 .zip(sizes)

@@ -8,8 +8,8 @@ use cellseg_backbones::{Backbone, Fpn, FpnConfig};
 use cellseg_core::Instances;
 use tch::{Device, Kind, Tensor, nn};
 
+use crate::assign::roi_sampler::BatchTargets;
 use crate::config::HeadsConfig;
-use crate::convert::instances_to_tensors;
 use crate::heads::rpn::{ProposalConfig, RpnHead, RpnLosses};
 use crate::{Error, Result};
 
@@ -70,24 +70,23 @@ pub(crate) struct RpnTraining {
 pub(crate) fn rpn_train(
     rpn: &RpnHead,
     feats: &[Tensor],
-    targets: &[Instances],
+    targets: &BatchTargets<'_>,
     proposals: &ProposalConfig,
 ) -> RpnTraining {
-    let dev = feats[0].device();
     let out = rpn.forward(feats);
-    let gts: Vec<Tensor> = targets.iter().map(|t| instances_to_tensors(t, dev).0).collect();
-    let sizes = unpadded_sizes(targets);
-    let losses = rpn.losses(&out, &gts, &sizes);
+    let sizes = unpadded_sizes(targets.instances());
+    let losses = rpn.losses(&out, &targets.boxes(), &sizes);
     let props = rpn.proposals(&out, &sizes, proposals);
     RpnTraining { losses, proposals: props.into_iter().map(|p| p.boxes.detach()).collect() }
 }
 
 /// Checks a normalised, padded image batch against the model before any tensor work: `[B, 3, H,
-/// W]` with `B, H, W > 0`, a floating dtype, on the model's `device`.
+/// W]` with `B, H, W > 0`, of the weights' dtype `kind` (a floating one), on the model's
+/// `device`.
 ///
 /// # Errors
 /// [`Error::Shape`] / [`Error::Input`] naming the shape, dtype and devices.
-pub(crate) fn check_images(images: &Tensor, device: Device) -> Result<()> {
+pub(crate) fn check_images(images: &Tensor, device: Device, kind: Kind) -> Result<()> {
     let shape = images.size();
     if !images.defined() || shape.len() != 4 || shape[1] != 3 || shape.iter().any(|&d| d <= 0) {
         return Err(Error::Shape {
@@ -96,12 +95,14 @@ pub(crate) fn check_images(images: &Tensor, device: Device) -> Result<()> {
             got: if images.defined() { shape } else { Vec::new() },
         });
     }
-    if !matches!(images.kind(), Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double) {
+    if images.kind() != kind {
         return Err(Error::Input {
             what: "images",
             shape,
             got: format!("{:?}", images.kind()),
-            expected: "a floating dtype (normalised images)".into(),
+            expected: format!(
+                "normalised images of the weights' dtype, {kind:?} (a floating dtype)"
+            ),
         });
     }
     if images.device() != device {

@@ -259,7 +259,7 @@ pub fn clip_rows(boxes: &Tensor, rois: &Tensor, image_sizes: &[(i64, i64)]) -> T
         )
     } else {
         let hw: Vec<f32> = image_sizes.iter().flat_map(|&(h, w)| [h as f32, w as f32]).collect();
-        let hw = Tensor::from_slice(&hw).view([-1, 2]).to_device(dev);
+        let hw = crate::transfers::upload(&Tensor::from_slice(&hw).view([-1, 2]), dev);
         let per = hw.index_select(0, &rois.select(1, 0).to_kind(Kind::Int64));
         (per.select(1, 1).unsqueeze(1), per.select(1, 0).unsqueeze(1))
     };

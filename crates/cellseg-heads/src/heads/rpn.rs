@@ -172,6 +172,11 @@ impl RpnHead {
         self.rpn_conv.ws.device()
     }
 
+    /// The dtype of the head's weights (the model's).
+    pub fn weight_kind(&self) -> Kind {
+        self.rpn_conv.ws.kind()
+    }
+
     /// Builds the head under `p` (mmdet init: normal std 0.01, bias 0).
     pub fn new(p: &nn::Path, cfg: &RpnConfig) -> Self {
         let anchors = AnchorGenerator::new(&cfg.anchors);
@@ -321,7 +326,7 @@ impl RpnHead {
         } else {
             scan_packed_bits(&nms_boxes, &valid, above.as_ref(), &lens, cfg.nms_iou)
         };
-        let keep_all = Tensor::from_slice(&keep_all).to_device(dev);
+        let keep_all = crate::transfers::upload(&Tensor::from_slice(&keep_all), dev);
         // 7. Per image: sorted by score (stable: ties in level, then rank order), top max_per_img.
         let flat_boxes = boxes.view([-1, 4]);
         let flat_scores = scores.view([-1]);
@@ -342,7 +347,7 @@ impl RpnHead {
     }
 
     /// `gt_inds` `[A]` of all `anchors` when only those inside the image of `(h, w)` grown by
-    /// `allowed_border` are assigned; the others are ignored (-1).
+    /// `allowed_border` are assigned; the others are ignored (-1). No host synchronisation.
     fn assign_inside(
         &self,
         anchors: &Tensor,
@@ -357,13 +362,7 @@ impl RpnHead {
             .logical_and(&anchors.select(1, 1).ge(-b))
             .logical_and(&anchors.select(1, 2).lt(w as f64 + b))
             .logical_and(&anchors.select(1, 3).lt(h as f64 + b));
-        let idx = inside.nonzero().view([-1]);
-        let res = self.assigner.assign(&anchors.index_select(0, &idx), gt, labels);
-        Tensor::full([anchors.size()[0]], -1, (Kind::Int64, anchors.device())).index_copy(
-            0,
-            &idx,
-            &res.gt_inds,
-        )
+        self.assigner.assign_where(anchors, Some(&inside), gt, labels).gt_inds
     }
 
     /// RPN losses against `gt_boxes[b]` `[G_b, 4]` of images of unpadded sizes
@@ -373,7 +372,7 @@ impl RpnHead {
     ///
     /// With `allowed_border >= 0` only the anchors inside the image grown by that margin are
     /// assigned (mmdet `anchor_inside_flags`: `x1, y1 >= -b`, `x2 < w + b`, `y2 < h + b`), so the
-    /// low-quality matches too are drawn from them; one host synchronisation per image.
+    /// low-quality matches too are drawn from them (masked on the device, no synchronisation).
     pub fn losses(
         &self,
         out: &RpnOutputs,
@@ -472,8 +471,9 @@ fn scan_packed_bits(
     if let Some(a) = above {
         payload.push(a.to_kind(Kind::Int64));
     }
-    let host = Vec::<i64>::try_from(Tensor::cat(&payload, 1).to_device(Device::Cpu).reshape([-1]))
-        .expect("overlap bits are int64");
+    let host =
+        Vec::<i64>::try_from(crate::transfers::download(&Tensor::cat(&payload, 1)).reshape([-1]))
+            .expect("overlap bits are int64");
     // Row of image b: the bits of every level, then `valid`, then `above`.
     let row = host.len() / bsz as usize;
     let tail = if above.is_some() { 2 * kt } else { kt };
@@ -498,6 +498,8 @@ fn scan_on_host(
     lens: &[i64],
     iou: f64,
 ) -> (Vec<i64>, Vec<i64>) {
+    // Counted as the one download of the device path it stands for.
+    crate::transfers::note_sync();
     let bsz = nms_boxes.size()[0] as usize;
     let kt = nms_boxes.size()[1] as usize;
     let boxes =

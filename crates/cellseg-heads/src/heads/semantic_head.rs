@@ -205,10 +205,10 @@ pub fn semantic_targets(
             }
         }
     }
-    Tensor::from_slice(&out)
+    let host = Tensor::from_slice(&out)
         .view([targets.len() as i64, hs as i64, ws as i64])
-        .to_kind(Kind::Int64)
-        .to_device(device)
+        .to_kind(Kind::Int64);
+    crate::transfers::upload(&host, device)
 }
 
 #[cfg(test)]

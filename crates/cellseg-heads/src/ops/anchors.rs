@@ -76,7 +76,7 @@ impl AnchorGenerator {
                 v.extend_from_slice(&a);
             }
         }
-        Tensor::from_slice(&v).view([-1, 4]).to_device(device)
+        crate::transfers::upload(&Tensor::from_slice(&v).view([-1, 4]), device)
     }
 
     /// All anchors of level `level` for a `feat_h × feat_w` map: `[feat_h * feat_w * A, 4]`.

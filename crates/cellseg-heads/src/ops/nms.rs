@@ -133,14 +133,16 @@ pub fn nms(boxes: &Tensor, scores: &Tensor, iou_thr: f64) -> Tensor {
     let keep: Vec<i64> = if dev == Device::Cpu {
         // On the CPU a greedy scan that computes only the IoUs it needs (those of kept boxes
         // with the boxes after them) is far cheaper than the whole packed matrix.
+        crate::transfers::note_sync();
         let b = Vec::<f32>::try_from(sorted.reshape([-1])).expect("float32 boxes");
         greedy_scan(&b, iou_thr).into_iter().map(|i| i as i64).collect()
     } else {
-        let bits = overlap_bits(&sorted.unsqueeze(0), iou_thr).to_device(Device::Cpu).reshape([-1]);
+        let bits =
+            crate::transfers::download(&overlap_bits(&sorted.unsqueeze(0), iou_thr)).reshape([-1]);
         let bits = Vec::<i64>::try_from(bits).expect("int64 overlap bits");
         greedy_keep(&bits, n as usize, |_| false).into_iter().map(|i| i as i64).collect()
     };
-    order.index_select(0, &Tensor::from_slice(&keep).to_device(dev))
+    order.index_select(0, &crate::transfers::upload(&Tensor::from_slice(&keep), dev))
 }
 
 /// NMS within each id of `idxs` `[N]` (class or level): kept indices sorted by score desc.
@@ -158,13 +160,13 @@ pub fn batched_nms(boxes: &Tensor, scores: &Tensor, idxs: &Tensor, iou_thr: f64)
         let shifted = (&b - &lo) + (idxs.to_kind(Kind::Float) * span).unsqueeze(1);
         nms(&shifted, scores, iou_thr)
     } else {
-        let ids = Vec::<i64>::try_from(
-            idxs.to_kind(Kind::Int64).unique_dim(0, true, false, false).0.to_device(Device::Cpu),
-        )
+        let ids = Vec::<i64>::try_from(crate::transfers::download(
+            &idxs.to_kind(Kind::Int64).unique_dim(0, true, false, false).0,
+        ))
         .expect("a 1-d int64 tensor converts to Vec<i64>");
         let mut parts = Vec::new();
         for id in ids {
-            let m = idxs.eq(id).nonzero().view([-1]);
+            let m = crate::transfers::nonzero_positions(&idxs.eq(id));
             let k = nms(&boxes.index_select(0, &m), &scores.index_select(0, &m), iou_thr);
             parts.push(m.index_select(0, &k));
         }

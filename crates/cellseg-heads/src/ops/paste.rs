@@ -7,7 +7,7 @@
 //! row or column across the image).
 
 use cellseg_core::ImageSize;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// Elements of one chunk of pasted windows.
 const CHUNK_ELEMENTS: i64 = 1 << 24;
@@ -32,8 +32,9 @@ pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<Pasted
     let n = probs.size()[0];
     let m = probs.size()[1];
     let dev = probs.device();
-    let bx = Vec::<f32>::try_from(boxes.to_kind(Kind::Float).to_device(Device::Cpu).reshape([-1]))
-        .expect("a float32 tensor converts to Vec<f32>");
+    let bx =
+        Vec::<f32>::try_from(crate::transfers::download(&boxes.to_kind(Kind::Float)).reshape([-1]))
+            .expect("a float32 tensor converts to Vec<f32>");
     let rects: Vec<Rect> = bx
         .chunks(4)
         .map(|b| {
@@ -61,13 +62,16 @@ pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<Pasted
         let k = (e - s) as i64;
         let opts = (Kind::Float, dev);
         let sel = |j: usize| {
-            Tensor::from_slice(&bx[s * 4..e * 4]).view([k, 4]).select(1, j as i64).to_device(dev)
+            crate::transfers::upload(
+                &Tensor::from_slice(&bx[s * 4..e * 4]).view([k, 4]).select(1, j as i64),
+                dev,
+            )
         };
         let (x0, y0, x1, y1) = (sel(0), sel(1), sel(2), sel(3));
         let left: Vec<f32> = rects[s..e].iter().map(|r| r.1 as f32).collect();
         let top: Vec<f32> = rects[s..e].iter().map(|r| r.0 as f32).collect();
-        let left = Tensor::from_slice(&left).to_device(dev);
-        let top = Tensor::from_slice(&top).to_device(dev);
+        let left = crate::transfers::upload(&Tensor::from_slice(&left), dev);
+        let top = crate::transfers::upload(&Tensor::from_slice(&top), dev);
         let px = left.unsqueeze(1) + Tensor::arange(wm as i64, opts).unsqueeze(0) + 0.5;
         let py = top.unsqueeze(1) + Tensor::arange(hm as i64, opts).unsqueeze(0) + 0.5;
         let gx = (px - x0.unsqueeze(1)) / (&x1 - &x0).unsqueeze(1) * 2.0 - 1.0;
@@ -80,9 +84,8 @@ pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<Pasted
             .unsqueeze(1)
             .to_kind(Kind::Float)
             .grid_sampler_2d(&grid, 0, 0, false)
-            .squeeze_dim(1)
-            .to_device(Device::Cpu);
-        let flat = Vec::<f32>::try_from(pasted.reshape([-1]))
+            .squeeze_dim(1);
+        let flat = Vec::<f32>::try_from(crate::transfers::download(&pasted).reshape([-1]))
             .expect("a float32 tensor converts to Vec<f32>");
         for (i, r) in rects[s..e].iter().enumerate() {
             let base = i * hm * wm;
@@ -100,6 +103,7 @@ pub fn paste_soft(probs: &Tensor, boxes: &Tensor, size: ImageSize) -> Vec<Pasted
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     /// mmdet `_do_paste_mask` on the whole image, one mask at a time.
     fn full_paste(mask: &Tensor, b: [f32; 4], h: i64, w: i64) -> Tensor {

@@ -6,7 +6,7 @@
 //! Each of the P×P bins averages a `gh × gw` grid of bilinear samples at
 //! `start + p * bin + (i + 0.5) * bin / g`; `g = ceil(roi / P)` (adaptive, `sampling_ratio = 0`) or
 //! the fixed ratio. A sample outside `[-1, H] × [-1, W]` is 0, otherwise its coordinates are clamped
-//! to `[0, H-1] × [0, W-1]`. RoIs are grouped by `(gh, gw)`; each group is one `grid_sample` over
+//! to `[0, H-1] × [0, W-1]`. RoIs are grouped by level and `(gh, gw)`; each group is one `grid_sample` over
 //! the images stacked into one tall image (never replicated per RoI). Differentiable in the features; the
 //! RoIs get no gradient (as in torchvision). Runs on any device.
 
@@ -94,23 +94,54 @@ pub fn roi_align(
     sampling_ratio: i64,
     aligned: bool,
 ) -> Tensor {
-    let (c, h, w) = {
-        let s = features.size();
-        (s[1], s[2], s[3])
-    };
+    let level = Tensor::zeros([rois.size()[0]], (Kind::Int64, rois.device()));
+    roi_align_levels(
+        &[features],
+        &[spatial_scale],
+        rois,
+        &level,
+        output_size,
+        sampling_ratio,
+        aligned,
+    )
+}
+
+/// RoIAlign of every RoI `r` of `rois` `[R, 5]` over `levels[level[r]]` at
+/// `scales[level[r]]` (`level` `[R]` int64, in range): `[R, C, P, P]`, each row equal to
+/// [`roi_align`] of that RoI on its level.
+///
+/// Two host synchronisations whatever the number of RoIs, levels and grid sizes: one download of
+/// every RoI's level, image and grid size, and one upload of the rows of every group (RoIs of one
+/// level and one grid size, pooled by one `grid_sample`) with the order that puts the results
+/// back.
+fn roi_align_levels(
+    levels: &[&Tensor],
+    scales: &[f64],
+    rois: &Tensor,
+    level: &Tensor,
+    output_size: i64,
+    sampling_ratio: i64,
+    aligned: bool,
+) -> Tensor {
+    let c = levels[0].size()[1];
     let p = output_size;
-    let dev = features.device();
+    let dev = levels[0].device();
     let r = rois.size()[0];
-    let kind = features.kind();
+    let kind = levels[0].kind();
     if r == 0 {
         return Tensor::zeros([0, c, p, p], (kind, dev));
     }
     let rois = rois.detach().to_kind(Kind::Float);
+    // Every RoI's scale, without a host copy (the scalars are float32 as in a tensor-scalar op).
+    let mut scale = Tensor::full([r], scales[0], (Kind::Float, dev));
+    for (l, &sc) in scales.iter().enumerate().skip(1) {
+        scale = scale.masked_fill(&level.eq(l as i64), sc);
+    }
     let offset = if aligned { 0.5 } else { 0.0 };
-    let x1 = rois.select(1, 1) * spatial_scale - offset;
-    let y1 = rois.select(1, 2) * spatial_scale - offset;
-    let x2 = rois.select(1, 3) * spatial_scale - offset;
-    let y2 = rois.select(1, 4) * spatial_scale - offset;
+    let x1 = rois.select(1, 1) * &scale - offset;
+    let y1 = rois.select(1, 2) * &scale - offset;
+    let x2 = rois.select(1, 3) * &scale - offset;
+    let y2 = rois.select(1, 4) * &scale - offset;
     let (mut rw, mut rh) = (&x2 - &x1, &y2 - &y1);
     if !aligned {
         rw = rw.clamp_min(1.0);
@@ -126,49 +157,72 @@ pub fn roi_align(
     } else {
         (bin_h.ceil(), bin_w.ceil())
     };
-    // One host copy: batch index and grid sizes of every RoI.
-    let meta = Tensor::stack(&[rois.select(1, 0), gh, gw], 1)
-        .to_kind(Kind::Int64)
-        .to_device(tch::Device::Cpu);
+    // 1. One download: level, image and grid size of every RoI.
+    let meta = crate::transfers::download(
+        &Tensor::stack(&[level.to_kind(Kind::Float), rois.select(1, 0), gh, gw], 1)
+            .to_kind(Kind::Int64),
+    );
     let meta = Vec::<i64>::try_from(meta.reshape([-1])).expect("an int64 CPU tensor converts");
-    let bsz = features.size()[0];
-    // Grouped by grid size only, across images: the images are stacked into one tall image
-    // `[1, C, B * (H + 1), W]`, each followed by a zero row, and a RoI's rows are offset by its
-    // image's start. Coordinates are clamped to the RoI's own image first, so a bilinear sample
-    // never reaches the next image (at row H - 1 its lower neighbour weight is 0, and that
-    // neighbour is the zero row). One `grid_sample` per grid size instead of one per image.
-    let hp = if bsz == 1 { h } else { h + 1 };
-    let mut groups: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
+    // 2. Groups by (level, grid size) across images: each level's images are stacked into one
+    // tall image `[1, C, B * (H + 1), W]`, each followed by a zero row, and a RoI's rows are
+    // offset by its image's start. Coordinates are clamped to the RoI's own image first, so a
+    // bilinear sample never reaches the next image (at row H - 1 its lower neighbour weight is
+    // 0, and that neighbour is the zero row). One `grid_sample` per group.
+    let mut groups: BTreeMap<(usize, i64, i64), Vec<i64>> = BTreeMap::new();
     let mut empty = Vec::new();
-    for (i, m) in meta.chunks(3).enumerate() {
-        let (b, gy, gx) = (m[0], m[1].max(0), m[2].max(0));
+    for (i, m) in meta.chunks(4).enumerate() {
+        let (l, b, gy, gx) = (m[0] as usize, m[1], m[2].max(0), m[3].max(0));
+        let bsz = levels[l].size()[0];
         if gy == 0 || gx == 0 || b < 0 || b >= bsz {
             empty.push(i as i64);
         } else {
-            groups.entry((gy, gx)).or_default().push(i as i64);
+            groups.entry((l, gy, gx)).or_default().push(i as i64);
         }
     }
-    let mut idx_parts = Vec::new();
+    // 3. One upload: the rows in group order (the empty ones first), then where each RoI went.
+    let mut order: Vec<i64> = Vec::with_capacity(2 * r as usize);
+    order.extend_from_slice(&empty);
+    for members in groups.values() {
+        order.extend_from_slice(members);
+    }
+    let mut back = vec![0i64; r as usize];
+    for (pos, &i) in order.iter().enumerate() {
+        back[i as usize] = pos as i64;
+    }
+    order.extend_from_slice(&back);
+    let order = crate::transfers::upload(&Tensor::from_slice(&order), dev);
+    let back = order.narrow(0, r, r);
     let mut out_parts = Vec::new();
     if !empty.is_empty() {
         out_parts.push(Tensor::zeros([empty.len() as i64, c, p, p], (kind, dev)));
-        idx_parts.push(Tensor::from_slice(&empty).to_device(dev));
     }
-    if groups.is_empty() {
-        let idx = Tensor::cat(&idx_parts, 0);
-        return Tensor::cat(&out_parts, 0).index_select(0, &idx.argsort(0, false));
-    }
-    let tall = if bsz == 1 {
-        features.shallow_clone()
-    } else {
-        features.constant_pad_nd([0, 0, 0, 1]).permute([1, 0, 2, 3]).reshape([1, c, bsz * hp, w])
-    };
-    let row0 = rois.select(1, 0) * (hp as f64);
-    for ((gy, gx), members) in groups {
-        let idx_all = Tensor::from_slice(&members).to_device(dev);
+    let mut tall: Vec<Option<(Tensor, i64)>> = (0..levels.len()).map(|_| None).collect();
+    let mut at = empty.len() as i64;
+    for ((l, gy, gx), members) in &groups {
+        let (gy, gx) = (*gy, *gx);
+        let features = levels[*l];
+        let (bsz, h, w) = {
+            let s = features.size();
+            (s[0], s[2], s[3])
+        };
+        let (image, hp) = &*tall[*l].get_or_insert_with(|| {
+            if bsz == 1 {
+                (features.shallow_clone(), h)
+            } else {
+                let t = features.constant_pad_nd([0, 0, 0, 1]).permute([1, 0, 2, 3]).reshape([
+                    1,
+                    c,
+                    bsz * (h + 1),
+                    w,
+                ]);
+                (t, h + 1)
+            }
+        });
+        let n_all = members.len() as i64;
+        let idx_all = order.narrow(0, at, n_all);
+        at += n_all;
         let per_roi = c * p * gy * p * gx;
         let step = (MAX_SAMPLE_ELEMENTS / per_roi).max(1);
-        let n_all = members.len() as i64;
         let mut s = 0;
         while s < n_all {
             let e = (s + step).min(n_all);
@@ -178,12 +232,13 @@ pub fn roi_align(
                 axis_samples(&y1.index_select(0, &idx), &bin_h.index_select(0, &idx), p, gy, h);
             let xs =
                 axis_samples(&x1.index_select(0, &idx), &bin_w.index_select(0, &idx), p, gx, w);
-            let rows = &ys.coords + row0.index_select(0, &idx).unsqueeze(1);
-            let grid = grid_from(&normalise(&xs.coords, w), &normalise(&rows, bsz * hp))
+            let row0 = rois.select(1, 0).index_select(0, &idx) * (*hp as f64);
+            let rows = &ys.coords + row0.unsqueeze(1);
+            let grid = grid_from(&normalise(&xs.coords, w), &normalise(&rows, bsz * *hp))
                 .reshape([1, n * p * gy, p * gx, 2])
                 .to_kind(kind);
             // bilinear (0), border padding (1): clamped coordinates are sampled exactly.
-            let sampled = tall
+            let sampled = image
                 .grid_sampler_2d(&grid, 0, 1, false)
                 .view([c, n, p * gy, p * gx])
                 .permute([1, 0, 2, 3]);
@@ -196,13 +251,10 @@ pub fn roi_align(
             let pooled =
                 (sampled * valid).avg_pool2d([gy, gx], [gy, gx], [0, 0], false, true, None::<i64>);
             out_parts.push(pooled);
-            idx_parts.push(idx);
             s = e;
         }
     }
-    let idx = Tensor::cat(&idx_parts, 0);
-    let out = Tensor::cat(&out_parts, 0);
-    out.index_select(0, &idx.argsort(0, false))
+    Tensor::cat(&out_parts, 0).index_select(0, &back)
 }
 
 /// Maps RoIs to pyramid levels: `floor(log2(sqrt(w * h) / finest_scale + 1e-6))` clamped to
@@ -243,36 +295,15 @@ impl RoiExtractor {
         if rois.size()[0] == 0 {
             return Tensor::zeros([0, c, p, p], (feats[0].kind(), feats[0].device()));
         }
-        if nl == 1 {
-            return roi_align(
-                &feats[0],
-                rois,
-                p,
-                1.0 / f64::from(self.cfg.featmap_strides[0]),
-                self.cfg.sampling_ratio,
-                self.cfg.aligned,
-            );
-        }
-        let lvl = map_roi_levels(rois, nl, self.cfg.finest_scale);
-        let mut idx_parts = Vec::new();
-        let mut out_parts = Vec::new();
-        for l in 0..nl {
-            let idx = lvl.eq(l).nonzero().view([-1]);
-            if idx.size()[0] == 0 {
-                continue;
-            }
-            out_parts.push(roi_align(
-                &feats[l as usize],
-                &rois.index_select(0, &idx),
-                p,
-                1.0 / f64::from(self.cfg.featmap_strides[l as usize]),
-                self.cfg.sampling_ratio,
-                self.cfg.aligned,
-            ));
-            idx_parts.push(idx);
-        }
-        let idx = Tensor::cat(&idx_parts, 0);
-        Tensor::cat(&out_parts, 0).index_select(0, &idx.argsort(0, false))
+        let lvl = if nl == 1 {
+            Tensor::zeros([rois.size()[0]], (Kind::Int64, rois.device()))
+        } else {
+            map_roi_levels(rois, nl, self.cfg.finest_scale)
+        };
+        let levels: Vec<&Tensor> = feats.iter().take(nl as usize).collect();
+        let scales: Vec<f64> =
+            self.cfg.featmap_strides.iter().map(|&s| 1.0 / f64::from(s)).collect();
+        roi_align_levels(&levels, &scales, rois, &lvl, p, self.cfg.sampling_ratio, self.cfg.aligned)
     }
 }
 

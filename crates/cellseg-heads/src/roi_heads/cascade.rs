@@ -21,11 +21,10 @@
 //! `roi_head.bbox_head.{i}.*`, `roi_head.mask_head.{i}.*` (HTC: `conv_res` from stage 1 on),
 //! `roi_head.semantic_head.*`.
 
-use cellseg_core::Instances;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Kind, Tensor, nn};
 
-use crate::assign::roi_sampler::SampledRois;
+use crate::assign::roi_sampler::{BatchTargets, SampledRois};
 use crate::config::HeadsConfig;
 use crate::detectors::BoxScores;
 use crate::heads::box_head::{BoxHeadConfig, BoxPredictions};
@@ -130,6 +129,13 @@ pub struct StageBoxes {
     pub mean_logits: Tensor,
 }
 
+/// The two RoI branches of a stage.
+#[derive(Debug, Clone, Copy)]
+enum Branch {
+    Box,
+    Mask,
+}
+
 /// The cascade (or HTC) RoI head.
 #[derive(Debug)]
 pub struct CascadeRoiHead {
@@ -203,51 +209,34 @@ impl CascadeRoiHead {
         self.semantic_head.as_ref().map(|h| h.forward(levels))
     }
 
-    /// `f` (RoI features of `rois` `[R, 5]`) plus HTC's `semantic_feat` RoIAligned to the same
-    /// RoIs (14×14, average-pooled to the size of `f` when it differs) when `fuse` says HTC fuses
-    /// it into this branch.
-    fn fuse_semantic(
+    /// Stage `i`'s RoI features of `rois` `[R, 5]` for `branch` (7×7 box / 14×14 mask
+    /// features), plus HTC's `semantic_feat` RoIAligned to the same RoIs (14×14, average-pooled
+    /// to the branch's size when it differs) where HTC fuses it into that branch.
+    fn roi_features(
         &self,
-        f: Tensor,
+        i: usize,
+        branch: Branch,
+        levels: &[Tensor],
         semantic: Option<&Tensor>,
         rois: &Tensor,
-        fuse: impl Fn(&HtcConfig) -> bool,
     ) -> Tensor {
-        let (Some(htc), Some(ex), Some(sem)) =
-            (self.htc.as_ref(), self.semantic_roi_extractor.as_ref(), semantic)
+        let stage = &self.stages[i];
+        let (f, fused) = match branch {
+            Branch::Box => {
+                (stage.box_roi_features(levels, rois), self.htc.as_ref().map(|h| h.fuse_bbox))
+            }
+            Branch::Mask => {
+                (stage.mask_roi_features(levels, rois), self.htc.as_ref().map(|h| h.fuse_mask))
+            }
+        };
+        let (Some(true), Some(ex), Some(sem)) =
+            (fused, self.semantic_roi_extractor.as_ref(), semantic)
         else {
             return f;
         };
-        if !fuse(htc) {
-            return f;
-        }
         let s = ex.forward(std::slice::from_ref(sem), rois);
         let p = [f.size()[2], f.size()[3]];
         if s.size()[2..] == p { f + s } else { f + s.adaptive_avg_pool2d(p) }
-    }
-
-    /// Stage `i`'s box RoI features of `rois` `[R, 5]`, with HTC's semantic features added.
-    fn box_features(
-        &self,
-        i: usize,
-        levels: &[Tensor],
-        semantic: Option<&Tensor>,
-        rois: &Tensor,
-    ) -> Tensor {
-        let f = self.stages[i].box_roi_features(levels, rois);
-        self.fuse_semantic(f, semantic, rois, |h| h.fuse_bbox)
-    }
-
-    /// Stage `i`'s mask RoI features of `rois` `[R, 5]`, with HTC's semantic features added.
-    fn mask_features(
-        &self,
-        i: usize,
-        levels: &[Tensor],
-        semantic: Option<&Tensor>,
-        rois: &Tensor,
-    ) -> Tensor {
-        let f = self.stages[i].mask_roi_features(levels, rois);
-        self.fuse_semantic(f, semantic, rois, |h| h.fuse_mask)
     }
 
     fn mask_info_flow(&self) -> bool {
@@ -263,7 +252,13 @@ impl CascadeRoiHead {
         semantic: Option<&Tensor>,
         rois: &Tensor,
     ) -> BoxPredictions {
-        self.stages[i].bbox_head().forward(&self.box_features(i, levels, semantic, rois))
+        self.stages[i].bbox_head().forward(&self.roi_features(
+            i,
+            Branch::Box,
+            levels,
+            semantic,
+            rois,
+        ))
     }
 
     /// Stage `i`'s mask logits `[R, C, M, M]` of `rois`: HTC runs the heads `0..i` first to chain
@@ -275,7 +270,7 @@ impl CascadeRoiHead {
         semantic: Option<&Tensor>,
         rois: &Tensor,
     ) -> Tensor {
-        let feats = self.mask_features(i, levels, semantic, rois);
+        let feats = self.roi_features(i, Branch::Mask, levels, semantic, rois);
         if !self.mask_info_flow() {
             return self.stages[i].mask_head().forward(&feats);
         }
@@ -352,7 +347,7 @@ impl CascadeRoiHead {
         labels: &Tensor,
     ) -> Vec<Tensor> {
         let last_stage = self.stages.len() - 1;
-        let feats = self.mask_features(last_stage, levels, semantic, rois);
+        let feats = self.roi_features(last_stage, Branch::Mask, levels, semantic, rois);
         let flow = self.mask_info_flow();
         let mut last: Option<Tensor> = None;
         self.stages
@@ -438,16 +433,21 @@ impl CascadeRoiHead {
         levels: &[Tensor],
         semantic: Option<&SemanticOutput>,
         proposals: Vec<Tensor>,
-        targets: &[Instances],
+        targets: &BatchTargets<'_>,
         canvas: (i64, i64),
         image_sizes: &[(i64, i64)],
-        device: Device,
     ) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
         if let (Some(head), Some(sem)) = (&self.semantic_head, semantic) {
             let cfg = head.config();
             let stride = i64::from(cfg.roi.featmap_strides[0]);
-            let tgt = semantic_targets(targets, canvas, stride, cfg.ignore_index, device);
+            let tgt = semantic_targets(
+                targets.instances(),
+                canvas,
+                stride,
+                cfg.ignore_index,
+                targets.device(),
+            );
             let l = &sem.logits;
             if tgt.size()[1..] != l.size()[2..] || tgt.size()[0] != l.size()[0] {
                 return Err(Error::Shape {
@@ -465,9 +465,9 @@ impl CascadeRoiHead {
         for (i, stage) in self.stages.iter().enumerate() {
             let lw = self.stage_loss_weights[i];
             let sampled = if interleaved {
-                stage.sample_boxes(&props, targets, canvas, device)
+                stage.sample_boxes(&props, targets, canvas)
             } else {
-                stage.sample(&props, targets, canvas, device)
+                stage.sample(&props, targets, canvas)
             };
             let pred = self.box_forward(i, levels, sem_feat, &sampled.rois);
             let b = stage.box_loss(&pred, &sampled);
@@ -476,7 +476,7 @@ impl CascadeRoiHead {
             if interleaved {
                 // HTC: the mask head learns on the refined boxes, re-sampled by this stage.
                 props = self.refine_sampled(i, &sampled, &pred, image_sizes);
-                let resampled = stage.sample(&props, targets, canvas, device);
+                let resampled = stage.sample(&props, targets, canvas);
                 out.push((
                     format!("s{i}.loss_mask"),
                     self.mask_loss(i, levels, sem_feat, &resampled) * lw,

@@ -69,7 +69,7 @@ pub fn multiclass_nms(boxes: &Tensor, scores: &Tensor, cfg: &RcnnTestConfig) -> 
         let h = boxes.select(1, 3) - boxes.select(1, 1);
         keep = keep.logical_and(&w.ge(cfg.min_bbox_size)).logical_and(&h.ge(cfg.min_bbox_size));
     }
-    let keep = keep.nonzero().view([-1]);
+    let keep = crate::transfers::nonzero_positions(&keep);
     let boxes = boxes.index_select(0, &keep);
     let scores = scores.index_select(0, &keep);
     let labels = labels.index_select(0, &keep);

@@ -2,10 +2,9 @@
 //! [`MaskHead`]) with the stage's training targets ([`RoiSampler`]). Mask R-CNN has one; a cascade
 //! has one per stage, built under `roi_head.bbox_head.{i}` / `roi_head.mask_head.{i}`.
 
-use cellseg_core::Instances;
-use tch::{Device, Tensor, nn};
+use tch::{Tensor, nn};
 
-use crate::assign::roi_sampler::{MaskTargetConfig, RoiSampler, SampledRois};
+use crate::assign::roi_sampler::{BatchTargets, MaskTargetConfig, RoiSampler, SampledRois};
 use crate::heads::box_head::{BoxHead, BoxHeadConfig, BoxLosses, BoxPredictions};
 use crate::heads::mask_head::{MaskHead, MaskHeadConfig, MaskOutput};
 use crate::ops::roi_align::RoiExtractor;
@@ -96,22 +95,20 @@ impl RoiStage {
     pub fn sample(
         &self,
         proposals: &[Tensor],
-        targets: &[Instances],
+        targets: &BatchTargets<'_>,
         canvas: (i64, i64),
-        device: Device,
     ) -> SampledRois {
-        self.sampler.sample(proposals, targets, canvas, device)
+        self.sampler.sample(proposals, targets, canvas)
     }
 
     /// [`Self::sample`] without the mask targets (HTC's interleaved first sampling).
     pub fn sample_boxes(
         &self,
         proposals: &[Tensor],
-        targets: &[Instances],
+        targets: &BatchTargets<'_>,
         canvas: (i64, i64),
-        device: Device,
     ) -> SampledRois {
-        self.sampler.sample_with(proposals, targets, canvas, device, false)
+        self.sampler.sample_with(proposals, targets, canvas, false)
     }
 
     /// Box losses of `pred` (from [`Self::box_forward`] on `sampled.rois`).

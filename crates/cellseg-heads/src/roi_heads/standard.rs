@@ -5,8 +5,7 @@
 //! `roi_head.bbox_head.*` ([`crate::heads::box_head::BoxHead`]), `roi_head.mask_head.*`
 //! ([`crate::heads::mask_head::MaskHead`]).
 
-use cellseg_core::Instances;
-use tch::{Device, Tensor, nn};
+use tch::{Tensor, nn};
 
 use crate::assign::roi_sampler::SampledRois;
 use crate::heads::box_head::{BoxHeadConfig, BoxPredictions};
@@ -65,18 +64,6 @@ impl StandardRoiHead {
     /// Mask logits `[R, C, 28, 28]` of `rois` `[R, 5]`.
     pub fn mask_logits(&self, feats: &[Tensor], rois: &Tensor) -> Tensor {
         self.stage.mask_forward(feats, rois).logits
-    }
-
-    /// Training targets of `proposals[b]` `[N_b, 4]` against `targets[b]` in a batch padded to
-    /// `canvas` `(H, W)`.
-    pub fn sample(
-        &self,
-        proposals: &[Tensor],
-        targets: &[Instances],
-        canvas: (i64, i64),
-        device: Device,
-    ) -> SampledRois {
-        self.stage.sample(proposals, targets, canvas, device)
     }
 
     /// Losses of both branches on `sampled` RoIs.

@@ -10,3 +10,4 @@ mod mmdet_parity;
 mod parity;
 mod sampler_rng;
 mod training;
+mod transfers;

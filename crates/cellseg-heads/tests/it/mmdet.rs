@@ -391,10 +391,10 @@ pub fn end_to_end(
     let sizes = [fx.hw];
     let (pb, ps) = (fx.get("proposals"), fx.get("proposal_scores"));
     let (db, ds, dl) = (fx.get("det_boxes"), fx.get("det_scores"), fx.get("det_labels"));
-    let out = model.rpn_outputs(feats);
-    let props = model.proposals(&out, &sizes, model.test_proposals());
+    let out = model.rpn_outputs(feats).unwrap();
+    let props = model.proposals(&out, &sizes, model.test_proposals()).unwrap();
     one_to_one(tab, "end-to-end proposals", &props[0].boxes, &props[0].scores, pb, ps, 1e-4, 1e-6);
-    let dets = model.detect(feats, &sizes);
+    let dets = model.detect(feats, &sizes).unwrap();
     one_to_one(
         tab,
         "end-to-end detections",
@@ -414,11 +414,9 @@ pub fn end_to_end(
     if dets[0].boxes.size()[0] != db.size()[0] {
         return None;
     }
-    let probs = model.mask_probs(
-        feats,
-        &[dets[0].boxes.shallow_clone()],
-        &[dets[0].labels.shallow_clone()],
-    );
+    let probs = model
+        .mask_probs(feats, &[dets[0].boxes.shallow_clone()], &[dets[0].labels.shallow_clone()])
+        .unwrap();
     // Measured: 4.2e-5 (Mask R-CNN 520x704), 2.0e-5 / 5.8e-6 (Cascade / HTC 256x256).
     tab.close("end-to-end mask probabilities", &probs, fx.get("mask_probs"), 1e-4, 0.0);
     Some((dets[0].boxes.shallow_clone(), probs))

@@ -93,7 +93,7 @@ fn inference(fx: &Fixture, model: &CascadeRcnn, box_tol: f64, tab: &mut Table) {
     let mm_levels = fx.levels("fpn");
 
     // 1. FPN outputs of the image; HTC: semantic logits on mmdet's FPN maps.
-    let feats = model.features(fx.get("image"));
+    let feats = model.features(fx.get("image")).unwrap();
     for (i, (f, want)) in feats.levels.iter().zip(&mm_levels).enumerate() {
         tab.close(&format!("fpn_{i}"), f, want, 0.0, 1e-5);
     }
@@ -111,7 +111,7 @@ fn inference(fx: &Fixture, model: &CascadeRcnn, box_tol: f64, tab: &mut Table) {
 
     // 2. Test proposals from mmdet's RPN outputs.
     let mm_out = RpnOutputs { cls: fx.levels("rpn_cls"), reg: fx.levels("rpn_reg") };
-    let props = model.proposals(&mm_out, &sizes, model.test_proposals());
+    let props = model.proposals(&mm_out, &sizes, model.test_proposals()).unwrap();
     let (pb, ps) = (fx.get("proposals"), fx.get("proposal_scores"));
     one_to_one(
         tab,

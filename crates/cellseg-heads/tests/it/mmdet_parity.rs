@@ -25,7 +25,7 @@ use cellseg_core::ImageSize;
 use cellseg_core::testing::torch_lock;
 use cellseg_heads::assign::assigner::MaxIouAssigner;
 use cellseg_heads::assign::mask_target::mask_targets;
-use cellseg_heads::assign::roi_sampler::SampledRois;
+use cellseg_heads::assign::roi_sampler::{BatchTargets, SampledRois};
 use cellseg_heads::config::{BoxLoss, ClassOrder, DeltaClamp};
 use cellseg_heads::heads::rpn::RpnOutputs;
 use cellseg_heads::ops::box_coder::BoxCoder;
@@ -138,7 +138,7 @@ fn inference(fx: &Fixture, model: &MaskRcnn, tab: &mut Table) {
     let mm_feats = Features { levels: fx.levels("fpn"), semantic: None };
 
     // 1. FPN outputs of the image (our backbone + FPN).
-    let feats = model.features(image);
+    let feats = model.features(image).unwrap();
     for (i, (f, want)) in feats.levels.iter().zip(&mm_feats.levels).enumerate() {
         // Measured: 0 (both sides run the same libtorch kernels with the same threads); the
         // slack covers another summation order (thread count) through 50 layers.
@@ -146,7 +146,7 @@ fn inference(fx: &Fixture, model: &MaskRcnn, tab: &mut Table) {
     }
 
     // 2. RPN logits and deltas on mmdet's FPN maps.
-    let out = model.rpn_outputs(&mm_feats);
+    let out = model.rpn_outputs(&mm_feats).unwrap();
     for i in 0..5 {
         // Measured: 0.
         tab.close(
@@ -167,7 +167,7 @@ fn inference(fx: &Fixture, model: &MaskRcnn, tab: &mut Table) {
 
     // 3. Test proposals from mmdet's RPN outputs, one-to-one in order.
     let mm_out = RpnOutputs { cls: fx.levels("rpn_cls"), reg: fx.levels("rpn_reg") };
-    let props = model.proposals(&mm_out, &[(h, w)], model.test_proposals());
+    let props = model.proposals(&mm_out, &[(h, w)], model.test_proposals()).unwrap();
     let (pb, ps) = (fx.get("proposals"), fx.get("proposal_scores"));
     // Measured: 0 px, 0 (same decode arithmetic); 8 / 79 rows permuted among equal scores.
     one_to_one(
@@ -189,7 +189,7 @@ fn inference(fx: &Fixture, model: &MaskRcnn, tab: &mut Table) {
     tab.close("box head deltas", &pred.reg, fx.get("box_reg"), 1e-4, 0.0);
 
     // 5. Detections (softmax, decode, clip, score_thr, per-class NMS) on mmdet's proposals.
-    let scores = model.box_scores(&mm_feats, &[pb.shallow_clone()], &[(h, w)]);
+    let scores = model.box_scores(&mm_feats, &[pb.shallow_clone()], &[(h, w)]).unwrap();
     let c = model.num_classes();
     let dets = [multiclass_nms(&scores.boxes, &scores.scores.narrow(1, 0, c), model.rcnn_test())];
     let (db, ds, dl) = (fx.get("det_boxes"), fx.get("det_scores"), fx.get("det_labels"));
@@ -212,7 +212,7 @@ fn inference(fx: &Fixture, model: &MaskRcnn, tab: &mut Table) {
     );
 
     // 6. 28×28 mask probabilities of mmdet's detections (label channel).
-    let probs = model.mask_probs(&mm_feats, &[db.shallow_clone()], &[dl.shallow_clone()]);
+    let probs = model.mask_probs(&mm_feats, &[db.shallow_clone()], &[dl.shallow_clone()]).unwrap();
     // Measured: 1.5e-5 (520x704), 4.0e-6 (256x256).
     tab.close("mask probabilities 28x28", &probs, fx.get("mask_probs"), 5e-5, 0.0);
 
@@ -302,12 +302,8 @@ fn training(fx: &Fixture, model: &MaskRcnn, cfg: &DetectorConfig, tab: &mut Tabl
     let tb = fx.get("train_proposals");
     let image = fx.get("image");
     let canvas = (image.size()[2], image.size()[3]);
-    let sampled = model.roi_head().sample(
-        &[tb.shallow_clone()],
-        std::slice::from_ref(&targets),
-        canvas,
-        Device::Cpu,
-    );
+    let gts = BatchTargets::new(std::slice::from_ref(&targets), Device::Cpu);
+    let sampled = model.roi_head().stage().sample(&[tb.shallow_clone()], &gts, canvas);
     let mm_rois = fx.get("rcnn_rois");
     tab.count("rcnn sample: number of RoIs", sampled.rois.size()[0], mm_rois.size()[0]);
     let p = sampled.pos_rois.size()[0];

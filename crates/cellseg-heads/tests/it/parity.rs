@@ -141,7 +141,7 @@ fn maskrcnn_matches_torchvision_stage_by_stage() {
     let (h, w) = (image.size()[2], image.size()[3]);
 
     // 1. FPN outputs.
-    let feats = model.features(image);
+    let feats = model.features(image).unwrap();
     for (i, f) in feats.levels.iter().enumerate() {
         let want = &t[&format!("fpn_{i}")];
         let e = max_abs(f, want) / scale(want);
@@ -155,7 +155,7 @@ fn maskrcnn_matches_torchvision_stage_by_stage() {
     };
 
     // 2. RPN logits and deltas.
-    let out = model.rpn_outputs(&tv_feats);
+    let out = model.rpn_outputs(&tv_feats).unwrap();
     for i in 0..5 {
         let ec = max_abs(&out.cls[i], &t[&format!("rpn_cls_{i}")]);
         let er = max_abs(&out.reg[i], &t[&format!("rpn_reg_{i}")]);
@@ -164,7 +164,7 @@ fn maskrcnn_matches_torchvision_stage_by_stage() {
     }
 
     // 3. Proposals one-to-one, in order, with their scores.
-    let props = model.proposals(&out, &[(h, w)], model.test_proposals());
+    let props = model.proposals(&out, &[(h, w)], model.test_proposals()).unwrap();
     let tvp = &t["proposals"];
     assert_eq!(props[0].boxes.size(), tvp.size(), "number of proposals");
     let eb = max_abs(&props[0].boxes, tvp);
@@ -200,7 +200,7 @@ fn maskrcnn_matches_torchvision_stage_by_stage() {
 
     // 6. Final detections of the whole pipeline from the image (our backbone and FPN too),
     // one-to-one with torchvision's, labels equal, scores compared.
-    let dets = model.detect(&feats, &[(h, w)]);
+    let dets = model.detect(&feats, &[(h, w)]).unwrap();
     let tv_labels = &t["det_labels"] - 1;
     let n = db.size()[0];
     assert_eq!(dets[0].boxes.size()[0], n, "number of detections");
@@ -217,7 +217,8 @@ fn maskrcnn_matches_torchvision_stage_by_stage() {
     // mask by one pixel and resizes it into the integer box, so the two pastes are different
     // resamplings of the same probabilities: compared as soft full-frame values, mean and max
     // absolute difference.
-    let probs = model.mask_probs(&tv_feats, &[db.shallow_clone()], &[tv_labels.shallow_clone()]);
+    let probs =
+        model.mask_probs(&tv_feats, &[db.shallow_clone()], &[tv_labels.shallow_clone()]).unwrap();
     let ep = max_abs(&probs, &t["mask_probs"]);
     println!("mask probabilities max diff {ep:.2e}");
     assert!(ep < 1e-5, "mask probabilities differ: {ep}");
@@ -257,11 +258,9 @@ fn maskrcnn_matches_torchvision_stage_by_stage() {
     assert_eq!(preds[0].boxes.len(), n as usize);
     assert_eq!(preds[0].masks.len(), n as usize);
     // The predicted soft masks are the pasted probabilities of the own detections.
-    let own = model.mask_probs(
-        &feats,
-        &[dets[0].boxes.shallow_clone()],
-        &[dets[0].labels.shallow_clone()],
-    );
+    let own = model
+        .mask_probs(&feats, &[dets[0].boxes.shallow_clone()], &[dets[0].labels.shallow_clone()])
+        .unwrap();
     let own_pasted = paste_soft(&own, &dets[0].boxes, size);
     for (m, ((top, left, ph, pw), v)) in preds[0].masks.iter().zip(&own_pasted) {
         assert_eq!(m.rect(), (*top, *left, *ph, *pw));

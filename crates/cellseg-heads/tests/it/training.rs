@@ -11,7 +11,7 @@ use cellseg_backbones::{FpnConfig, TinyConfig, TinyConvNet};
 use cellseg_core::testing::torch_lock;
 use cellseg_core::{BoxXyxy, CroppedMask, Detections, ImageSize, Instances};
 use cellseg_heads::config::HeadsConfig;
-use cellseg_heads::{MaskRcnn, TwoStageDetector};
+use cellseg_heads::{DetectorConfig, MaskRcnn, TwoStageDetector};
 use tch::{Device, Tensor, nn, nn::OptimizerConfig};
 
 /// Side of the square synthetic images (already a multiple of the coarsest stride, 32).
@@ -21,22 +21,11 @@ const STEPS: usize = 300;
 /// Held-out images the metric is averaged over.
 const HELD_OUT: usize = 16;
 
+/// [`DetectorConfig::tiny`]'s heads for one class, with a stricter test-time score and NMS.
 fn small_heads() -> HeadsConfig {
-    let mut h = HeadsConfig { num_classes: 1, ..HeadsConfig::default() };
-    h.rpn.feat_channels = 32;
-    h.rpn.anchors.scales = vec![4.0]; // 8 … 128 px
-    h.rpn.sampler.num = 128;
-    h.rpn.train_proposals.nms_pre = 200;
-    h.rpn.train_proposals.max_per_img = 100;
-    h.rpn.test_proposals.nms_pre = 200;
-    h.rpn.test_proposals.max_per_img = 100;
-    h.bbox_head.fc_channels = 64;
-    h.bbox_head.sampler.num = 64;
-    h.mask_head.conv_channels = 32;
-    h.mask_head.num_convs = 2;
+    let mut h = DetectorConfig::tiny(1).heads;
     h.test.score_thr = 0.5;
     h.test.nms_iou = 0.3;
-    h.test.max_per_img = 100;
     h
 }
 

@@ -4,43 +4,15 @@
 //!
 //! Its own test binary: the engine re-seeds libtorch's global generator every step.
 
-use cellseg_backbones::{FpnConfig, TinyConfig};
 use cellseg_core::testing::torch_lock;
 use cellseg_core::{CroppedMask, ImageSize, Instances};
 use cellseg_data::{AugmentConfig, Batch, synthetic};
-use cellseg_heads::config::HeadsConfig;
 use cellseg_postproc::PostprocConfig;
 use cellseg_train::detector::{
-    Arch, Detector, DetectorConfig, DetectorValidator, SIZE_DIVISOR, SampleData, Trunk,
+    Arch, Detector, DetectorConfig, DetectorValidator, SIZE_DIVISOR, SampleData,
 };
 use cellseg_train::pretrained::{PretrainedConfig, load_pretrained};
 use cellseg_train::{EvalConfig, Start, TrainConfig, TrainableModel, Trainer};
-
-fn tiny(arch: Arch) -> DetectorConfig {
-    let mut h = HeadsConfig { num_classes: 3, ..HeadsConfig::default() };
-    h.rpn.feat_channels = 16;
-    h.rpn.anchors.scales = vec![4.0];
-    h.rpn.sampler.num = 64;
-    h.rpn.train_proposals.nms_pre = 100;
-    h.rpn.train_proposals.max_per_img = 50;
-    h.rpn.test_proposals.nms_pre = 100;
-    h.rpn.test_proposals.max_per_img = 50;
-    h.bbox_head.fc_channels = 32;
-    h.bbox_head.sampler.num = 32;
-    h.bbox_head.reg_class_agnostic = arch != Arch::MaskRcnn;
-    h.mask_head.conv_channels = 16;
-    h.mask_head.num_convs = 1;
-    h.htc.semantic_head.conv_channels = 16;
-    h.htc.semantic_head.num_convs = 1;
-    DetectorConfig {
-        arch,
-        trunk: Trunk::Tiny,
-        tiny: TinyConfig { widths: [8, 16, 16, 16] },
-        neck: FpnConfig { out_channels: 16, num_outs: 5 },
-        heads: h,
-        ..DetectorConfig::default()
-    }
-}
 
 #[test]
 fn cascade_and_htc_train_through_the_engine_and_rebuild_from_their_run_folders() {
@@ -50,7 +22,7 @@ fn cascade_and_htc_train_through_the_engine_and_rebuild_from_their_run_folders()
     for arch in [Arch::Cascade, Arch::Htc] {
         tch::manual_seed(0);
         let dir = tempfile::tempdir().unwrap();
-        let cfg = tiny(arch);
+        let cfg = crate::micro_detector(arch);
         let mut model = Detector::from_config(tch::Device::Cpu, &cfg).unwrap();
         let mut aug = AugmentConfig::default();
         aug.crop.height = 64;
@@ -121,8 +93,9 @@ fn saved(cfg: &DetectorConfig, dir: &std::path::Path, name: &str) -> std::path::
 fn a_mask_rcnn_checkpoint_loaded_into_a_cascade_names_the_keys() {
     let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = saved(&tiny(Arch::MaskRcnn), dir.path(), "maskrcnn");
-    let cascade = Detector::from_config(tch::Device::Cpu, &tiny(Arch::Cascade)).unwrap();
+    let ckpt = saved(&crate::micro_detector(Arch::MaskRcnn), dir.path(), "maskrcnn");
+    let cascade =
+        Detector::from_config(tch::Device::Cpu, &crate::micro_detector(Arch::Cascade)).unwrap();
     let err = load_pretrained(cascade.var_store(), &ckpt, &PretrainedConfig::default())
         .unwrap_err()
         .to_string();
@@ -135,17 +108,18 @@ fn a_mask_rcnn_checkpoint_loaded_into_a_cascade_names_the_keys() {
 fn a_stage_count_mismatch_names_the_missing_stage() {
     let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
-    let mut two = tiny(Arch::Cascade);
+    let mut two = crate::micro_detector(Arch::Cascade);
     two.heads.cascade.stages.truncate(2);
     let ckpt = saved(&two, dir.path(), "two_stages");
-    let three = Detector::from_config(tch::Device::Cpu, &tiny(Arch::Cascade)).unwrap();
+    let three =
+        Detector::from_config(tch::Device::Cpu, &crate::micro_detector(Arch::Cascade)).unwrap();
     let err = load_pretrained(three.var_store(), &ckpt, &PretrainedConfig::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains("missing keys [roi_head.bbox_head.2.shared_fcs.0.bias"), "{err}");
     assert!(err.contains("unexpected keys [none]"), "{err}");
     // The other way round: the checkpoint's third stage is unexpected.
-    let ckpt = saved(&tiny(Arch::Cascade), dir.path(), "three_stages");
+    let ckpt = saved(&crate::micro_detector(Arch::Cascade), dir.path(), "three_stages");
     let two = Detector::from_config(tch::Device::Cpu, &two).unwrap();
     let err = load_pretrained(two.var_store(), &ckpt, &PretrainedConfig::default())
         .unwrap_err()
@@ -165,14 +139,15 @@ fn htc_training_data_without_masks_is_an_error_naming_the_image() {
         Instances::new(size, inst.boxes.clone(), inst.labels.clone(), empty).unwrap();
     let id = samples[1].id.clone();
     let data = SampleData::new(samples, AugmentConfig::default()).unwrap();
-    let htc = Detector::from_config(tch::Device::Cpu, &tiny(Arch::Htc)).unwrap();
+    let htc = Detector::from_config(tch::Device::Cpu, &crate::micro_detector(Arch::Htc)).unwrap();
     let err = htc.check_training_data(&data).unwrap_err().to_string();
     assert!(
         err.contains(&format!("training image `{id}`")) && err.contains("no mask pixel"),
         "{err}"
     );
     // A cascade does not need the masks' union.
-    let cascade = Detector::from_config(tch::Device::Cpu, &tiny(Arch::Cascade)).unwrap();
+    let cascade =
+        Detector::from_config(tch::Device::Cpu, &crate::micro_detector(Arch::Cascade)).unwrap();
     cascade.check_training_data(&data).unwrap();
     // A batch whose only cell lost its mask to a crop still trains (its target is background).
     let mut one = synthetic::samples(1, size, 4);
@@ -193,8 +168,8 @@ fn pretrained_cascade_and_htc_reinitialise_the_class_layers_of_every_stage() {
     let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     for arch in [Arch::Cascade, Arch::Htc] {
-        let ckpt = saved(&tiny(arch), dir.path(), arch.name());
-        let model = Detector::from_config(tch::Device::Cpu, &tiny(arch)).unwrap();
+        let ckpt = saved(&crate::micro_detector(arch), dir.path(), arch.name());
+        let model = Detector::from_config(tch::Device::Cpu, &crate::micro_detector(arch)).unwrap();
         let report =
             load_pretrained(model.var_store(), &ckpt, &PretrainedConfig::default()).unwrap();
         let mut want: Vec<String> = (0..3)

@@ -4,15 +4,13 @@
 //! Its own test binary: the engine re-seeds libtorch's global generator every step, so a run in
 //! parallel with the bit-exact resume tests of `tests/it` would make them differ.
 
-use cellseg_backbones::{FpnConfig, TinyConfig};
 use cellseg_core::ImageSize;
 use cellseg_core::testing::torch_lock;
 use cellseg_data::Batch;
 use cellseg_data::{AugmentConfig, synthetic};
-use cellseg_heads::config::HeadsConfig;
 use cellseg_postproc::PostprocConfig;
 use cellseg_train::detector::{
-    Detector, DetectorConfig, DetectorValidator, ModelCard, SIZE_DIVISOR, SampleData, Trunk,
+    Arch, Detector, DetectorValidator, ModelCard, SIZE_DIVISOR, SampleData,
 };
 use cellseg_train::{
     EvalConfig, EvalRecord, MODEL_CARD_FILE, Start, StepStats, TrainConfig, TrainObserver, Trainer,
@@ -33,22 +31,6 @@ impl TrainObserver for Collect {
     }
 }
 
-fn small_heads() -> HeadsConfig {
-    let mut h = HeadsConfig { num_classes: 3, ..HeadsConfig::default() };
-    h.rpn.feat_channels = 16;
-    h.rpn.anchors.scales = vec![4.0];
-    h.rpn.sampler.num = 64;
-    h.rpn.train_proposals.nms_pre = 100;
-    h.rpn.train_proposals.max_per_img = 50;
-    h.rpn.test_proposals.nms_pre = 100;
-    h.rpn.test_proposals.max_per_img = 50;
-    h.bbox_head.fc_channels = 32;
-    h.bbox_head.sampler.num = 32;
-    h.mask_head.conv_channels = 16;
-    h.mask_head.num_convs = 1;
-    h
-}
-
 #[test]
 fn ten_steps_on_synthetic_cells_write_a_checkpoint_and_a_log() {
     let _torch = torch_lock();
@@ -56,13 +38,7 @@ fn ten_steps_on_synthetic_cells_write_a_checkpoint_and_a_log() {
     tch::set_num_threads(2);
     let dir = tempfile::tempdir().unwrap();
     let size = ImageSize::new(96, 96);
-    let model_cfg = DetectorConfig {
-        trunk: Trunk::Tiny,
-        tiny: TinyConfig { widths: [8, 16, 16, 16] },
-        neck: FpnConfig { out_channels: 16, num_outs: 5 },
-        heads: small_heads(),
-        ..DetectorConfig::default()
-    };
+    let model_cfg = crate::micro_detector(Arch::MaskRcnn);
     let mut model = Detector::from_config(tch::Device::Cpu, &model_cfg).unwrap();
     let mut aug = AugmentConfig::default();
     aug.crop.height = 64;

@@ -6,16 +6,13 @@
 //! flipped). Every input must give `Ok` or a typed error naming the file — no panic; the number of
 //! cases of each target is a constant, printed when the test passes.
 
-use std::cell::Cell;
-
 use cellseg_core::config::parse_toml;
 use cellseg_core::testing::torch_lock;
-use cellseg_core::testing::{TextEdit, edited};
+use cellseg_core::testing::{TextEdit, edited, fuzz};
 use cellseg_train::checkpoint::{CheckpointStore, STATE_FILE, load_weights, read_tensors};
 use cellseg_train::detector::{Detector, DetectorConfig, ModelCard};
 use cellseg_train::{TrainConfig, TrainableModel};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use tch::{Device, Kind, Tensor, nn};
 
 const CASES_SAFETENSORS: u32 = 3_000;
@@ -24,10 +21,6 @@ const CASES_LATEST_JSON: u32 = 2_000;
 const CASES_MODEL_CARD: u32 = 2_000;
 const CASES_TRAIN_TOML: u32 = 4_000;
 const CASES_DETECTOR_TOML: u32 = 4_000;
-
-fn runner(cases: u32) -> TestRunner {
-    TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
-}
 
 /// Values of every type and at the edges, for TOML and JSON alike.
 fn scalar() -> impl Strategy<Value = String> {
@@ -61,11 +54,6 @@ fn file_from(valid: String) -> impl Strategy<Value = Vec<u8>> {
         3 => prop::collection::vec(edit(), 1..5).prop_map(move |e| edited(&valid, &e)),
         1 => prop::collection::vec(any::<u8>(), 0..200),
     ]
-}
-
-fn counted(name: &str, cases: u32, ok: &Cell<u32>, n: &Cell<u32>) {
-    assert_eq!(n.get(), cases, "{name}");
-    eprintln!("{name}: {cases} cases, {} accepted", ok.get());
 }
 
 fn tiny_model() -> Detector {
@@ -155,22 +143,17 @@ fn fuzz_safetensors_headers() {
         });
     let input = prop_oneof![4 => structured, 1 => prop::collection::vec(any::<u8>(), 0..64)];
     let path = dir.path().join("model.safetensors");
-    let (ok, n) = (Cell::new(0), Cell::new(0));
-    runner(CASES_SAFETENSORS)
-        .run(&input, |bytes| {
-            n.set(n.get() + 1);
-            std::fs::write(&path, &bytes).unwrap();
-            match read_tensors(&path) {
-                Ok(_) => ok.set(ok.get() + 1),
-                Err(e) => prop_assert!(e.to_string().contains("model.safetensors"), "{e}"),
-            }
-            if let Err(e) = load_weights(&vs, &path) {
-                prop_assert!(e.to_string().contains("model.safetensors"), "{e}");
-            }
-            Ok(())
-        })
-        .unwrap();
-    counted("safetensors", CASES_SAFETENSORS, &ok, &n);
+    fuzz("safetensors", CASES_SAFETENSORS, &input, |bytes| {
+        std::fs::write(&path, &bytes).unwrap();
+        let read = read_tensors(&path);
+        if let Err(e) = &read {
+            prop_assert!(e.to_string().contains("model.safetensors"), "{e}");
+        }
+        if let Err(e) = load_weights(&vs, &path) {
+            prop_assert!(e.to_string().contains("model.safetensors"), "{e}");
+        }
+        Ok(read.is_ok())
+    });
 }
 
 /// A run folder with one checkpoint of the tiny detector, and its `state.json` text.
@@ -195,6 +178,7 @@ fn run_folder() -> (tempfile::TempDir, String) {
         }],
         best: None,
         config: TrainConfig::default(),
+        checksums: Default::default(),
     };
     let ckpt = store.save(&weights, &[], &state, Some(0.5), 2).unwrap();
     if let Some(card) = model.description().unwrap() {
@@ -209,19 +193,16 @@ fn fuzz_state_json() {
     let (dir, valid) = run_folder();
     let ckpt = CheckpointStore::new(dir.path()).latest_dir().unwrap().unwrap();
     let path = ckpt.join(STATE_FILE);
-    let (ok, n) = (Cell::new(0), Cell::new(0));
-    runner(CASES_STATE_JSON)
-        .run(&file_from(valid), |bytes| {
-            n.set(n.get() + 1);
-            std::fs::write(&path, &bytes).unwrap();
-            match CheckpointStore::load_dir(&ckpt) {
-                Ok(_) => ok.set(ok.get() + 1),
-                Err(e) => prop_assert!(e.to_string().contains("state.json"), "{e}"),
+    fuzz("state.json", CASES_STATE_JSON, &file_from(valid), |bytes| {
+        std::fs::write(&path, &bytes).unwrap();
+        match CheckpointStore::load_dir(&ckpt) {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                prop_assert!(e.to_string().contains("state.json"), "{e}");
+                Ok(false)
             }
-            Ok(())
-        })
-        .unwrap();
-    counted("state.json", CASES_STATE_JSON, &ok, &n);
+        }
+    });
 }
 
 #[test]
@@ -231,23 +212,17 @@ fn fuzz_latest_json_and_the_resume_fallback() {
     let valid = std::fs::read_to_string(&latest).unwrap();
     let vs = tiny_model();
     let store = CheckpointStore::new(dir.path());
-    let (ok, n) = (Cell::new(0), Cell::new(0));
-    runner(CASES_LATEST_JSON)
-        .run(&file_from(valid), |bytes| {
-            n.set(n.get() + 1);
-            std::fs::write(&latest, &bytes).unwrap();
-            if let Err(e) = store.latest_dir() {
-                prop_assert!(e.to_string().contains("latest.json"), "{e}");
-            }
-            // Whatever latest.json holds (a path out of the folder, garbage), the resume reads
-            // the one sound checkpoint.
-            let ckpt = store.load_resumable(vs.var_store());
-            prop_assert!(ckpt.is_ok(), "{}", ckpt.unwrap_err());
-            ok.set(ok.get() + 1);
-            Ok(())
-        })
-        .unwrap();
-    counted("latest.json", CASES_LATEST_JSON, &ok, &n);
+    fuzz("latest.json", CASES_LATEST_JSON, &file_from(valid), |bytes| {
+        std::fs::write(&latest, &bytes).unwrap();
+        if let Err(e) = store.latest_dir() {
+            prop_assert!(e.to_string().contains("latest.json"), "{e}");
+        }
+        // Whatever latest.json holds (a path out of the folder, garbage), the resume reads
+        // the one sound checkpoint.
+        let ckpt = store.load_resumable(vs.var_store());
+        prop_assert!(ckpt.is_ok(), "{}", ckpt.unwrap_err());
+        Ok(true)
+    });
 }
 
 #[test]
@@ -255,23 +230,20 @@ fn fuzz_model_card() {
     let (dir, _) = run_folder();
     let path = dir.path().join("model.toml");
     let valid = std::fs::read_to_string(&path).unwrap();
-    let (ok, n) = (Cell::new(0), Cell::new(0));
-    runner(CASES_MODEL_CARD)
-        .run(&file_from(valid), |bytes| {
-            n.set(n.get() + 1);
-            std::fs::write(&path, &bytes).unwrap();
-            match ModelCard::read(&path) {
-                Ok(card) => {
-                    ok.set(ok.get() + 1);
-                    // Only sizes a laptop can build are built (a card may ask for 10⁵ channels).
-                    let _ = card.model.validate();
-                }
-                Err(e) => prop_assert!(e.to_string().contains("model.toml"), "{e}"),
+    fuzz("model.toml", CASES_MODEL_CARD, &file_from(valid), |bytes| {
+        std::fs::write(&path, &bytes).unwrap();
+        match ModelCard::read(&path) {
+            Ok(card) => {
+                // Only sizes a laptop can build are built (a card may ask for 10⁵ channels).
+                let _ = card.model.validate();
+                Ok(true)
             }
-            Ok(())
-        })
-        .unwrap();
-    counted("model.toml", CASES_MODEL_CARD, &ok, &n);
+            Err(e) => {
+                prop_assert!(e.to_string().contains("model.toml"), "{e}");
+                Ok(false)
+            }
+        }
+    });
 }
 
 fn fuzz_toml<T: serde::de::DeserializeOwned>(
@@ -280,23 +252,16 @@ fn fuzz_toml<T: serde::de::DeserializeOwned>(
     cases: u32,
     validate: impl Fn(&T) -> bool,
 ) {
-    let (ok, n) = (Cell::new(0), Cell::new(0));
-    runner(cases)
-        .run(&file_from(valid), |bytes| {
-            n.set(n.get() + 1);
-            let Ok(text) = String::from_utf8(bytes) else { return Ok(()) };
-            match parse_toml::<T>(&text, "fuzz.toml") {
-                Ok(cfg) => {
-                    if validate(&cfg) {
-                        ok.set(ok.get() + 1);
-                    }
-                }
-                Err(e) => prop_assert!(e.to_string().contains("fuzz.toml"), "{e}"),
+    fuzz(name, cases, &file_from(valid), |bytes| {
+        let Ok(text) = String::from_utf8(bytes) else { return Ok(false) };
+        match parse_toml::<T>(&text, "fuzz.toml") {
+            Ok(cfg) => Ok(validate(&cfg)),
+            Err(e) => {
+                prop_assert!(e.to_string().contains("fuzz.toml"), "{e}");
+                Ok(false)
             }
-            Ok(())
-        })
-        .unwrap();
-    counted(name, cases, &ok, &n);
+        }
+    });
 }
 
 #[test]
