@@ -96,9 +96,17 @@ pub struct InferenceArgs {
     pub device: DeviceArgs,
 }
 
-/// The flags every training example shares (`train_*`, `pretrain_livecell`) beyond `--config`.
+/// The flags every training example shares (`train_*`, `pretrain_livecell`) beyond `--config`
+/// (whose default differs per example).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunArgs {
+    /// Overrides `train.run_dir`.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in `run_dir` from its latest checkpoint (with `--fold K`: that fold's
+    /// run).
+    #[arg(long)]
+    pub resume: bool,
     /// Set one config value on top of the `--config` files, checked as strictly as a file (an
     /// unknown key or a wrong type is an error naming it): `--set train.optimizer.lr=2e-4`,
     /// `--set train.epochs=2`, `--set model.trunk=resnet50`. Repeatable; a VALUE that is not
@@ -270,6 +278,72 @@ pub fn select_arch(
         run_dir.set_file_name(format!("{name}_{}", arch.name()));
     }
     Ok(())
+}
+
+/// The example that trains `arch` on the Sartorius data (`train_maskrcnn`, `train_cascade`,
+/// `train_htc`).
+pub fn training_example(arch: Arch) -> &'static str {
+    match arch {
+        Arch::MaskRcnn => "train_maskrcnn",
+        Arch::Cascade => "train_cascade",
+        Arch::Htc => "train_htc",
+    }
+}
+
+/// The text of a run's `config.resolved.toml`: the whole config `cfg` (every default filled in),
+/// headed by `head` (what the run read: data, weights, `--set`, config files), one `# ` line
+/// each. A run folder alone says how it was made, and an example run again compares it
+/// ([`reuse_finished`]).
+///
+/// # Errors
+/// A config that does not serialise to TOML.
+pub fn resolved_config<T: serde::Serialize>(cfg: &T, head: &[String]) -> anyhow::Result<String> {
+    let mut text = String::from("# The whole config of this run (every default filled in).\n");
+    for line in head {
+        text.push_str(&format!("# {line}\n"));
+    }
+    Ok(text + &toml::to_string(cfg).context("serialising the config")?)
+}
+
+/// `set: …` for the head of [`resolved_config`], when `--set` was given.
+pub fn set_line(sets: &[String]) -> Option<String> {
+    (!sets.is_empty()).then(|| format!("set: {}", sets.join(" ")))
+}
+
+/// Synthetic cells as the default data of an example (`[synthetic]`): the training examples'
+/// three cell types, `pretrain_livecell`'s cells written as LIVECell cell lines.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticImages {
+    /// Training images (types cycle shsy5y, astro, cort).
+    pub train_images: usize,
+    /// Held-out (validation) images.
+    pub val_images: usize,
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// Seed of the training images (the held-out ones use [`Self::val_seed`]).
+    pub seed: u64,
+}
+
+impl Default for SyntheticImages {
+    /// The training examples' default: 48 training and 12 held-out 256×256 images, seed 0.
+    fn default() -> Self {
+        Self { train_images: 48, val_images: 12, height: 256, width: 256, seed: 0 }
+    }
+}
+
+impl SyntheticImages {
+    /// The images' size.
+    pub fn size(&self) -> cellseg::core::ImageSize {
+        cellseg::core::ImageSize::new(self.height, self.width)
+    }
+
+    /// The seed of the held-out images: `seed + 1_000_000`, apart from every training seed.
+    pub fn val_seed(&self) -> u64 {
+        self.seed.wrapping_add(1_000_000)
+    }
 }
 
 /// Whether `run_dir` holds a finished run (`finished.json`) made with exactly `resolved` (its

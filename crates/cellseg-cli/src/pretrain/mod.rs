@@ -42,12 +42,6 @@ struct Args {
     /// next to the training json).
     #[arg(long)]
     images: Option<PathBuf>,
-    /// Overrides `train.run_dir`.
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
-    /// Continue the run in `run_dir` from its latest checkpoint.
-    #[arg(long)]
-    resume: bool,
     /// Pretrain this architecture (`mask_rcnn`, `cascade`, `htc`): a Mask R-CNN `[model]` is
     /// converted with the seed's settings of that architecture, in the run folder
     /// `<run_dir>_<arch>` (default: the config's `[model] arch`).
@@ -75,22 +69,16 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     if let Some(arch) = args.arch {
         crate::select_arch(&mut cfg.model, &mut cfg.train.run_dir, arch)?;
     }
-    if let Some(d) = &args.run_dir {
+    if let Some(d) = &args.run.run_dir {
         cfg.train.run_dir = d.clone();
     }
     cfg.init = args.run.init_config(&cfg.init);
     let source = setup::source(args.train_json.as_deref(), args.val_json.as_deref());
-    let set = if args.run.set.is_empty() {
-        String::new()
-    } else {
-        format!("# set: {}\n", args.run.set.join(" "))
-    };
-    let resolved = format!(
-        "# The whole config of this run (every default filled in).\n# data: {source}\n{set}{}",
-        toml::to_string(&cfg)?
-    );
+    let mut head = vec![format!("data: {source}")];
+    head.extend(crate::set_line(&args.run.set));
+    let resolved = crate::resolved_config(&cfg, &head)?;
     // Run again with the same arguments, a finished run is reused.
-    if !args.resume && crate::reuse_finished(&cfg.train.run_dir, &resolved)? {
+    if !args.run.resume && crate::reuse_finished(&cfg.train.run_dir, &resolved)? {
         return Ok(());
     }
     let device = args.run.device.apply(cfg.threads)?;
@@ -113,13 +101,13 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     );
     let mut model = Detector::from_config(device, &cfg.model)
         .map_err(|e| anyhow::anyhow!("building the model: {e}"))?;
-    if !args.resume {
+    if !args.run.resume {
         crate::load_init(&model, &cfg.init)?;
     }
     let mut validator = DetectorValidator::new(val, cfg.postproc.clone())
         .map_err(|e| anyhow::anyhow!("postproc config: {e}"))?
         .with_class_space(ClassSpace::livecell(cfg.validation.postproc_as));
-    let before = if args.resume {
+    let before = if args.run.resume {
         None
     } else {
         Some(validator.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?)
@@ -132,7 +120,7 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
         data,
         &cfg.train,
         &mut validator,
-        if args.resume { cellseg::train::Start::Resume } else { cellseg::train::Start::Fresh },
+        if args.run.resume { cellseg::train::Start::Resume } else { cellseg::train::Start::Fresh },
         cfg.overlays,
         resolved,
     )?;
@@ -156,13 +144,9 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     }
     crate::print_report("trained", &after.report);
     crate::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
-    let example = match cfg.model.arch {
-        cellseg::train::detector::Arch::MaskRcnn => "train_maskrcnn",
-        cellseg::train::detector::Arch::Cascade => "train_cascade",
-        cellseg::train::detector::Arch::Htc => "train_htc",
-    };
     println!(
-        "finetune from it: cargo run --release --example {example} -- --pretrained {}",
+        "finetune from it: cargo run --release --example {} -- --pretrained {}",
+        crate::training_example(cfg.model.arch),
         cfg.train.run_dir.display()
     );
     Ok(())

@@ -24,7 +24,7 @@ pub struct Config {
     /// Overlay PNGs written for the first validation images.
     pub overlays: usize,
     /// The embedded default data.
-    pub synthetic: SyntheticSection,
+    pub synthetic: crate::SyntheticImages,
     /// Reading the LIVECell jsons.
     pub livecell: LivecellSection,
     /// Starting weights (`--init`: the seed started LIVECell pretraining from an mmdet COCO
@@ -62,7 +62,12 @@ impl Default for Config {
         Self {
             threads: 0,
             overlays: 4,
-            synthetic: SyntheticSection::default(),
+            // Half the training examples' default: pretraining runs two epochs per image batch.
+            synthetic: crate::SyntheticImages {
+                train_images: 24,
+                val_images: 6,
+                ..Default::default()
+            },
             livecell: LivecellSection::default(),
             init: InitConfig::default(),
             model,
@@ -71,28 +76,6 @@ impl Default for Config {
             validation: ValidationSection::default(),
             train,
         }
-    }
-}
-
-/// Synthetic cells written as LIVECell cell lines (the default data without json paths).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SyntheticSection {
-    /// Training images.
-    pub train_images: usize,
-    /// Validation images.
-    pub val_images: usize,
-    /// Image height.
-    pub height: usize,
-    /// Image width.
-    pub width: usize,
-    /// Seed of the training images (the validation images use `seed + 1_000_000`).
-    pub seed: u64,
-}
-
-impl Default for SyntheticSection {
-    fn default() -> Self {
-        Self { train_images: 24, val_images: 6, height: 256, width: 256, seed: 0 }
     }
 }
 
@@ -202,9 +185,8 @@ pub fn load_data(
         }
         _ => {
             let s = &cfg.synthetic;
-            let size = ImageSize::new(s.height, s.width);
-            let train = synthetic_livecell(s.train_images, size, s.seed);
-            let val = synthetic_livecell(s.val_images, size, s.seed.wrapping_add(1_000_000));
+            let train = synthetic_livecell(s.train_images, s.size(), s.seed);
+            let val = synthetic_livecell(s.val_images, s.size(), s.val_seed());
             Ok((train, val, source(None, None)))
         }
     }

@@ -24,13 +24,6 @@ struct Args {
     config: Vec<PathBuf>,
     #[command(flatten)]
     data: crate::DataArgs,
-    /// Overrides `train.run_dir`.
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
-    /// Continue the run in `run_dir` (with `--fold K`: that fold's run) from its latest
-    /// checkpoint.
-    #[arg(long)]
-    resume: bool,
     /// Train fold K of an experiment: `run_dir` is the experiment folder, which records the split
     /// in `folds.csv` (checked on every later run) and holds this fold's run in `fold<K>/`.
     /// Needs `--data` or `--csv`.
@@ -77,14 +70,8 @@ pub fn run(arch: Arch) -> anyhow::Result<()> {
 /// As [`run`].
 pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     crate::init_tracing();
-    let about = format!(
-        "Train a {} on synthetic cells (default) or the Sartorius layout",
-        match arch {
-            Arch::MaskRcnn => "Mask R-CNN",
-            Arch::Cascade => "Cascade Mask R-CNN",
-            Arch::Htc => "Hybrid Task Cascade (HTC)",
-        }
-    );
+    let about =
+        format!("Train a {} on synthetic cells (default) or the Sartorius layout", arch.title());
     let command = Args::command().about(about).after_help(WRITES);
     let matches = match argv {
         Some(argv) => command.try_get_matches_from(argv)?,
@@ -95,7 +82,7 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
     let paths: Vec<&std::path::Path> = args.config.iter().map(PathBuf::as_path).collect();
     let mut cfg = setup::load_configs_with(&paths, &args.run.set)?;
     crate::select_arch(&mut cfg.model, &mut cfg.train.run_dir, arch)?;
-    if let Some(d) = &args.run_dir {
+    if let Some(d) = &args.run.run_dir {
         cfg.train.run_dir = d.clone();
     }
     cfg.init = args.run.init_config(&cfg.init);
@@ -115,10 +102,12 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
         // One run folder, validated on `data.fold`; run again with the same arguments, a finished
         // run is reused.
         let run_dir = &cfg.train.run_dir;
-        if !args.resume && crate::reuse_finished(run_dir, &resolved_config(&cfg, &args, &paths)?)? {
+        if !args.run.resume
+            && crate::reuse_finished(run_dir, &resolved_config(&cfg, &args, &paths)?)?
+        {
             return Ok(());
         }
-        let start = start_of(run_dir, args.resume)?;
+        let start = start_of(run_dir, args.run.resume)?;
         let setup::Data { train, val, dsb_val } = setup::load_data(&cfg, paths.as_ref())?;
         let done =
             train_one(arch, &cfg, &args, &paths, device, Fold { train, val, dsb_val, start })?;
@@ -156,9 +145,9 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
                 println!("fold {k}: finished earlier ({}), skipped", dir.display());
                 continue;
             }
-            FoldState::Interrupted if args.all_folds || args.resume => Start::Resume,
+            FoldState::Interrupted if args.all_folds || args.run.resume => Start::Resume,
             FoldState::Interrupted => return Err(run_exists(&dir)),
-            FoldState::New if args.resume => {
+            FoldState::New if args.run.resume => {
                 anyhow::bail!("--resume: fold {k} has no checkpoint in {}", dir.display())
             }
             FoldState::New => Start::Fresh,
@@ -310,33 +299,28 @@ fn train_one(
     })
 }
 
-/// The whole config of the run as TOML (`config.resolved.toml`), headed by the data and weights
-/// it read: a run folder alone says how it was made.
+/// The run's `config.resolved.toml` ([`crate::resolved_config`]), headed by the data and
+/// weights it read, the `--set` values and the config files.
 fn resolved_config(
     cfg: &setup::Config,
     args: &Args,
     paths: &Option<(PathBuf, PathBuf)>,
 ) -> anyhow::Result<String> {
-    let mut head = String::from("# The whole config of this run (every default filled in).\n");
-    match paths {
-        Some((csv, images)) => head.push_str(&format!(
-            "# data: {} with images in {} (fold {} of {} held out)\n",
+    let mut head = vec![match paths {
+        Some((csv, images)) => format!(
+            "data: {} with images in {} (fold {} of {} held out)",
             csv.display(),
             images.display(),
             cfg.data.fold,
             cfg.data.folds
-        )),
-        None => head.push_str("# data: the synthetic default ([synthetic], [dsb])\n"),
-    }
-    if let Some(p) = &args.pretrained {
-        head.push_str(&format!("# pretrained: {}\n", p.display()));
-    }
-    if !args.run.set.is_empty() {
-        head.push_str(&format!("# set: {}\n", args.run.set.join(" ")));
-    }
+        ),
+        None => "data: the synthetic default ([synthetic], [dsb])".to_string(),
+    }];
+    head.extend(args.pretrained.as_ref().map(|p| format!("pretrained: {}", p.display())));
+    head.extend(crate::set_line(&args.run.set));
     let configs: Vec<String> = args.config.iter().map(|p| p.display().to_string()).collect();
-    head.push_str(&format!("# configs: {}\n", configs.join(" + ")));
-    Ok(head + &toml::to_string(cfg).context("serialising the config")?)
+    head.push(format!("configs: {}", configs.join(" + ")));
+    crate::resolved_config(cfg, &head)
 }
 
 /// Writes the held-out images and their truth (`heldout/images/` + `heldout/truth.csv`, and

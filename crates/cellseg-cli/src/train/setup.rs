@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cellseg::core::ImageSize;
 use cellseg::data::dsb::DsbDataset;
 use cellseg::data::sartorius::{SartoriusDataset, SartoriusOptions};
 use cellseg::data::{AugmentConfig, Sample, Strictness, synthetic};
@@ -24,7 +23,7 @@ pub struct Config {
     /// Overlay PNGs written for the first held-out images.
     pub overlays: usize,
     /// The synthetic default data (no `--data` / `--csv`).
-    pub synthetic: SyntheticSection,
+    pub synthetic: crate::SyntheticImages,
     /// Real DSB2018 nuclei added to the synthetic default.
     pub dsb: DsbSection,
     /// How real data is split.
@@ -42,28 +41,6 @@ pub struct Config {
     pub postproc: PostprocConfig,
     /// The training engine (default: the seed's finetuning recipe).
     pub train: TrainConfig,
-}
-
-/// Synthetic cells of the three types (cellseg-data `synthetic`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SyntheticSection {
-    /// Training images (types cycle shsy5y, astro, cort).
-    pub train_images: usize,
-    /// Held-out images.
-    pub val_images: usize,
-    /// Image height.
-    pub height: usize,
-    /// Image width.
-    pub width: usize,
-    /// Seed of the training images (the held-out ones use `seed + 1_000_000`).
-    pub seed: u64,
-}
-
-impl Default for SyntheticSection {
-    fn default() -> Self {
-        Self { train_images: 48, val_images: 12, height: 256, width: 256, seed: 0 }
-    }
 }
 
 /// The real DSB2018 nuclei added to the synthetic default (not used with `--data` / `--csv`).
@@ -165,9 +142,8 @@ pub fn load_data(cfg: &Config, paths: Option<&(PathBuf, PathBuf)>) -> anyhow::Re
     match paths {
         None => {
             let s = &cfg.synthetic;
-            let size = ImageSize::new(s.height, s.width);
-            let mut train = synthetic::samples(s.train_images, size, s.seed);
-            let val = synthetic::samples(s.val_images, size, s.seed.wrapping_add(1_000_000));
+            let mut train = synthetic::samples(s.train_images, s.size(), s.seed);
+            let val = synthetic::samples(s.val_images, s.size(), s.val_seed());
             let mut dsb_val = Vec::new();
             if cfg.dsb.enabled {
                 let (t, v) = load_dsb(&cfg.dsb)?;

@@ -35,6 +35,16 @@ impl Arch {
             Self::Htc => "htc",
         }
     }
+
+    /// The architecture's name in prose (`Mask R-CNN`, `Cascade Mask R-CNN`, `Hybrid Task
+    /// Cascade (HTC)`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::MaskRcnn => "Mask R-CNN",
+            Self::Cascade => "Cascade Mask R-CNN",
+            Self::Htc => "Hybrid Task Cascade (HTC)",
+        }
+    }
 }
 
 impl std::str::FromStr for Arch {
