@@ -1,5 +1,6 @@
 # The two README commands. Both create .venv (torch 2.11.0 + test packages) when it is missing, and
-# install the mold linker when the system can (tools/setup_mold.sh; the default linker otherwise).
+# install the Debian packages the build uses when the system can (tools/setup_system_packages.sh:
+# mold for faster links, libgloo-dev for cellseg-dist's c10d shim).
 .PHONY: test test-oracles test-all demo reproduce venv setup
 
 # The mmdet 2.17 parity oracles (tests/it modules of cellseg-heads and cellseg-ensemble): real
@@ -12,7 +13,7 @@ venv:
 	tools/setup_venv.sh
 
 setup: venv
-	tools/setup_mold.sh
+	tools/setup_system_packages.sh
 
 # Every test of the workspace but the mmdet oracles.
 test: setup

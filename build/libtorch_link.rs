@@ -11,7 +11,14 @@
 
 use std::path::PathBuf;
 
+#[allow(dead_code)] // the entry point when this file is a package's build script
 fn main() {
+    link_libtorch();
+}
+
+/// The rpath and the CUDA link described above (also called by build scripts that include this
+/// file, such as cellseg-dist's).
+pub fn link_libtorch() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let Some(libtorch) = std::env::var_os("LIBTORCH") else {
         println!("cargo:warning=LIBTORCH is not set; run tools/setup_venv.sh (make test does)");
