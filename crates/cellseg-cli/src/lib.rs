@@ -305,6 +305,17 @@ pub fn resolved_config<T: serde::Serialize>(cfg: &T, head: &[String]) -> anyhow:
     Ok(text + &toml::to_string(cfg).context("serialising the config")?)
 }
 
+/// The config layers `paths` + `--set` assignments `sets` as one name for messages
+/// (`configs/a.toml + configs/b.toml + --set train.epochs=2`).
+pub fn layer_names(paths: &[&Path], sets: &[String]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .chain(sets.iter().map(|s| format!("--set {s}")))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
 /// `set: …` for the head of [`resolved_config`], when `--set` was given.
 pub fn set_line(sets: &[String]) -> Option<String> {
     (!sets.is_empty()).then(|| format!("set: {}", sets.join(" ")))

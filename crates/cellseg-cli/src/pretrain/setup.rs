@@ -116,12 +116,7 @@ pub fn load_configs(paths: &[&Path]) -> anyhow::Result<Config> {
 /// As [`load_configs`]; a bad assignment names its `--set` argument.
 pub fn load_configs_with(paths: &[&Path], sets: &[String]) -> anyhow::Result<Config> {
     let cfg: Config = cellseg::core::config::load_toml_layers_and_sets(paths, sets)?;
-    let names = paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .chain(sets.iter().map(|s| format!("--set {s}")))
-        .collect::<Vec<_>>()
-        .join(" + ");
+    let names = crate::layer_names(paths, sets);
     if cfg.model.heads.num_classes < 8 {
         bail!(
             "{names}: `model.heads.num_classes` is {}, but LIVECell has 8 classes (labels 0..=7)",
