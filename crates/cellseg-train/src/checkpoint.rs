@@ -519,6 +519,16 @@ impl CheckpointStore {
             });
         }
         for (file, expected) in &state.checksums {
+            // Only the checkpoint's own tensor files: a state.json must not make us read others.
+            if file != MODEL_FILE && file != OPTIMIZER_FILE {
+                return Err(Error::CheckpointState {
+                    path,
+                    message: format!(
+                        "checksums names {file:?}, not a file of the checkpoint ({MODEL_FILE}, \
+                         {OPTIMIZER_FILE})"
+                    ),
+                });
+            }
             let file_path = dir.join(file);
             let found = file_sha256(&file_path)?;
             if &found != expected {
@@ -797,6 +807,20 @@ pub(crate) mod tests {
                 "{file}: {reason}"
             );
         }
+    }
+
+    /// Found by the state.json fuzzer: a `checksums` key that is not one of the checkpoint's
+    /// files (here a path out of the folder) is a state error naming state.json, and no other
+    /// file is read.
+    #[test]
+    fn a_checksum_of_another_file_is_a_state_error() {
+        let (_dir, store, _vs) = three_checkpoints();
+        let dir = step_dir(&store, 3);
+        let path = dir.join(STATE_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, text.replace("\"model.safetensors\":", "\"../../latest.json\":")).unwrap();
+        let e = CheckpointStore::load_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("state.json") && e.contains("../../latest.json"), "{e}");
     }
 
     #[test]
