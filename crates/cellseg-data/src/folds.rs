@@ -181,7 +181,7 @@ impl FoldSplit {
     ///
     /// # Errors
     /// [`Error::Io`], [`Error::Csv`] naming the line (a malformed row or fold, a repeated id, an
-    /// empty fold), [`Error::MissingColumn`]-style errors for a missing column.
+    /// empty fold, a missing column).
     pub fn read(path: &Path) -> Result<Self> {
         let mut csv = CsvFile::read(path)?;
         if let Some((_, e)) = csv.bad.drain(..).next() {

@@ -6,7 +6,8 @@
 //! and each of them goes through [`upload`], [`download`] or [`note_sync`] here, which count them
 //! whatever the device (on the CPU the copy itself is free, but the count says what a GPU would
 //! wait for). [`counts`] reads the counters, so a test can pin the number of synchronisations of a
-//! training step and a change that adds one shows up.
+//! training step and a change that adds one shows up. Not counted: [`crate::Features::to_device`],
+//! which a caller asks for by name, and `to_device` on tensors already on that device (no copy).
 //!
 //! The counters are per thread: a step runs on one thread, and tests running side by side do not
 //! see each other's transfers.

@@ -187,9 +187,9 @@ impl RoiSampler {
     /// sample near the last image row blends with the zero padding, as in mmdet).
     ///
     /// Host synchronisations for the whole batch (the GT boxes and labels are already on the
-    /// device, [`BatchTargets`]): one copy of the candidate counts of every image back (the sampler needs them),
-    /// one copy of the positive boxes and their GT indices back (mask targets are planned on
-    /// the host), and one copy of all mask-target inputs to the device
+    /// device, [`BatchTargets`]): one copy of the candidate counts of every image back (the
+    /// sampler needs them), one copy of the positive boxes and their GT indices back (mask
+    /// targets are planned on the host), and one copy of all mask-target inputs to the device
     /// ([`mask_targets_batch`]). The results, and the random draws, equal image-by-image sampling.
     pub fn sample(
         &self,

@@ -152,7 +152,7 @@ impl TwoStageDetector for MaskRcnn {
     /// `log(0/0)` and make the losses NaN.
     ///
     /// # Errors
-    /// [`Error::Mismatch`] when the batch size and the number of targets differ.
+    /// [`crate::Error::Mismatch`] when the batch size and the number of targets differ.
     fn losses(&self, images: &Tensor, targets: &[Instances]) -> Result<Losses> {
         self.check_input(images)?;
         let targets = checked_targets(images, targets, self.num_classes())?;
