@@ -55,11 +55,6 @@ impl<'a> BatchTargets<'a> {
         self.instances
     }
 
-    /// GT boxes `[G_b, 4]` and labels `[G_b]` of image `b`, on the device.
-    pub fn get(&self, b: usize) -> &(Tensor, Tensor) {
-        &self.on_device[b]
-    }
-
     /// GT boxes `[G_b, 4]` of every image, on the device.
     pub fn boxes(&self) -> Vec<Tensor> {
         self.on_device.iter().map(|(b, _)| b.shallow_clone()).collect()
