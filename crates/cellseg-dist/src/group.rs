@@ -281,14 +281,15 @@ impl ProcessGroup {
     /// [`Error::Collective`] when a peer fails, times out or passes another number of values.
     pub fn all_gather_f64(&self, values: &[f64]) -> Result<Vec<Vec<f64>>> {
         let Some(gloo) = &self.gloo else { return Ok(vec![values.to_vec()]) };
+        if values.is_empty() {
+            return Ok(vec![Vec::new(); self.world_size]);
+        }
         let n = values.len() as i64;
         let table = Tensor::zeros([self.world_size as i64, n], (Kind::Double, Device::Cpu));
-        if n > 0 {
-            table.get(self.rank as i64).copy_(&Tensor::from_slice(values));
-        }
+        table.get(self.rank as i64).copy_(&Tensor::from_slice(values));
         gloo.all_reduce(&table, false).map_err(self.collective("all_gather"))?;
         let flat = Vec::<f64>::try_from(table.reshape([-1]))?;
-        Ok(flat.chunks(n.max(1) as usize).take(self.world_size).map(<[f64]>::to_vec).collect())
+        Ok(flat.chunks(n as usize).map(<[f64]>::to_vec).collect())
     }
 }
 
