@@ -24,6 +24,7 @@ use tch::{Tensor, nn, nn::ModuleT};
 
 use crate::backbone::{Backbone, ShapeSpec};
 use crate::error::{Error, Result};
+use crate::norm::Norm;
 
 /// Widths of a [`TinyConvNet`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,11 +32,15 @@ use crate::error::{Error, Result};
 pub struct TinyConfig {
     /// Output channels of the four stages (strides 2, 4, 8, 16). Default `[16, 32, 48, 64]`.
     pub widths: [i64; 4],
+    /// Batch-norm behaviour in training. Default `batch_norm` (batch statistics, running
+    /// statistics updated: a trunk trained from scratch needs them); `batch_norm_eval` is the
+    /// seed's `norm_eval = True`, `frozen_batch_norm` also freezes the affine parameters.
+    pub norm: Norm,
 }
 
 impl Default for TinyConfig {
     fn default() -> Self {
-        Self { widths: [16, 32, 48, 64] }
+        Self { widths: [16, 32, 48, 64], norm: Norm::BatchNorm }
     }
 }
 
@@ -43,19 +48,26 @@ impl Default for TinyConfig {
 struct ConvBn {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
+    /// Whether training uses batch statistics ([`Norm::BatchNorm`]).
+    batch_stats: bool,
 }
 
 impl ConvBn {
-    fn new(p: &nn::Path, cin: i64, cout: i64, stride: i64) -> Self {
+    fn new(p: &nn::Path, cin: i64, cout: i64, stride: i64, norm: Norm) -> Self {
         let cfg = nn::ConvConfig { stride, padding: 1, bias: false, ..Default::default() };
-        Self {
-            conv: nn::conv2d(p / "conv", cin, cout, 3, cfg),
-            bn: nn::batch_norm2d(p / "bn", cout, Default::default()),
+        // The convolution first: both initialisations draw from libtorch's generator.
+        let conv = nn::conv2d(p / "conv", cin, cout, 3, cfg);
+        let mut bn = nn::batch_norm2d(p / "bn", cout, Default::default());
+        if norm == Norm::FrozenBatchNorm {
+            for t in [bn.ws.as_mut(), bn.bs.as_mut()].into_iter().flatten() {
+                *t = t.set_requires_grad(false);
+            }
         }
+        Self { conv, bn, batch_stats: norm == Norm::BatchNorm }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        self.bn.forward_t(&x.apply(&self.conv), train).relu()
+        self.bn.forward_t(&x.apply(&self.conv), train && self.batch_stats).relu()
     }
 }
 
@@ -86,8 +98,8 @@ impl TinyConvNet {
         for (i, &c) in cfg.widths.iter().enumerate() {
             let s = p / format!("stage{i}");
             stages.push((
-                ConvBn::new(&(&s / "down"), cin, c, 2),
-                ConvBn::new(&(&s / "conv"), c, c, 1),
+                ConvBn::new(&(&s / "down"), cin, c, 2, cfg.norm),
+                ConvBn::new(&(&s / "conv"), c, c, 1, cfg.norm),
             ));
             cin = c;
         }
@@ -123,7 +135,7 @@ mod tests {
     #[test]
     fn shapes_follow_the_strides() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = TinyConfig { widths: [8, 8, 16, 16] };
+        let cfg = TinyConfig { widths: [8, 8, 16, 16], ..TinyConfig::default() };
         let net = TinyConvNet::new(&vs.root(), &cfg).unwrap();
         let x = Tensor::randn([2, 3, 48, 80], (Kind::Float, Device::Cpu));
         let outs = net.forward(&x, true);
@@ -135,9 +147,33 @@ mod tests {
     }
 
     #[test]
+    fn eval_mode_batch_norm_keeps_its_statistics_and_frozen_ones_do_not_train() {
+        for (norm, stats_move, affine_trains) in [
+            (Norm::BatchNorm, true, true),
+            (Norm::BatchNormEval, false, true),
+            (Norm::FrozenBatchNorm, false, false),
+        ] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = TinyConfig { widths: [4, 4, 4, 4], norm };
+            let net = TinyConvNet::new(&vs.root(), &cfg).unwrap();
+            let before = vs.variables()["stage0.down.bn.running_mean"].copy();
+            let x = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu)) + 3.0;
+            let _ = net.forward(&x, true);
+            let after = &vs.variables()["stage0.down.bn.running_mean"];
+            assert_eq!(!before.equal(after), stats_move, "{norm:?}");
+            let w = &vs.variables()["stage0.down.bn.weight"];
+            assert_eq!(w.requires_grad(), affine_trains, "{norm:?}");
+        }
+    }
+
+    #[test]
     fn rejects_zero_width() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let err = TinyConvNet::new(&vs.root(), &TinyConfig { widths: [8, 0, 8, 8] }).unwrap_err();
+        let err = TinyConvNet::new(
+            &vs.root(),
+            &TinyConfig { widths: [8, 0, 8, 8], ..TinyConfig::default() },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("widths"), "{err}");
     }
 }

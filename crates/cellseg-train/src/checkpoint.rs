@@ -107,11 +107,19 @@ pub struct TrainState {
     pub best: Option<BestRecord>,
     /// The run's configuration.
     pub config: TrainConfig,
+    /// The number of data-parallel processes that trained it (each reads its own shard of every
+    /// epoch, so a resume needs the same number); 1 in checkpoints written before it existed.
+    #[serde(default = "one_process")]
+    pub world_size: usize,
     /// SHA-256 (hex) of the checkpoint's tensor files by file name, written by
     /// [`CheckpointStore::save`] and checked by [`CheckpointStore::load_dir`]; empty in
     /// checkpoints written before it existed (those are read unchecked).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub checksums: BTreeMap<String, String>,
+}
+
+fn one_process() -> usize {
+    1
 }
 
 /// A checkpoint read back from disk.
@@ -625,6 +633,7 @@ pub(crate) mod tests {
     pub(crate) fn state(step: u64) -> TrainState {
         TrainState {
             checksums: BTreeMap::new(),
+            world_size: 1,
             format: STATE_FORMAT,
             step,
             epoch: 0,

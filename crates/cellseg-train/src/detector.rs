@@ -33,9 +33,10 @@ use std::path::{Path, PathBuf};
 use cellseg_core::{CellType, LivecellClass};
 use cellseg_data::normalize::{MEAN_RGB, PAD_VALUE, STD_RGB};
 use cellseg_data::{Augment, AugmentConfig, Batch, Sample};
+use cellseg_dist::ProcessGroup;
 use cellseg_heads::TwoStageDetector;
 pub use cellseg_heads::detectors::{Arch, DetectorConfig, Trunk};
-use cellseg_metrics::competition::{ImageScore, IouMatrix, image_score, mean_score};
+use cellseg_metrics::competition::{ImageScore, IouMatrix, image_score};
 use cellseg_postproc::vote::majority_label;
 use cellseg_postproc::{Pipeline, PostprocConfig, Processed, SoftDetections};
 use rand::SeedableRng;
@@ -438,26 +439,64 @@ impl DetectorValidator {
     pub fn evaluate(&self, model: &Detector) -> Result<Evaluation, HookError> {
         let mut processed = Vec::with_capacity(self.samples.len());
         let mut scores = Vec::with_capacity(self.samples.len());
-        let mut by_type: BTreeMap<String, Vec<ImageScore>> = BTreeMap::new();
         for s in &self.samples {
-            let batch = Batch::collate(vec![s.clone()], SIZE_DIVISOR);
-            let dets = model.predict(&batch)?.remove(0);
-            // Soft masks, binarised once by the pipeline at its `mask_threshold` (seed 0.45).
-            let p = match &self.class_space {
-                None => self.pipeline.run(&s.id, &cell_type_detections(dets))?,
-                Some(space) => {
-                    let mut relabelled = dets.clone();
-                    relabelled.labels.iter_mut().for_each(|l| *l = space.postproc_as.label());
-                    let mut p = self.pipeline.run(&s.id, &relabelled)?;
-                    p.detections.labels =
-                        p.source_indices.iter().map(|&i| dets.labels[i]).collect();
-                    p
-                }
-            };
-            let ious = IouMatrix::from_cropped(&s.instances.masks, &p.detections.masks)
-                .map_err(|e| format!("{}: {e}", s.id))?;
-            let score = image_score(&ious);
-            // The image's group: its majority ground-truth label, named in the class space.
+            let (p, score) = self.score(model, s)?;
+            scores.push(score);
+            processed.push(p);
+        }
+        let values: Vec<f64> = scores.iter().map(|s| s.score).collect();
+        let report = self.report(&values);
+        Ok(Evaluation { processed, scores, report })
+    }
+
+    /// [`Self::evaluate`]'s report, computed by the ranks of `group` together: rank `r` scores
+    /// the images `r, r + world, …`, and every rank gets the same report, equal to the
+    /// one-process one (the same per-image scores, summed in the same order).
+    ///
+    /// # Errors
+    /// As [`Self::evaluate`]; a failing collective.
+    pub fn evaluate_sharded(
+        &self,
+        model: &Detector,
+        group: &ProcessGroup,
+    ) -> Result<EvalReport, HookError> {
+        let (rank, world) = (group.rank(), group.world_size());
+        let mut mine = vec![0.0; self.samples.len()];
+        for (i, s) in self.samples.iter().enumerate().skip(rank).step_by(world) {
+            mine[i] = self.score(model, s)?.1.score;
+        }
+        // Each image is scored on one rank and 0 elsewhere: the sums are the scores exactly.
+        let all = group.all_gather_f64(&mine)?;
+        let values: Vec<f64> =
+            (0..mine.len()).map(|i| all.iter().map(|r| r[i]).sum::<f64>()).collect();
+        Ok(self.report(&values))
+    }
+
+    /// Predicts, post-processes and scores one held-out image.
+    fn score(&self, model: &Detector, s: &Sample) -> Result<(Processed, ImageScore), HookError> {
+        let batch = Batch::collate(vec![s.clone()], SIZE_DIVISOR);
+        let dets = model.predict(&batch)?.remove(0);
+        // Soft masks, binarised once by the pipeline at its `mask_threshold` (seed 0.45).
+        let p = match &self.class_space {
+            None => self.pipeline.run(&s.id, &cell_type_detections(dets))?,
+            Some(space) => {
+                let mut relabelled = dets.clone();
+                relabelled.labels.iter_mut().for_each(|l| *l = space.postproc_as.label());
+                let mut p = self.pipeline.run(&s.id, &relabelled)?;
+                p.detections.labels = p.source_indices.iter().map(|&i| dets.labels[i]).collect();
+                p
+            }
+        };
+        let ious = IouMatrix::from_cropped(&s.instances.masks, &p.detections.masks)
+            .map_err(|e| format!("{}: {e}", s.id))?;
+        Ok((p, image_score(&ious)))
+    }
+
+    /// The mean of the per-image `scores` (in sample order) overall and per group: an image's
+    /// group is its majority ground-truth label, named in the class space.
+    fn report(&self, scores: &[f64]) -> EvalReport {
+        let mut by_type: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for (s, &score) in self.samples.iter().zip(scores) {
             let group = majority_label(&s.instances.labels).map(|l| {
                 let name = match &self.class_space {
                     None => CellType::from_label(l).map(|t| t.name().to_string()),
@@ -466,21 +505,20 @@ impl DetectorValidator {
                 name.unwrap_or_else(|| format!("label_{l}"))
             });
             if let Some(g) = group {
-                by_type.entry(g).or_default().push(score.clone());
+                by_type.entry(g).or_default().push(score);
             }
-            scores.push(score);
-            processed.push(p);
         }
-        let report = EvalReport {
-            score: mean_score(&scores).unwrap_or(0.0),
-            per_type: by_type
-                .iter()
-                .map(|(k, v)| (k.clone(), mean_score(v).unwrap_or(0.0)))
-                .collect(),
+        EvalReport {
+            score: mean(scores).unwrap_or(0.0),
+            per_type: by_type.iter().map(|(k, v)| (k.clone(), mean(v).unwrap_or(0.0))).collect(),
             extra: BTreeMap::new(),
-        };
-        Ok(Evaluation { processed, scores, report })
+        }
     }
+}
+
+/// The mean of `values` summed in order (as `cellseg_metrics::mean_score` sums image scores).
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 /// The detections whose label is a Sartorius cell type (0, 1, 2): the seed finetunes with 8-class
@@ -506,6 +544,14 @@ fn cell_type_detections(dets: SoftDetections) -> SoftDetections {
 impl Validator<Detector> for DetectorValidator {
     fn validate(&mut self, model: &mut Detector) -> Result<EvalReport, HookError> {
         Ok(self.evaluate(model)?.report)
+    }
+
+    fn validate_sharded(
+        &mut self,
+        model: &mut Detector,
+        group: &ProcessGroup,
+    ) -> Result<EvalReport, HookError> {
+        self.evaluate_sharded(model, group)
     }
 }
 
@@ -562,7 +608,7 @@ mod tests {
     #[test]
     fn livecell_labels_are_scored_per_cell_line() {
         let mut cfg = DetectorConfig { trunk: Trunk::Tiny, ..DetectorConfig::default() };
-        cfg.tiny = TinyConfig { widths: [8, 8, 16, 16] };
+        cfg.tiny = TinyConfig { widths: [8, 8, 16, 16], ..TinyConfig::default() };
         cfg.neck = FpnConfig { out_channels: 8, num_outs: 5 };
         cfg.heads.num_classes = 8;
         cfg.heads.rpn.feat_channels = 8;

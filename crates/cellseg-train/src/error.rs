@@ -253,8 +253,39 @@ pub enum Error {
     NotEnoughData {
         /// Samples in the data source.
         samples: usize,
-        /// `batch_size × grad_accumulation`.
+        /// `batch_size × world size × grad_accumulation`.
         needed: usize,
+    },
+    /// A collective of the data-parallel group failed (a peer died, timed out or disagreed).
+    #[error(transparent)]
+    Dist(#[from] cellseg_dist::Error),
+    /// Another rank of the group failed; this one stops with it instead of waiting.
+    #[error("rank {rank} of {world} failed ({what}); rank {this} stops too: {message}")]
+    Peer {
+        /// The rank that failed first.
+        rank: usize,
+        /// The group size.
+        world: usize,
+        /// This process's rank.
+        this: usize,
+        /// What it was doing (`starting the run`, `writing a checkpoint`, …).
+        what: &'static str,
+        /// Its error, or what is known of it on this rank.
+        message: String,
+    },
+    /// A run is resumed with another number of processes than it was written with: the data
+    /// positions (each rank's shard of every epoch) would not be the same.
+    #[error(
+        "{path}: the run was trained by {saved} process(es); resuming it with {now} would change \
+         the data order — resume with --nproc-per-node / WORLD_SIZE = {saved}"
+    )]
+    WorldSize {
+        /// The checkpoint's `state.json`.
+        path: PathBuf,
+        /// The world size the checkpoint was written with.
+        saved: usize,
+        /// This group's world size.
+        now: usize,
     },
     /// The loss/validation plot could not be drawn.
     #[error("drawing plot {path}: {message}")]

@@ -57,6 +57,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data_parallel;
 pub mod detector;
 pub mod error;
 pub mod losses;

@@ -337,7 +337,7 @@ mod tests {
     fn tiny(num_classes: i64, widths: [i64; 4]) -> Detector {
         let mut cfg = DetectorConfig {
             trunk: Trunk::Tiny,
-            tiny: TinyConfig { widths },
+            tiny: TinyConfig { widths, ..TinyConfig::default() },
             neck: FpnConfig { out_channels: 8, num_outs: 5 },
             ..DetectorConfig::default()
         };

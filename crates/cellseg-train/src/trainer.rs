@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
+
+use cellseg_dist::ProcessGroup;
 
 use tch::{Tensor, nn};
 
@@ -10,6 +13,7 @@ use crate::checkpoint::{
     BestRecord, CheckpointStore, LossScale, STATE_FORMAT, TrainState, named_variables,
 };
 use crate::config::TrainConfig;
+use crate::data_parallel::Ranks;
 use crate::error::HookError;
 use crate::losses::{LossWeighting, Losses};
 use crate::metrics_log::{MetricsLog, Record};
@@ -106,6 +110,21 @@ pub trait Validator<M: ?Sized> {
     /// # Errors
     /// Any error of the validation.
     fn validate(&mut self, model: &mut M) -> std::result::Result<EvalReport, HookError>;
+
+    /// [`Self::validate`] by the ranks of `group` together, every rank returning the same report
+    /// (each scores its share of the images and the parts are gathered). By default every rank
+    /// validates every image: the same report, without the speed-up.
+    ///
+    /// # Errors
+    /// Any error of the validation, or of the group.
+    fn validate_sharded(
+        &mut self,
+        model: &mut M,
+        group: &ProcessGroup,
+    ) -> std::result::Result<EvalReport, HookError> {
+        let _ = group;
+        self.validate(model)
+    }
 }
 
 /// How [`Trainer::fit`] starts.
@@ -150,6 +169,8 @@ pub struct Trainer {
     cfg: TrainConfig,
     /// The whole config of the run (`with_resolved_config`), written as `config.resolved.toml`.
     resolved: Option<String>,
+    /// The data-parallel group (`with_group`); one process by default.
+    ranks: Ranks,
 }
 
 /// The mutable position of a run.
@@ -177,7 +198,15 @@ impl Trainer {
     /// [`Error::InvalidConfig`] when the config does not validate.
     pub fn new(cfg: TrainConfig) -> Result<Self> {
         cfg.validate()?;
-        Ok(Self { cfg, resolved: None })
+        Ok(Self { cfg, resolved: None, ranks: Ranks::new(Arc::new(ProcessGroup::single())) })
+    }
+
+    /// Trains data-parallel over the ranks of `group` (see [`crate::data_parallel`]): every rank
+    /// calls [`Self::fit`] with the same config, an equal model and the same data; `batch_size`
+    /// is per rank. One rank (the default) is the plain one-process run.
+    pub fn with_group(mut self, group: Arc<ProcessGroup>) -> Self {
+        self.ranks = Ranks::new(group);
+        self
     }
 
     /// Records `toml` (the whole config the run was made with: data, fold, model, augmentations,
@@ -233,13 +262,16 @@ impl Trainer {
         }
         let mut optimizer = Optimizer::new(&cfg.optimizer, params);
 
+        let ranks = &self.ranks;
         let n = data.len();
-        let per_step = cfg.batch_size * cfg.grad_accumulation;
+        // The global batch: `batch_size` per rank.
+        let global_batch = cfg.batch_size * ranks.world();
+        let per_step = global_batch * cfg.grad_accumulation;
         if n < per_step {
             return Err(Error::NotEnoughData { samples: n, needed: per_step });
         }
         let accum = cfg.grad_accumulation as u64;
-        let steps_per_epoch = (n / cfg.batch_size) as u64 / accum;
+        let steps_per_epoch = (n / global_batch) as u64 / accum;
         let micro_per_epoch = steps_per_epoch * accum;
         let total_steps = steps_per_epoch * u64::from(cfg.epochs);
         let horizon =
@@ -256,33 +288,16 @@ impl Trainer {
             loss_scale: amp.then(LossScale::default),
         };
         let mut resumed_from = None;
-        let mut log = match start {
-            Start::Fresh => {
-                if store.has_latest() {
-                    return Err(Error::RunExists { path: cfg.run_dir.clone() });
-                }
-                store.create_run_dir()?;
-                let resolved = match &self.resolved {
-                    Some(t) => t.clone(),
-                    None => cfg.to_toml()?,
-                };
-                crate::checkpoint::write_atomic(
-                    &cfg.run_dir.join("config.resolved.toml"),
-                    resolved.as_bytes(),
-                )?;
-                let card_path = cfg.run_dir.join(MODEL_CARD_FILE);
-                let card = model
-                    .description()
-                    .map_err(|source| Error::Describe { path: card_path.clone(), source })?;
-                if let Some(card) = card {
-                    crate::checkpoint::write_atomic(&card_path, card.as_bytes())?;
-                }
-                MetricsLog::create(&metrics_path)?
+        // Rank 0 alone writes the run folder; every rank reads a checkpoint to resume from.
+        let opened = match start {
+            Start::Fresh if ranks.is_main() => {
+                self.start_fresh(model, &store, &metrics_path).map(Some)
             }
-            Start::Resume => {
+            Start::Fresh => Ok(None),
+            Start::Resume => (|| {
                 let ckpt = store.load_resumable(model.var_store())?;
                 let state_path = ckpt.dir.join(crate::checkpoint::STATE_FILE);
-                check_resumable(cfg, &ckpt.state, &state_path)?;
+                check_resumable(cfg, &ckpt.state, &state_path, ranks.world())?;
                 optimizer.load_state(
                     ckpt.optimizer,
                     &ckpt.state.optimizer_steps,
@@ -300,9 +315,15 @@ impl Trainer {
                 };
                 tracing::info!(dir = %ckpt.dir.display(), step = pos.step, epoch = pos.epoch + 1, passed_over = ckpt.skipped.len(), "resuming");
                 resumed_from = Some(ckpt.dir);
-                MetricsLog::resume(&metrics_path, pos.step)?
-            }
+                if ranks.is_main() {
+                    MetricsLog::resume(&metrics_path, pos.step).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })(),
         };
+        let mut log = ranks.agree("starting the run", opened)?;
+        ranks.broadcast_variables(model.var_store())?;
 
         let plan = RunPlan {
             total_steps,
@@ -352,6 +373,7 @@ impl Trainer {
             while pos.batch_in_epoch < micro_per_epoch {
                 let ctx = StepContext {
                     cfg,
+                    ranks,
                     order: &order,
                     micro_per_epoch,
                     weighting,
@@ -367,7 +389,7 @@ impl Trainer {
                         pos.streak.clear();
                         report.last_loss = Some(stats.loss);
                         observer.on_step(&stats);
-                        log.append(Record::Step(stats))?;
+                        append(&mut log, Record::Step(stats))?;
                     }
                     StepOutcome::Skipped(skipped) => {
                         tracing::warn!(
@@ -388,7 +410,7 @@ impl Trainer {
                             None
                         };
                         let step = skipped.step;
-                        log.append(Record::NonFinite(skipped))?;
+                        append(&mut log, Record::NonFinite(skipped))?;
                         if let Some((key, count, limit)) = limit {
                             return Err(Error::TooManyNonFinite {
                                 count,
@@ -405,16 +427,17 @@ impl Trainer {
                 let periodic = cfg.checkpoint.every_steps > 0
                     && pos.step % cfg.checkpoint.every_steps == 0
                     && pos.batch_in_epoch < micro_per_epoch;
-                let stop = observer.should_stop();
+                // Any rank's observer stops every rank.
+                let stop = ranks.any(observer.should_stop())?;
                 if periodic || stop {
-                    let dir =
-                        self.save(&store, model, &optimizer, &schedule, &pos, None, observer)?;
+                    let dir = self
+                        .save_agreed(&store, model, &optimizer, &schedule, &pos, None, observer)?;
                     report.last_checkpoint = Some(dir);
                 }
                 if stop {
                     tracing::info!(step = pos.step, "stopped by the observer");
                     report.stopped_early = true;
-                    self.plot(&log, &curves_path);
+                    self.plot(log.as_ref(), &curves_path);
                     observer.on_end(&report);
                     return Ok(report);
                 }
@@ -428,9 +451,13 @@ impl Trainer {
             let mut best_score = None;
             if let Some(v) = validator.as_deref_mut().filter(|_| cfg.eval.due(done, cfg.epochs)) {
                 let _span = tracing::info_span!("validation").entered();
-                let eval = v
-                    .validate(model)
-                    .map_err(|source| Error::Validation { epoch: done, source })?;
+                let eval = if ranks.is_parallel() {
+                    v.validate_sharded(model, ranks.group())
+                } else {
+                    v.validate(model)
+                };
+                let eval = eval.map_err(|source| Error::Validation { epoch: done, source });
+                let eval = ranks.agree("validating", eval)?;
                 let is_best = eval.score.is_finite()
                     && pos.best.as_ref().is_none_or(|b| eval.score > b.score);
                 if is_best {
@@ -441,23 +468,85 @@ impl Trainer {
                 tracing::info!(epoch = done, score = eval.score, per_type = ?eval.per_type, is_best, "validation");
                 let record = EvalRecord { step: pos.step, epoch: done, report: eval, is_best };
                 observer.on_eval(&record);
-                log.append(Record::Eval(record))?;
+                append(&mut log, Record::Eval(record))?;
             }
             let every = cfg.checkpoint.every_epochs;
             let regular = (every > 0 && done % every == 0) || done == cfg.epochs;
             if regular || best_score.is_some() {
-                let dir =
-                    self.save(&store, model, &optimizer, &schedule, &pos, best_score, observer)?;
+                let dir = self.save_agreed(
+                    &store, model, &optimizer, &schedule, &pos, best_score, observer,
+                )?;
                 if best_score.is_some() {
                     report.best_checkpoint = Some(dir.clone());
                 }
                 report.last_checkpoint = Some(dir);
             }
-            self.plot(&log, &curves_path);
+            self.plot(log.as_ref(), &curves_path);
         }
         tracing::info!(steps = pos.step, best = ?pos.best, "training finished");
         observer.on_end(&report);
         Ok(report)
+    }
+
+    /// A new run folder: `config.resolved.toml`, the model card, an empty `metrics.jsonl`.
+    fn start_fresh<M: TrainableModel>(
+        &self,
+        model: &M,
+        store: &CheckpointStore,
+        metrics_path: &std::path::Path,
+    ) -> Result<MetricsLog> {
+        let cfg = &self.cfg;
+        if store.has_latest() {
+            return Err(Error::RunExists { path: cfg.run_dir.clone() });
+        }
+        store.create_run_dir()?;
+        let resolved = match &self.resolved {
+            Some(t) => t.clone(),
+            None => cfg.to_toml()?,
+        };
+        crate::checkpoint::write_atomic(
+            &cfg.run_dir.join("config.resolved.toml"),
+            resolved.as_bytes(),
+        )?;
+        let card_path = cfg.run_dir.join(MODEL_CARD_FILE);
+        let card = model
+            .description()
+            .map_err(|source| Error::Describe { path: card_path.clone(), source })?;
+        if let Some(card) = card {
+            crate::checkpoint::write_atomic(&card_path, card.as_bytes())?;
+        }
+        MetricsLog::create(metrics_path)
+    }
+
+    /// Writes a checkpoint of the current position (rank 0; the others wait for it and return
+    /// the folder it wrote).
+    #[allow(clippy::too_many_arguments)]
+    fn save_agreed<M: TrainableModel>(
+        &self,
+        store: &CheckpointStore,
+        model: &M,
+        optimizer: &Optimizer,
+        schedule: &LrSchedule,
+        pos: &Position,
+        best_score: Option<f64>,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<PathBuf> {
+        let ranks = &self.ranks;
+        let saved = if ranks.is_main() {
+            self.save(store, model, optimizer, schedule, pos, best_score, observer).map(Some)
+        } else {
+            Ok(None)
+        };
+        match ranks.agree("writing a checkpoint", saved)? {
+            Some(dir) => Ok(dir),
+            None => {
+                let dir = store
+                    .latest_dir()?
+                    .ok_or_else(|| Error::NoCheckpoint { path: store.run_dir().to_path_buf() })?;
+                observer.on_checkpoint(&dir, pos.step);
+                Ok(dir)
+            }
+        }
     }
 
     /// Writes a checkpoint of the current position.
@@ -486,6 +575,7 @@ impl Trainer {
             nonfinite_streak: pos.streak.clone(),
             best: pos.best.clone(),
             config: self.cfg.clone(),
+            world_size: self.ranks.world(),
             checksums: BTreeMap::new(),
         };
         let weights = named_variables(model.var_store());
@@ -495,16 +585,38 @@ impl Trainer {
         Ok(dir)
     }
 
-    /// Redraws `curves.png`; a failure is logged, never fatal to the run.
-    fn plot(&self, log: &MetricsLog, path: &std::path::Path) {
+    /// Redraws `curves.png` (rank 0, which holds the log); a failure is logged, never fatal to
+    /// the run.
+    fn plot(&self, log: Option<&MetricsLog>, path: &std::path::Path) {
+        let Some(log) = log else { return };
         if let Err(e) = crate::plot::write_curves(log.records(), path) {
             tracing::warn!(error = %e, "could not write the curves");
         }
     }
 }
 
+/// Appends `record` to the log of rank 0 (the other ranks have none).
+fn append(log: &mut Option<MetricsLog>, record: Record) -> Result<()> {
+    match log {
+        Some(log) => log.append(record),
+        None => Ok(()),
+    }
+}
+
 /// A resumed run must see the same data positions: the fields that define them must not change.
-fn check_resumable(cfg: &TrainConfig, state: &TrainState, path: &std::path::Path) -> Result<()> {
+fn check_resumable(
+    cfg: &TrainConfig,
+    state: &TrainState,
+    path: &std::path::Path,
+    world_size: usize,
+) -> Result<()> {
+    if state.world_size != world_size {
+        return Err(Error::WorldSize {
+            path: path.to_path_buf(),
+            saved: state.world_size,
+            now: world_size,
+        });
+    }
     let saved = &state.config;
     let fixed = [
         ("seed", saved.seed == cfg.seed),
@@ -540,6 +652,7 @@ fn check_resumable(cfg: &TrainConfig, state: &TrainState, path: &std::path::Path
 /// Everything one optimizer step needs besides the mutable state.
 struct StepContext<'a> {
     cfg: &'a TrainConfig,
+    ranks: &'a Ranks,
     order: &'a [usize],
     micro_per_epoch: u64,
     weighting: LossWeighting,
@@ -547,6 +660,17 @@ struct StepContext<'a> {
     schedule: &'a LrSchedule,
     total_steps: u64,
     started: Instant,
+}
+
+/// What this rank's micro-batches of one step produced.
+struct Accumulated {
+    grads: Vec<Option<Tensor>>,
+    loss_sum: f64,
+    named: BTreeMap<String, f64>,
+    /// The first non-finite loss.
+    bad: Option<(&'static str, f64)>,
+    /// The micro-batches that ran (all, or up to the non-finite one).
+    run: usize,
 }
 
 impl StepContext<'_> {
@@ -564,28 +688,113 @@ impl StepContext<'_> {
         D: TrainData<Batch = M::Batch>,
     {
         let cfg = self.cfg;
+        let ranks = self.ranks;
         let t0 = Instant::now();
         let step = pos.step; // 0-based index of this optimizer step
         let accum = cfg.grad_accumulation as u64;
         let scale = pos.loss_scale.as_ref().map_or(1.0, |s| s.scale);
+        let _span = tracing::debug_span!("step", step = step + 1).entered();
+        let global_batch = cfg.batch_size * ranks.world();
+        let local = self.accumulate(model, data, params, pos, scale);
+        let Accumulated { mut grads, loss_sum, named, mut bad, run } =
+            if ranks.is_parallel() { self.combine(local)? } else { local? };
+        // The images of the micro-batches that ran (every rank's), for the reports.
+        let first = pos.batch_in_epoch as usize * global_batch;
+        let image_ids = data.image_ids(&self.order[first..first + run * global_batch]);
+        pos.batch_in_epoch += accum;
+        let lr = self.schedule.lr(step);
+        let mut grad_norm = f64::NAN;
+        if bad.is_none() {
+            ranks.mean_gradients(&mut grads, params)?;
+            if scale != 1.0 {
+                let _guard = tch::no_grad_guard();
+                for g in grads.iter_mut().flatten() {
+                    let _ = g.g_mul_scalar_(1.0 / scale);
+                }
+            }
+            grad_norm = clip_grad_norm(&mut grads, cfg.optimizer.clip_grad_norm);
+            let finite = grad_norm.is_finite();
+            if let Some(ls) = pos.loss_scale.as_mut() {
+                ls.update(finite);
+            }
+            if finite {
+                optimizer.step(&grads, lr);
+            } else if pos.loss_scale.is_some() {
+                // A float16 overflow: the scaler has backed off; not a data problem.
+                tracing::debug!(step = step + 1, scale, "float16 overflow, step skipped");
+            } else {
+                bad = Some(("grad_norm", grad_norm));
+            }
+        }
+        pos.step += 1;
+        if let Some((what, value)) = bad {
+            pos.nonfinite += 1;
+            pos.streak.push(SkippedBatch { step: pos.step, image_ids: image_ids.clone() });
+            return Ok(StepOutcome::Skipped(NonFiniteStep {
+                step: pos.step,
+                epoch: pos.epoch + 1,
+                value,
+                what: what.into(),
+                image_ids,
+                count: pos.nonfinite,
+                in_a_row: pos.streak.len() as u32,
+            }));
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        let stats = StepStats {
+            step: pos.step,
+            total_steps: self.total_steps,
+            epoch: pos.epoch + 1,
+            epochs: cfg.epochs,
+            lr,
+            loss: loss_sum / accum as f64,
+            losses: named,
+            grad_norm,
+            images_per_s: (global_batch as f64 * accum as f64) / dt.max(1e-9),
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+        };
+        tracing::debug!(step = stats.step, loss = stats.loss, lr, grad_norm, "step");
+        Ok(StepOutcome::Done(stats))
+    }
+
+    /// This rank's micro-batches of the step at `pos`: their gradients (undefined where a
+    /// parameter got none), summed losses, and the first non-finite loss (which ends them).
+    fn accumulate<M, D>(
+        &self,
+        model: &mut M,
+        data: &mut D,
+        params: &[Tensor],
+        pos: &Position,
+        scale: f64,
+    ) -> Result<Accumulated>
+    where
+        M: TrainableModel,
+        D: TrainData<Batch = M::Batch>,
+    {
+        let cfg = self.cfg;
+        let (rank, world) = (self.ranks.rank(), self.ranks.world());
+        let step = pos.step;
+        let accum = cfg.grad_accumulation as u64;
         let mut grads: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
-        let mut image_ids = Vec::new();
         let mut loss_sum = 0.0;
         let mut named: BTreeMap<String, f64> = BTreeMap::new();
         let mut bad: Option<(&'static str, f64)> = None;
-        let _span = tracing::debug_span!("step", step = step + 1).entered();
-        let device = model.var_store().device();
+        let device = params[0].device();
+        let mut run = 0;
         for k in 0..accum {
+            run += 1;
             let mb = pos.batch_in_epoch + k;
-            let start = mb as usize * cfg.batch_size;
+            // This rank's share of the global micro-batch `mb`.
+            let start = (mb as usize * world + rank) * cfg.batch_size;
             let indices = &self.order[start..start + cfg.batch_size];
             let global = u64::from(pos.epoch) * self.micro_per_epoch + mb;
-            // Every random draw of the step is a function of (seed, position): exact resume.
-            tch::manual_seed(mix(cfg.seed, STREAM_TORCH, global) as i64);
+            // Every random draw of the step is a function of (seed, position, rank): exact
+            // resume. One rank draws as the engine always did.
+            let stream = global * world as u64 + rank as u64;
+            tch::manual_seed(mix(cfg.seed, STREAM_TORCH, stream) as i64);
             let ids = data.image_ids(indices);
-            image_ids.extend(ids.iter().cloned());
             let batch = data
-                .batch(indices, mix(cfg.seed, STREAM_DATA, global))
+                .batch(indices, mix(cfg.seed, STREAM_DATA, stream))
                 .map_err(|source| Error::Data { epoch: pos.epoch + 1, batch: mb, source })?;
             let padded_size = data.padded_size(&batch);
             // Only an error formats anything.
@@ -641,58 +850,49 @@ impl StepContext<'_> {
                 });
             }
         }
-        pos.batch_in_epoch += accum;
-        let lr = self.schedule.lr(step);
-        let mut grad_norm = f64::NAN;
-        if bad.is_none() {
-            if scale != 1.0 {
-                let _guard = tch::no_grad_guard();
-                for g in grads.iter_mut().flatten() {
-                    let _ = g.g_mul_scalar_(1.0 / scale);
-                }
-            }
-            grad_norm = clip_grad_norm(&mut grads, cfg.optimizer.clip_grad_norm);
-            let finite = grad_norm.is_finite();
-            if let Some(ls) = pos.loss_scale.as_mut() {
-                ls.update(finite);
-            }
-            if finite {
-                optimizer.step(&grads, lr);
-            } else if pos.loss_scale.is_some() {
-                // A float16 overflow: the scaler has backed off; not a data problem.
-                tracing::debug!(step = step + 1, scale, "float16 overflow, step skipped");
-            } else {
-                bad = Some(("grad_norm", grad_norm));
-            }
-        }
-        pos.step += 1;
-        if let Some((what, value)) = bad {
-            pos.nonfinite += 1;
-            pos.streak.push(SkippedBatch { step: pos.step, image_ids: image_ids.clone() });
-            return Ok(StepOutcome::Skipped(NonFiniteStep {
-                step: pos.step,
-                epoch: pos.epoch + 1,
-                value,
-                what: what.into(),
-                image_ids,
-                count: pos.nonfinite,
-                in_a_row: pos.streak.len() as u32,
-            }));
-        }
-        let dt = t0.elapsed().as_secs_f64();
-        let stats = StepStats {
-            step: pos.step,
-            total_steps: self.total_steps,
-            epoch: pos.epoch + 1,
-            epochs: cfg.epochs,
-            lr,
-            loss: loss_sum / accum as f64,
-            losses: named,
-            grad_norm,
-            images_per_s: (cfg.batch_size as f64 * accum as f64) / dt.max(1e-9),
-            elapsed_s: self.started.elapsed().as_secs_f64(),
+        Ok(Accumulated { grads, loss_sum, named, bad, run })
+    }
+
+    /// Every rank's outcome of [`Self::accumulate`]: an error on any rank stops all of them, a
+    /// non-finite loss on any rank skips the step on all of them, and the logged losses are the
+    /// means over the ranks. The gradients stay this rank's (the caller averages them).
+    fn combine(&self, local: Result<Accumulated>) -> Result<Accumulated> {
+        let ranks = self.ranks;
+        // [failed, non-finite, its value, micro-batches run, number of named losses]
+        let head = match &local {
+            Err(_) => [1.0, 0.0, 0.0, 0.0, 0.0],
+            Ok(a) => [
+                0.0,
+                f64::from(u8::from(a.bad.is_some())),
+                a.bad.map_or(0.0, |(_, v)| v),
+                a.run as f64,
+                a.named.len() as f64,
+            ],
         };
-        tracing::debug!(step = stats.step, loss = stats.loss, lr, grad_norm, "step");
-        Ok(StepOutcome::Done(stats))
+        let all = ranks.gather(&head)?;
+        let mut local = local?;
+        if let Some(rank) = all.iter().position(|h| h[0] != 0.0) {
+            return Err(ranks.peer(rank, "computing its losses", "its log names the error".into()));
+        }
+        if let Some(h) = all.iter().find(|h| h[1] != 0.0) {
+            local.bad = Some(("loss", h[2]));
+            local.run = all.iter().map(|h| h[3] as usize).max().unwrap_or(local.run);
+            return Ok(local);
+        }
+        if let Some(rank) = all.iter().position(|h| h[4] != head[4]) {
+            return Err(ranks.peer(
+                rank,
+                "computing its losses",
+                format!("{} named losses there, {} here", all[rank][4], head[4]),
+            ));
+        }
+        let mut values: Vec<f64> = vec![local.loss_sum];
+        values.extend(local.named.values());
+        let mean = ranks.mean_values(&values)?;
+        local.loss_sum = mean[0];
+        for (v, m) in local.named.values_mut().zip(&mean[1..]) {
+            *v = *m;
+        }
+        Ok(local)
     }
 }

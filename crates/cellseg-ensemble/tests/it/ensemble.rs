@@ -28,7 +28,7 @@ fn tiny(arch: Arch, classes: i64) -> DetectorConfig {
     let cfg = DetectorConfig {
         arch: Arch::MaskRcnn,
         trunk: Trunk::Tiny,
-        tiny: TinyConfig { widths: [8, 16, 16, 16] },
+        tiny: TinyConfig { widths: [8, 16, 16, 16], ..TinyConfig::default() },
         neck: FpnConfig { out_channels: 16, num_outs: 5 },
         heads: h,
         ..DetectorConfig::default()

@@ -127,7 +127,7 @@ impl DetectorConfig {
         Self {
             arch: Arch::MaskRcnn,
             trunk: Trunk::Tiny,
-            tiny: TinyConfig { widths: [16, 32, 32, 32] },
+            tiny: TinyConfig { widths: [16, 32, 32, 32], ..TinyConfig::default() },
             neck: FpnConfig { out_channels: 32, num_outs: 5 },
             heads: h,
             ..Self::default()

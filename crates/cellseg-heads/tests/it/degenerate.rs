@@ -28,8 +28,11 @@ fn model(seed: i64) -> (nn::VarStore, MaskRcnn) {
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
-    let trunk =
-        TinyConvNet::new(&(&root / "backbone"), &TinyConfig { widths: [8, 16, 16, 16] }).unwrap();
+    let trunk = TinyConvNet::new(
+        &(&root / "backbone"),
+        &TinyConfig { widths: [8, 16, 16, 16], ..TinyConfig::default() },
+    )
+    .unwrap();
     let neck = FpnConfig { out_channels: 16, num_outs: 5 };
     let m = MaskRcnn::with_backbone(&root, Box::new(trunk), &neck, &narrow_seed_heads()).unwrap();
     (vs, m)

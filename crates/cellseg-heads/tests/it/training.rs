@@ -32,8 +32,11 @@ fn small_heads() -> HeadsConfig {
 /// The model the way `cellseg_train::detector::Detector::tiny` builds it, in `vs`.
 fn build(vs: &nn::VarStore) -> MaskRcnn {
     let root = vs.root();
-    let trunk =
-        TinyConvNet::new(&(&root / "backbone"), &TinyConfig { widths: [16, 16, 32, 32] }).unwrap();
+    let trunk = TinyConvNet::new(
+        &(&root / "backbone"),
+        &TinyConfig { widths: [16, 16, 32, 32], ..TinyConfig::default() },
+    )
+    .unwrap();
     let neck = FpnConfig { out_channels: 32, num_outs: 5 };
     MaskRcnn::with_backbone(&root, Box::new(trunk), &neck, &small_heads()).unwrap()
 }

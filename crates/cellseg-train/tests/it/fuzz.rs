@@ -178,6 +178,7 @@ fn run_folder() -> (tempfile::TempDir, String) {
         }],
         best: None,
         config: TrainConfig::default(),
+        world_size: 1,
         checksums: Default::default(),
     };
     let ckpt = store.save(&weights, &[], &state, Some(0.5), 2).unwrap();

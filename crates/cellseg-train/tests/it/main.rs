@@ -5,6 +5,7 @@
 //! ([`kill_resume`], [`learning`]) re-run this binary on one of their `#[ignore]`d child tests.
 
 mod cascade;
+mod data_parallel;
 mod detector;
 mod engine;
 mod fuzz;
@@ -39,7 +40,7 @@ fn micro_detector(arch: Arch) -> DetectorConfig {
     DetectorConfig {
         arch,
         trunk: Trunk::Tiny,
-        tiny: TinyConfig { widths: [8, 16, 16, 16] },
+        tiny: TinyConfig { widths: [8, 16, 16, 16], ..TinyConfig::default() },
         neck: FpnConfig { out_channels: 16, num_outs: 5 },
         heads: h,
         ..DetectorConfig::default()
