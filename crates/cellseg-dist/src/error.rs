@@ -51,6 +51,14 @@ pub enum Error {
     /// A libtorch error while packing or unpacking tensors.
     #[error(transparent)]
     Tch(#[from] tch::TchError),
+    /// A worker a launcher started could not start or failed.
+    #[error("rank {rank} {message}")]
+    Launch {
+        /// The worker's rank.
+        rank: usize,
+        /// What happened (`exited with exit status: 2`, `could not start: …`).
+        message: String,
+    },
 }
 
 /// The crate's result.

@@ -9,7 +9,8 @@
 //!
 //! A group comes from the torchrun-style environment ([`ProcessGroup::from_env`]: `RANK`,
 //! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`); without `WORLD_SIZE` it is the
-//! one-process group, whose collectives are no-ops, so callers have one code path.
+//! one-process group, whose collectives are no-ops, so callers have one code path. A program
+//! launches its own workers with [`Launch`] (`--nproc-per-node`, as torchrun).
 //!
 //! # Example
 //! ```
@@ -27,9 +28,11 @@
 
 mod error;
 mod group;
+pub mod launch;
 // The FFI to csrc/c10d_shim.cpp: the crate's only unsafe code.
 #[allow(unsafe_code)]
 mod shim;
 
 pub use error::{Error, Result};
 pub use group::{BUCKET_BYTES, GroupConfig, ProcessGroup, ReduceOp};
+pub use launch::{Launch, Role};

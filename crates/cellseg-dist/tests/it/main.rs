@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cellseg_dist::{Error, GroupConfig, ProcessGroup, ReduceOp};
+use cellseg_dist::{Error, GroupConfig, Launch, ProcessGroup, ReduceOp, Role};
 use tch::{Kind, Tensor};
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the group to take).
@@ -202,4 +202,76 @@ fn a_bad_environment_is_named() {
     let cfg = GroupConfig { rank: 2, ..GroupConfig::local(0, 2, free_port()) };
     let e = ProcessGroup::new(&cfg).unwrap_err().to_string();
     assert!(e.contains("rank 2") && e.contains("world size"), "{e}");
+}
+
+/// The launcher starts one worker per local rank with torchrun's variables; they form a group.
+#[test]
+fn a_launcher_starts_its_workers_and_waits_for_them() {
+    let launch = Launch { nproc_per_node: 2, master_port: free_port(), ..Launch::default() };
+    assert!(matches!(launch.role().unwrap(), Role::Launcher));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_path_buf();
+    launch
+        .run(
+            |_| {
+                let mut c = Command::new(std::env::current_exe().unwrap());
+                c.args(["--exact", "child_launched", "--ignored", "--nocapture"])
+                    .env("CELLSEG_DIST_TEST_OUT", &out);
+                c
+            },
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    for rank in 0..2 {
+        let t = std::fs::read_to_string(dir.path().join(format!("rank{rank}"))).unwrap();
+        assert_eq!(t, format!("rank {rank} local {rank} of 2, threads {}", threads_each(2)));
+    }
+    // A worker that fails is named; the other is not left running.
+    let t0 = Instant::now();
+    let launch = Launch { nproc_per_node: 2, master_port: free_port(), ..Launch::default() };
+    let e = launch
+        .run(
+            |local| {
+                let mut c = Command::new(std::env::current_exe().unwrap());
+                let child = if local == 1 { "child_dies" } else { "child_survives_a_dead_peer" };
+                c.args(["--exact", child, "--ignored", "--nocapture"]).stderr(Stdio::null());
+                c
+            },
+            Duration::from_secs(30),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::Launch { rank: 1, .. }), "{e}");
+    assert!(e.to_string().starts_with("rank 1 exited with"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    // Layouts that cannot be are named.
+    for (l, flag) in [
+        (Launch { nproc_per_node: 0, ..Launch::default() }, "--nproc-per-node"),
+        (Launch { nnodes: 2, node_rank: 2, ..Launch::default() }, "--node-rank"),
+    ] {
+        let e = l.run(|_| Command::new("true"), Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(e, Error::Env { var, .. } if var == flag), "{e}");
+    }
+}
+
+fn threads_each(n: usize) -> usize {
+    (std::thread::available_parallelism().map_or(1, usize::from) / n).max(1)
+}
+
+#[test]
+#[ignore = "run by a_launcher_starts_its_workers_and_waits_for_them in a child process"]
+fn child_launched() {
+    let Role::Worker(g) = Launch::default().role().unwrap() else { panic!("a launched worker") };
+    g.barrier().unwrap();
+    let threads = std::env::var("OMP_NUM_THREADS").unwrap();
+    let out = std::path::PathBuf::from(std::env::var("CELLSEG_DIST_TEST_OUT").unwrap());
+    std::fs::write(
+        out.join(format!("rank{}", g.rank())),
+        format!(
+            "rank {} local {} of {}, threads {threads}",
+            g.rank(),
+            g.local_rank(),
+            g.world_size()
+        ),
+    )
+    .unwrap();
 }
