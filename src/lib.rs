@@ -30,6 +30,7 @@
 pub use cellseg_backbones as backbones;
 pub use cellseg_core as core;
 pub use cellseg_data as data;
+pub use cellseg_dist as dist;
 pub use cellseg_ensemble as ensemble;
 pub use cellseg_heads as heads;
 pub use cellseg_metrics as metrics;

@@ -416,3 +416,89 @@ fn corrected_masks_clip_training_masks_only_and_a_missing_one_is_named() {
     let e = format!("{:#}", setup::load_split_data(&cfg, &paths).err().unwrap());
     assert!(e.contains("nope") && e.contains("does not exist"), "{e}");
 }
+
+/// Set in a child's environment: the training example's arguments, one per line.
+const RANK_CHILD_ENV: &str = "CELLSEG_TRAIN_RANK_CHILD";
+
+/// `--nproc-per-node 2` as the launcher (or `torchrun --no-python`) starts it: two ranks of the
+/// training example (this binary on [`child_trains_as_a_rank`], torchrun's variables set) write
+/// one run folder, with the steps of one process whose batch is both ranks' together.
+#[test]
+fn two_ranks_of_the_training_example_write_one_run_folder() {
+    let dir = Scratch::new("ranks");
+    let quick = dir.write("quick.toml", QUICK);
+    let demo = repo().join("configs/demo.toml");
+    let args = |run: &Path, batch: usize, nproc: usize| -> Vec<String> {
+        let mut v = vec!["train_maskrcnn".to_string()];
+        for c in [&demo, &quick] {
+            v.extend(["--config".into(), c.display().to_string()]);
+        }
+        v.extend(["--run-dir".into(), run.display().to_string()]);
+        v.extend(["--set".into(), format!("train.batch_size={batch}")]);
+        v.extend(["--nproc-per-node".into(), nproc.to_string()]);
+        v
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let two = dir.0.join("two");
+    let children: Vec<std::process::Child> = (0..2)
+        .map(|rank| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "train_maskrcnn::child_trains_as_a_rank", "--ignored"])
+                .env(RANK_CHILD_ENV, args(&two, 1, 2).join("\n"))
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("CELLSEG_DIST_TIMEOUT", "120")
+                .env("OMP_NUM_THREADS", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (rank, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "rank {rank}:\n{text}");
+    }
+    let one = dir.0.join("one");
+    {
+        let _lock = cellseg::core::testing::torch_lock();
+        let v = args(&one, 2, 1).into_iter().map(Into::into).collect();
+        crate::run::run_from(cellseg::train::detector::Arch::MaskRcnn, Some(v)).unwrap();
+    }
+    let steps = |run: &Path| -> Vec<u64> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["kind"] == "step").then(|| v["step"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    assert!(!steps(&one).is_empty());
+    assert_eq!(steps(&two), steps(&one), "the steps of a global batch of 2 × 1 and of 1 × 2");
+    for f in ["finished.json", "config.resolved.toml", "model.toml", "latest.json", "curves.png"] {
+        assert!(two.join(f).is_file(), "{f} missing in {}", two.display());
+    }
+    let listing = |run: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listing(&two), listing(&one));
+}
+
+#[test]
+#[ignore = "run by two_ranks_of_the_training_example_write_one_run_folder in a child process"]
+fn child_trains_as_a_rank() {
+    let args = std::env::var(RANK_CHILD_ENV).expect("a child of the two-rank test");
+    let argv = args.lines().map(Into::into).collect();
+    crate::run::run_from(cellseg::train::detector::Arch::MaskRcnn, Some(argv)).unwrap();
+}

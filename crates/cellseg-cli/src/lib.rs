@@ -21,13 +21,13 @@ pub mod pretrain;
 pub mod train;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use cellseg::data::Sample;
+use cellseg::dist::{Launch, ProcessGroup, Role};
 use cellseg::postproc::Processed;
-use cellseg::train::detector::{
-    Arch, Detector, DetectorConfig, DetectorValidator, Evaluation, SampleData,
-};
+use cellseg::train::detector::{Arch, Detector, DetectorConfig, DetectorValidator, SampleData};
 use cellseg::train::{
     EvalRecord, EvalReport, NonFiniteStep, RunPlan, Start, StepStats, TrainConfig, TrainObserver,
     TrainReport, Trainer, overlay,
@@ -122,6 +122,106 @@ pub struct RunArgs {
     /// `--device`, `--threads`.
     #[command(flatten)]
     pub device: DeviceArgs,
+    /// `--nproc-per-node`, `--nnodes`, `--node-rank`, `--master-addr`, `--master-port`.
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+}
+
+/// Data-parallel training over several processes, as torchrun lays them out (a process started
+/// by `torchrun --no-python` with its variables joins that group instead).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LaunchArgs {
+    /// Processes on this machine: one per GPU on CUDA; on the CPU the cores are split between
+    /// them. `batch_size` is per process: the global batch is `batch_size × processes`, and
+    /// the schedule and step count follow it.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub nproc_per_node: usize,
+    /// Machines, each started with the same command and its own --node-rank.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub nnodes: usize,
+    /// This machine's index (0 hosts rank 0, which writes the run folder).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub node_rank: usize,
+    /// The address of machine 0.
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    pub master_addr: String,
+    /// The port of rank 0's rendezvous store.
+    #[arg(long, value_name = "PORT", default_value_t = 29500)]
+    pub master_port: u16,
+}
+
+impl Default for LaunchArgs {
+    /// One process (the flags' defaults).
+    fn default() -> Self {
+        let l = Launch::default();
+        Self {
+            nproc_per_node: l.nproc_per_node,
+            nnodes: l.nnodes,
+            node_rank: l.node_rank,
+            master_addr: l.master_addr,
+            master_port: l.master_port,
+        }
+    }
+}
+
+impl LaunchArgs {
+    /// The group this process trains in, or `None` when it was the launcher: it started one
+    /// worker per `--nproc-per-node` (this program again, with `argv`'s arguments and
+    /// torchrun's variables), they finished, and it has nothing left to do.
+    ///
+    /// # Errors
+    /// A layout that cannot be, a worker that failed (naming its rank), a group that cannot
+    /// form.
+    pub fn join_or_launch(
+        &self,
+        argv: &[std::ffi::OsString],
+    ) -> anyhow::Result<Option<Arc<ProcessGroup>>> {
+        let launch = Launch {
+            nproc_per_node: self.nproc_per_node,
+            nnodes: self.nnodes,
+            node_rank: self.node_rank,
+            master_addr: self.master_addr.clone(),
+            master_port: self.master_port,
+        };
+        match launch.role()? {
+            Role::Worker(group) => Ok(Some(Arc::new(group))),
+            Role::Launcher => {
+                let me = std::env::current_exe().context("finding this program to launch")?;
+                println!(
+                    "launching {} processes on this machine ({} in all)",
+                    launch.nproc_per_node,
+                    launch.world_size()
+                );
+                launch.run(
+                    |_| {
+                        let mut c = std::process::Command::new(&me);
+                        c.args(argv.iter().skip(1));
+                        c
+                    },
+                    std::time::Duration::from_secs(60),
+                )?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The device of one rank: a data-parallel rank on CUDA uses the GPU of its local rank, and a
+/// rank on the CPU the threads its launcher gave it (`OMP_NUM_THREADS`) unless `--threads`
+/// says otherwise.
+pub fn rank_device(device: tch::Device, group: &ProcessGroup, threads: Option<i32>) -> tch::Device {
+    if group.world_size() == 1 {
+        return device;
+    }
+    if threads.is_none()
+        && let Some(t) = std::env::var("OMP_NUM_THREADS").ok().and_then(|v| v.parse().ok())
+    {
+        tch::set_num_threads(t);
+    }
+    match device {
+        tch::Device::Cuda(_) => tch::Device::Cuda(group.local_rank()),
+        d => d,
+    }
 }
 
 impl RunArgs {
@@ -251,7 +351,7 @@ pub struct Fitted {
     /// The engine's report (checkpoints, logs, best validation).
     pub report: TrainReport,
     /// The final validation of the trained model.
-    pub after: Evaluation,
+    pub after: EvalReport,
     /// Seconds spent in training.
     pub train_s: f64,
     /// Overlay PNGs of the first held-out images.
@@ -399,21 +499,53 @@ pub fn fit_and_evaluate(
     start: Start,
     n_overlays: usize,
     resolved: String,
+    group: &Arc<ProcessGroup>,
 ) -> anyhow::Result<Fitted> {
     model.check_training_data(&data)?;
-    let trainer = Trainer::new(train_cfg.clone())?.with_resolved_config(resolved);
+    let trainer =
+        Trainer::new(train_cfg.clone())?.with_resolved_config(resolved).with_group(group.clone());
     let t_train = std::time::Instant::now();
+    // Rank 0 shows the progress; the others are quiet.
     let mut progress = ProgressObserver::new();
-    let report = trainer.fit(model, &mut data, Some(validator), &mut progress, start)?;
+    let observer: &mut dyn TrainObserver = if group.is_main() { &mut progress } else { &mut () };
+    let report = trainer.fit(model, &mut data, Some(validator), observer, start)?;
     let train_s = t_train.elapsed().as_secs_f64();
-    let after = validator.evaluate(model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?;
-    let overlays = write_overlays(
-        &train_cfg.run_dir.join("overlays"),
-        validator.samples(),
-        &after.processed,
-        n_overlays,
-    )?;
+    let overlays_dir = train_cfg.run_dir.join("overlays");
+    let (after, overlays) = if group.world_size() == 1 {
+        let after = validator.evaluate(model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?;
+        let overlays =
+            write_overlays(&overlays_dir, validator.samples(), &after.processed, n_overlays)?;
+        (after.report, overlays)
+    } else {
+        let after = evaluate(validator, model, group)?;
+        let overlays = if group.is_main() {
+            let processed = validator
+                .process_first(model, n_overlays)
+                .map_err(|e| anyhow::anyhow!("evaluating: {e}"))?;
+            write_overlays(&overlays_dir, validator.samples(), &processed, n_overlays)?
+        } else {
+            Vec::new()
+        };
+        (after, overlays)
+    };
     Ok(Fitted { report, after, train_s, overlays })
+}
+
+/// The metric of `model` on `validator`'s images, by every rank of `group` together.
+///
+/// # Errors
+/// An evaluation error, or a failing collective.
+pub fn evaluate(
+    validator: &DetectorValidator,
+    model: &Detector,
+    group: &ProcessGroup,
+) -> anyhow::Result<EvalReport> {
+    let report = if group.world_size() == 1 {
+        validator.evaluate(model).map(|e| e.report)
+    } else {
+        validator.evaluate_sharded(model, group)
+    };
+    report.map_err(|e| anyhow::anyhow!("evaluating: {e}"))
 }
 
 /// One line: the overall metric and the metric per cell type (or cell line).

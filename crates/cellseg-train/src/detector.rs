@@ -472,6 +472,14 @@ impl DetectorValidator {
         Ok(self.report(&values))
     }
 
+    /// The post-processed predictions of the first `n` held-out images (for overlays).
+    ///
+    /// # Errors
+    /// As [`Self::evaluate`].
+    pub fn process_first(&self, model: &Detector, n: usize) -> Result<Vec<Processed>, HookError> {
+        self.samples.iter().take(n).map(|s| Ok(self.score(model, s)?.0)).collect()
+    }
+
     /// Predicts, post-processes and scores one held-out image.
     fn score(&self, model: &Detector, s: &Sample) -> Result<(Processed, ImageScore), HookError> {
         let batch = Batch::collate(vec![s.clone()], SIZE_DIVISOR);

@@ -58,9 +58,12 @@ struct Args {
 /// Bad arguments or configs, unreadable data and every training error, each naming what failed.
 pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     crate::init_tracing();
-    let matches = match argv {
-        Some(argv) => Args::command().try_get_matches_from(argv)?,
-        None => Args::command().get_matches(),
+    let from_process = argv.is_none();
+    let argv: Vec<std::ffi::OsString> = argv.unwrap_or_else(|| std::env::args_os().collect());
+    let matches = if from_process {
+        Args::command().get_matches_from(&argv)
+    } else {
+        Args::command().try_get_matches_from(&argv)?
     };
     let args = Args::from_arg_matches(&matches)?;
     let t0 = Instant::now();
@@ -81,7 +84,10 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     if !args.run.resume && crate::reuse_finished(&cfg.train.run_dir, &resolved)? {
         return Ok(());
     }
+    // `--nproc-per-node N`: this process starts N workers and waits for them.
+    let Some(group) = args.run.launch.join_or_launch(&argv)? else { return Ok(()) };
     let device = args.run.device.apply(cfg.threads)?;
+    let device = crate::rank_device(device, &group, args.run.device.threads);
     // Fail before loading data on a run folder that cannot be written (read-only, under a file).
     CheckpointStore::new(&cfg.train.run_dir).create_run_dir()?;
     tch::manual_seed(cfg.train.seed as i64);
@@ -107,11 +113,8 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
     let mut validator = DetectorValidator::new(val, cfg.postproc.clone())
         .map_err(|e| anyhow::anyhow!("postproc config: {e}"))?
         .with_class_space(ClassSpace::livecell(cfg.validation.postproc_as));
-    let before = if args.run.resume {
-        None
-    } else {
-        Some(validator.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?)
-    };
+    let before =
+        if args.run.resume { None } else { Some(crate::evaluate(&validator, &model, &group)?) };
 
     let data = SampleData::new(train, cfg.augment.clone())
         .map_err(|e| anyhow::anyhow!("augment config: {e}"))?;
@@ -123,16 +126,19 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
         if args.run.resume { cellseg::train::Start::Resume } else { cellseg::train::Start::Fresh },
         cfg.overlays,
         resolved,
+        &group,
     )?;
-    mark_finished(
-        &cfg.train.run_dir,
-        &Finished {
-            fold: 0,
-            steps: report.steps,
-            held_out: validator.samples().len(),
-            metric: after.report.score,
-        },
-    )?;
+    if group.is_main() {
+        mark_finished(
+            &cfg.train.run_dir,
+            &Finished {
+                fold: 0,
+                steps: report.steps,
+                held_out: validator.samples().len(),
+                metric: after.score,
+            },
+        )?;
+    }
 
     println!();
     println!(
@@ -140,9 +146,9 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
         validator.samples().len()
     );
     if let Some(b) = &before {
-        crate::print_report("untrained", &b.report);
+        crate::print_report("untrained", b);
     }
-    crate::print_report("trained", &after.report);
+    crate::print_report("trained", &after);
     crate::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
     println!(
         "finetune from it: cargo run --release --example {} -- --pretrained {}",

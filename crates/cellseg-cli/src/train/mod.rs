@@ -3,9 +3,11 @@
 //! before and after training.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use cellseg::dist::ProcessGroup;
 use cellseg::experiment::{Experiment, Finished, FoldState, mark_finished};
 use cellseg::train::detector::{Arch, Detector, DetectorValidator, SampleData};
 use cellseg::train::pretrained::load_pretrained;
@@ -73,9 +75,12 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
     let about =
         format!("Train a {} on synthetic cells (default) or the Sartorius layout", arch.title());
     let command = Args::command().about(about).after_help(WRITES);
-    let matches = match argv {
-        Some(argv) => command.try_get_matches_from(argv)?,
-        None => command.get_matches(),
+    let from_process = argv.is_none();
+    let argv: Vec<std::ffi::OsString> = argv.unwrap_or_else(|| std::env::args_os().collect());
+    let matches = if from_process {
+        command.get_matches_from(&argv)
+    } else {
+        command.try_get_matches_from(&argv)?
     };
     let args = Args::from_arg_matches(&matches)?;
     let t0 = Instant::now();
@@ -94,8 +99,19 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
             init.display()
         );
     }
+    // `--nproc-per-node N`: this process starts N workers and waits for them.
+    let Some(group) = args.run.launch.join_or_launch(&argv)? else { return Ok(()) };
     let device = args.run.device.apply(cfg.threads)?;
+    let device = crate::rank_device(device, &group, args.run.device.threads);
     println!("cellseg {}", cellseg::libtorch_report());
+    if group.world_size() > 1 {
+        println!(
+            "data-parallel: rank {} of {} (global batch {})",
+            group.rank(),
+            group.world_size(),
+            cfg.train.batch_size * group.world_size()
+        );
+    }
 
     let paths = args.data.paths();
     if args.fold.is_none() && !args.all_folds {
@@ -109,9 +125,18 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
         }
         let start = start_of(run_dir, args.run.resume)?;
         let setup::Data { train, val, dsb_val } = setup::load_data(&cfg, paths.as_ref())?;
-        let done =
-            train_one(arch, &cfg, &args, &paths, device, Fold { train, val, dsb_val, start })?;
-        mark_finished(run_dir, &done)?;
+        let done = train_one(
+            arch,
+            &cfg,
+            &args,
+            &paths,
+            device,
+            Fold { train, val, dsb_val, start },
+            &group,
+        )?;
+        if group.is_main() {
+            mark_finished(run_dir, &done)?;
+        }
         println!("whole run {:.0} s", t0.elapsed().as_secs_f64());
         return Ok(());
     }
@@ -122,7 +147,13 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
         );
     };
     let data = setup::load_split_data(&cfg, &paths)?;
-    let exp = Experiment::record(&cfg.train.run_dir, &data.split)?;
+    // Rank 0 records the split; the others read it back once it is there.
+    let recorded = group.is_main().then(|| Experiment::record(&cfg.train.run_dir, &data.split));
+    group.barrier()?;
+    let exp = match recorded {
+        Some(exp) => exp?,
+        None => Experiment::record(&cfg.train.run_dir, &data.split)?,
+    };
     let folds: Vec<usize> = match args.fold {
         Some(k) => {
             exp.check_fold(k)
@@ -164,8 +195,11 @@ pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Re
             &Some(paths.clone()),
             device,
             Fold { train, val, dsb_val: Vec::new(), start },
+            &group,
         )?;
-        mark_finished(&dir, &Finished { fold: k, ..done })?;
+        if group.is_main() {
+            mark_finished(&dir, &Finished { fold: k, ..done })?;
+        }
     }
     println!("whole run {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
@@ -208,6 +242,7 @@ fn train_one(
     paths: &Option<(PathBuf, PathBuf)>,
     device: tch::Device,
     Fold { train, val, dsb_val, start }: Fold,
+    group: &Arc<ProcessGroup>,
 ) -> anyhow::Result<Finished> {
     let t0 = Instant::now();
     println!(
@@ -244,13 +279,15 @@ fn train_one(
     }
     if start == Start::Fresh {
         crate::load_init(&model, &cfg.init)?;
-        write_held_out(run_dir, &val, &dsb_val)?;
+        if group.is_main() {
+            write_held_out(run_dir, &val, &dsb_val)?;
+        }
     }
     let held_out: Vec<&str> = val.iter().take(8).map(|s| s.id.as_str()).collect();
     println!("held out: {}{}", held_out.join(", "), if val.len() > 8 { ", ..." } else { "" });
     let mut validator = DetectorValidator::new(val, cfg.postproc.clone())
         .map_err(|e| anyhow::anyhow!("postproc config: {e}"))?;
-    let before = validator.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating: {e}"))?;
+    let before = crate::evaluate(&validator, &model, group)?;
     let dsb_validator = if dsb_val.is_empty() {
         None
     } else {
@@ -260,7 +297,7 @@ fn train_one(
         )
     };
     let dsb_before = match &dsb_validator {
-        Some(v) => Some(v.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating DSB: {e}"))?),
+        Some(v) => Some(crate::evaluate(v, &model, group).context("DSB2018")?),
         None => None,
     };
 
@@ -275,19 +312,20 @@ fn train_one(
         start,
         cfg.overlays,
         resolved_config(cfg, args, paths)?,
+        group,
     )?;
 
     println!();
     println!("competition metric on {} held-out images:", validator.samples().len());
-    crate::print_report("untrained", &before.report);
-    crate::print_report("trained", &after.report);
+    crate::print_report("untrained", &before);
+    crate::print_report("trained", &after);
     if let (Some(v), Some(b)) = (&dsb_validator, &dsb_before) {
-        let a = v.evaluate(&model).map_err(|e| anyhow::anyhow!("evaluating DSB: {e}"))?;
+        let a = crate::evaluate(v, &model, group).context("DSB2018")?;
         println!(
             "real DSB2018 nuclei, {} held-out images: untrained {:.3}, trained {:.3}",
             v.samples().len(),
-            b.report.score,
-            a.report.score
+            b.score,
+            a.score
         );
     }
     crate::print_outputs(&report, train_s, t0.elapsed().as_secs_f64(), &overlays);
@@ -295,7 +333,7 @@ fn train_one(
         fold: cfg.data.fold,
         steps: report.steps,
         held_out: validator.samples().len(),
-        metric: after.report.score,
+        metric: after.score,
     })
 }
 
