@@ -485,9 +485,20 @@ pub fn reuse_finished(run_dir: &Path, resolved: &str) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Trains `model` on `data` (fresh or resumed; a new run records `resolved` as its
-/// `config.resolved.toml`) with a progress bar, validates it on `validator`,
-/// and writes `n_overlays` overlay PNGs under `<run_dir>/overlays`.
+/// How [`fit_and_evaluate`] runs.
+pub struct FitRun {
+    /// Fresh or resumed.
+    pub start: Start,
+    /// Overlay PNGs to write under `<run_dir>/overlays`.
+    pub overlays: usize,
+    /// The whole config, recorded by a new run as its `config.resolved.toml`.
+    pub resolved: String,
+    /// The data-parallel group (rank 0 writes).
+    pub group: Arc<ProcessGroup>,
+}
+
+/// Trains `model` on `data` as `run` says with a progress bar (rank 0), validates it on
+/// `validator` (every rank together), and writes the overlay PNGs (rank 0).
 ///
 /// # Errors
 /// Config, training, evaluation or overlay errors.
@@ -496,10 +507,7 @@ pub fn fit_and_evaluate(
     mut data: SampleData,
     train_cfg: &TrainConfig,
     validator: &mut DetectorValidator,
-    start: Start,
-    n_overlays: usize,
-    resolved: String,
-    group: &Arc<ProcessGroup>,
+    FitRun { start, overlays: n_overlays, resolved, group }: FitRun,
 ) -> anyhow::Result<Fitted> {
     model.check_training_data(&data)?;
     let trainer =
@@ -517,7 +525,7 @@ pub fn fit_and_evaluate(
             write_overlays(&overlays_dir, validator.samples(), &after.processed, n_overlays)?;
         (after.report, overlays)
     } else {
-        let after = evaluate(validator, model, group)?;
+        let after = evaluate(validator, model, &group)?;
         let overlays = if group.is_main() {
             let processed = validator
                 .process_first(model, n_overlays)

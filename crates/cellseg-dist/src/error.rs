@@ -51,6 +51,16 @@ pub enum Error {
     /// A libtorch error while packing or unpacking tensors.
     #[error(transparent)]
     Tch(#[from] tch::TchError),
+    /// A process layout that cannot be (`--nproc-per-node 0`, a node rank past `--nnodes`).
+    #[error("{flag} {value}: {reason}")]
+    Layout {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// A worker a launcher started could not start or failed.
     #[error("rank {rank} {message}")]
     Launch {

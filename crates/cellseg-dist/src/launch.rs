@@ -66,8 +66,8 @@ impl Launch {
     /// Whether this process is the launcher or a worker (module docs).
     ///
     /// # Errors
-    /// [`Error::Env`] for a layout that cannot be (no process, a node rank past `nnodes`) or a
-    /// malformed environment; the group's errors when a worker joins.
+    /// [`Error::Layout`] for a layout that cannot be (no process, a node rank past `nnodes`),
+    /// [`Error::Env`] for a malformed environment; the group's errors when a worker joins.
     pub fn role(&self) -> Result<Role> {
         if std::env::var_os("RANK").is_some() || std::env::var_os("WORLD_SIZE").is_some() {
             return Ok(Role::Worker(ProcessGroup::from_env()?));
@@ -80,8 +80,8 @@ impl Launch {
     }
 
     fn check(&self) -> Result<()> {
-        let bad = |var: &'static str, value: usize, reason: String| {
-            Err(Error::Env { var, value: value.to_string(), reason })
+        let bad = |flag: &'static str, value: usize, reason: String| {
+            Err(Error::Layout { flag, value, reason })
         };
         if self.nproc_per_node == 0 {
             return bad("--nproc-per-node", 0, "at least 1 process".into());

@@ -123,10 +123,16 @@ pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
         data,
         &cfg.train,
         &mut validator,
-        if args.run.resume { cellseg::train::Start::Resume } else { cellseg::train::Start::Fresh },
-        cfg.overlays,
-        resolved,
-        &group,
+        crate::FitRun {
+            start: if args.run.resume {
+                cellseg::train::Start::Resume
+            } else {
+                cellseg::train::Start::Fresh
+            },
+            overlays: cfg.overlays,
+            resolved,
+            group: group.clone(),
+        },
     )?;
     if group.is_main() {
         mark_finished(

@@ -309,10 +309,12 @@ fn train_one(
         data,
         &cfg.train,
         &mut validator,
-        start,
-        cfg.overlays,
-        resolved_config(cfg, args, paths)?,
-        group,
+        crate::FitRun {
+            start,
+            overlays: cfg.overlays,
+            resolved: resolved_config(cfg, args, paths)?,
+            group: group.clone(),
+        },
     )?;
 
     println!();

@@ -249,7 +249,7 @@ fn a_launcher_starts_its_workers_and_waits_for_them() {
         (Launch { nnodes: 2, node_rank: 2, ..Launch::default() }, "--node-rank"),
     ] {
         let e = l.run(|_| Command::new("true"), Duration::from_secs(1)).unwrap_err();
-        assert!(matches!(e, Error::Env { var, .. } if var == flag), "{e}");
+        assert!(matches!(e, Error::Layout { flag: f, .. } if f == flag), "{e}");
     }
 }
 
