@@ -17,7 +17,7 @@
 //!   of them; a failing rank makes every other one stop with [`Error::Peer`] instead of waiting
 //!   for it until the group's timeout.
 //! - Only rank 0 writes the run folder (checkpoints, `metrics.jsonl`, curves); the others learn
-//!   of every write through [`Ranks::agree`].
+//!   of every write (and of any rank's failure) through one small all-gather.
 //!
 //! With one rank every function here returns at once and the engine runs exactly as before.
 

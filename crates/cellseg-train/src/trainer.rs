@@ -430,8 +430,8 @@ impl Trainer {
                 // Any rank's observer stops every rank.
                 let stop = ranks.any(observer.should_stop())?;
                 if periodic || stop {
-                    let dir = self
-                        .save_agreed(&store, model, &optimizer, &schedule, &pos, None, observer)?;
+                    let dir =
+                        self.save(&store, model, &optimizer, &schedule, &pos, None, observer)?;
                     report.last_checkpoint = Some(dir);
                 }
                 if stop {
@@ -473,9 +473,8 @@ impl Trainer {
             let every = cfg.checkpoint.every_epochs;
             let regular = (every > 0 && done % every == 0) || done == cfg.epochs;
             if regular || best_score.is_some() {
-                let dir = self.save_agreed(
-                    &store, model, &optimizer, &schedule, &pos, best_score, observer,
-                )?;
+                let dir =
+                    self.save(&store, model, &optimizer, &schedule, &pos, best_score, observer)?;
                 if best_score.is_some() {
                     report.best_checkpoint = Some(dir.clone());
                 }
@@ -521,7 +520,7 @@ impl Trainer {
     /// Writes a checkpoint of the current position (rank 0; the others wait for it and return
     /// the folder it wrote).
     #[allow(clippy::too_many_arguments)]
-    fn save_agreed<M: TrainableModel>(
+    fn save<M: TrainableModel>(
         &self,
         store: &CheckpointStore,
         model: &M,
@@ -533,25 +532,22 @@ impl Trainer {
     ) -> Result<PathBuf> {
         let ranks = &self.ranks;
         let saved = if ranks.is_main() {
-            self.save(store, model, optimizer, schedule, pos, best_score, observer).map(Some)
+            self.write_checkpoint(store, model, optimizer, schedule, pos, best_score).map(Some)
         } else {
             Ok(None)
         };
-        match ranks.agree("writing a checkpoint", saved)? {
-            Some(dir) => Ok(dir),
-            None => {
-                let dir = store
-                    .latest_dir()?
-                    .ok_or_else(|| Error::NoCheckpoint { path: store.run_dir().to_path_buf() })?;
-                observer.on_checkpoint(&dir, pos.step);
-                Ok(dir)
-            }
-        }
+        let dir = match ranks.agree("writing a checkpoint", saved)? {
+            Some(dir) => dir,
+            None => store
+                .latest_dir()?
+                .ok_or_else(|| Error::NoCheckpoint { path: store.run_dir().to_path_buf() })?,
+        };
+        observer.on_checkpoint(&dir, pos.step);
+        Ok(dir)
     }
 
-    /// Writes a checkpoint of the current position.
-    #[allow(clippy::too_many_arguments)]
-    fn save<M: TrainableModel>(
+    /// Rank 0's half of [`Self::save`].
+    fn write_checkpoint<M: TrainableModel>(
         &self,
         store: &CheckpointStore,
         model: &M,
@@ -559,7 +555,6 @@ impl Trainer {
         schedule: &LrSchedule,
         pos: &Position,
         best_score: Option<f64>,
-        observer: &mut dyn TrainObserver,
     ) -> Result<PathBuf> {
         let (moments, optimizer_steps) = optimizer.state();
         let state = TrainState {
@@ -579,10 +574,7 @@ impl Trainer {
             checksums: BTreeMap::new(),
         };
         let weights = named_variables(model.var_store());
-        let dir =
-            store.save(&weights, &moments, &state, best_score, self.cfg.checkpoint.keep_last)?;
-        observer.on_checkpoint(&dir, pos.step);
-        Ok(dir)
+        store.save(&weights, &moments, &state, best_score, self.cfg.checkpoint.keep_last)
     }
 
     /// Redraws `curves.png` (rank 0, which holds the log); a failure is logged, never fatal to
