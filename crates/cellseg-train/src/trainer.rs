@@ -532,7 +532,10 @@ impl Trainer {
     ) -> Result<PathBuf> {
         let ranks = &self.ranks;
         let saved = if ranks.is_main() {
-            self.write_checkpoint(store, model, optimizer, schedule, pos, best_score).map(Some)
+            let (state, moments) = self.state(optimizer, schedule, pos);
+            let weights = named_variables(model.var_store());
+            let keep = self.cfg.checkpoint.keep_last;
+            store.save(&weights, &moments, &state, best_score, keep).map(Some)
         } else {
             Ok(None)
         };
@@ -546,16 +549,13 @@ impl Trainer {
         Ok(dir)
     }
 
-    /// Rank 0's half of [`Self::save`].
-    fn write_checkpoint<M: TrainableModel>(
+    /// The `state.json` of the current position, and the optimizer moments to save with it.
+    fn state(
         &self,
-        store: &CheckpointStore,
-        model: &M,
         optimizer: &Optimizer,
         schedule: &LrSchedule,
         pos: &Position,
-        best_score: Option<f64>,
-    ) -> Result<PathBuf> {
+    ) -> (TrainState, Vec<(String, Tensor)>) {
         let (moments, optimizer_steps) = optimizer.state();
         let state = TrainState {
             format: STATE_FORMAT,
@@ -573,8 +573,7 @@ impl Trainer {
             world_size: self.ranks.world(),
             checksums: BTreeMap::new(),
         };
-        let weights = named_variables(model.var_store());
-        store.save(&weights, &moments, &state, best_score, self.cfg.checkpoint.keep_last)
+        (state, moments)
     }
 
     /// Redraws `curves.png` (rank 0, which holds the log); a failure is logged, never fatal to

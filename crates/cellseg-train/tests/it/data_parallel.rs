@@ -48,13 +48,6 @@ const GTS: usize = 3;
 /// the test also asserts they moved by more than 10 × this.
 const TOLERANCE: f64 = 2e-5;
 
-fn arch_named(name: &str) -> Arch {
-    [Arch::MaskRcnn, Arch::Cascade]
-        .into_iter()
-        .find(|a| a.name() == name)
-        .unwrap_or_else(|| panic!("unknown arch {name}"))
-}
-
 /// The detector whose data-parallel losses equal the one-process ones (module docs).
 fn config(arch: Arch) -> DetectorConfig {
     let mut cfg = crate::micro_detector(arch);
@@ -303,7 +296,8 @@ fn cascade_on_two_ranks_trains_as_one_process_with_twice_the_batch() {
 fn child_trains() {
     let settings = std::env::var(CHILD_ENV).expect("a child of the data-parallel tests");
     let f: Vec<&str> = settings.split('|').collect();
-    let (arch, run_dir, batch) = (arch_named(f[0]), PathBuf::from(f[1]), f[2].parse().unwrap());
+    let (arch, run_dir, batch) =
+        (crate::arch_named(f[0]), PathBuf::from(f[1]), f[2].parse().unwrap());
     let start = if f[3] == "resume" { Start::Resume } else { Start::Fresh };
     let die_after: u64 = f[4].parse().unwrap();
     let out = PathBuf::from(f[5]);

@@ -40,13 +40,6 @@ const CHILD_ENV: &str = "CELLSEG_KILL_RESUME_CHILD";
 /// The file the child writes when it is ready to be killed.
 const READY_FILE: &str = "ready-to-be-killed";
 
-fn arch_named(name: &str) -> Arch {
-    [Arch::MaskRcnn, Arch::Cascade]
-        .into_iter()
-        .find(|a| a.name() == name)
-        .unwrap_or_else(|| panic!("unknown arch {name}"))
-}
-
 fn model(arch: Arch) -> Detector {
     tch::manual_seed(0);
     let cfg = DetectorConfig::tiny(3).to_arch(arch).unwrap();
@@ -97,7 +90,7 @@ fn child_trains_until_killed() {
         std::env::var(CHILD_ENV).expect("run by kill_and_resume_is_exact_for_real_detectors");
     let (arch, run_dir) = spec.split_once('|').unwrap();
     tch::set_num_threads(1);
-    let mut m = model(arch_named(arch));
+    let mut m = model(crate::arch_named(arch));
     let mut obs = BlockAt { ready: Path::new(run_dir).with_extension(READY_FILE) };
     let _ = trainer(Path::new(run_dir)).fit(&mut m, &mut data(), None, &mut obs, Start::Fresh);
     panic!("the run ended without blocking at step {KILLED_AT}");

@@ -46,3 +46,11 @@ fn micro_detector(arch: Arch) -> DetectorConfig {
         ..DetectorConfig::default()
     }
 }
+
+/// The Mask R-CNN or Cascade architecture of `name` (the child processes' settings name it).
+fn arch_named(name: &str) -> Arch {
+    [Arch::MaskRcnn, Arch::Cascade]
+        .into_iter()
+        .find(|a| a.name() == name)
+        .unwrap_or_else(|| panic!("unknown arch {name}"))
+}
