@@ -50,6 +50,9 @@ struct Args {
     oof: Option<PathBuf>,
     #[command(flatten)]
     inference: cellseg_cli::InferenceArgs,
+    /// `--nproc-per-node N`: the images shared by N processes, rank 0 writing every output.
+    #[command(flatten)]
+    launch: cellseg_cli::LaunchArgs,
 }
 
 fn main() -> ExitCode {
@@ -58,7 +61,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let Some(group) = args.launch.join_or_launch(&argv)? else { return Ok(()) };
     let device = args.inference.device()?;
+    let device = cellseg_cli::rank_device(device, &group, args.inference.device.threads);
     println!("{}", cellseg::libtorch_report());
     let cellseg::inference::ModelList { runs, names } = expand_models(&args.models)?;
     let ens_cfg = args.inference.ensemble(&names, runs.len())?;
@@ -85,8 +91,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         .expect("valid template"),
     );
     let inference = Inference { ensemble: &ensemble, input, pipeline: &pipeline, device };
-    let report = inference.run(&images, &outputs, &mut |done| bar.set_position(done as u64))?;
+    if !group.is_main() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let report = inference.run_sharded(
+        &images,
+        &outputs,
+        &mut |done| bar.set_position(done as u64),
+        &group,
+    )?;
     bar.finish_and_clear();
+    let Some(report) = report else { return Ok(()) };
     let instances: usize = report.processed.iter().map(|p| p.detections.masks.len()).sum();
     println!(
         "{} images, {instances} instances in {:.1} s ({:.2} images/s; {} member(s), {} view(s))",

@@ -15,17 +15,20 @@ use std::sync::mpsc;
 use cellseg_core::ImageSize;
 use cellseg_data::normalize::{normalize_into, padded_size};
 use cellseg_data::raster::{Image, read_image, read_image_size};
+use cellseg_dist::ProcessGroup;
 use cellseg_ensemble::{Ensemble, EnsembleConfig, Member};
 use cellseg_metrics::report::{
     CompetitionReport, PredictedTruth, TruthImage, evaluate_competition, load_truth_csv,
     truth_of_predicted,
 };
-use cellseg_postproc::oof::OofWriter;
+use cellseg_postproc::oof::{OofReader, OofWriter};
 use cellseg_postproc::output::{CocoImageId, coco_results, kaggle_rows, write_coco_results};
 use cellseg_postproc::{Pipeline, Processed, SoftDetections};
 use cellseg_rle::KaggleRle;
 use cellseg_train::detector::{Detector, InputNormalisation, ModelCard};
-use rayon::iter::{ParallelBridge, ParallelIterator};
+use rayon::iter::{
+    IndexedParallelIterator, IntoParallelRefIterator, ParallelBridge, ParallelIterator,
+};
 use tch::{Device, Tensor};
 
 /// Errors of an inference run, each naming the file, folder or image at fault.
@@ -108,6 +111,17 @@ pub enum Error {
     /// An overlay PNG could not be written.
     #[error(transparent)]
     Overlay(Box<cellseg_train::Error>),
+    /// A collective of the ranks sharing the images failed.
+    #[error(transparent)]
+    Dist(Box<cellseg_dist::Error>),
+    /// Another rank failed on its share of the images; this one stops with it.
+    #[error("rank {rank} of {world} failed on its images (its output names the error)")]
+    Peer {
+        /// The rank that failed first.
+        rank: usize,
+        /// The group size.
+        world: usize,
+    },
 }
 
 macro_rules! boxed_from {
@@ -124,7 +138,8 @@ boxed_from!(
     Image: cellseg_data::Error,
     Truth: cellseg_metrics::Error,
     Write: cellseg_postproc::Error,
-    Overlay: cellseg_train::Error
+    Overlay: cellseg_train::Error,
+    Dist: cellseg_dist::Error
 );
 
 /// `Result` with [`Error`].
@@ -379,40 +394,95 @@ impl Inference<'_> {
     ) -> Result<InferenceReport> {
         check_outputs(outputs)?;
         let truth = outputs.truth.as_deref().map(|t| truth_for(t, images)).transpose()?;
-        if let Some(dir) = &outputs.overlays {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Output { path: dir.clone(), reason: e.to_string() })?;
-        }
+        create_overlays_dir(outputs)?;
         let mut oof = outputs.oof.as_deref().map(OofWriter::create).transpose()?;
         let t0 = std::time::Instant::now();
         let processed =
             self.predict_images(images, oof.as_mut(), outputs.overlays.as_deref(), progress)?;
         let seconds = t0.elapsed().as_secs_f64();
-        let mut written = Vec::new();
-        if let Some(w) = oof {
-            written.push(w.finish()?);
+        write_outputs(processed, seconds, oof, truth, outputs)
+    }
+
+    /// [`Self::run`] by the ranks of `group` together, with the same outputs byte for byte: rank
+    /// `r` predicts the `r`-th contiguous share of `images` into a part file of soft detections
+    /// beside the first output, then rank 0 reads the parts in order, post-processes every image
+    /// and writes every output (and removes the parts). Rank 0 returns the report, the others
+    /// `None`. One rank is [`Self::run`].
+    ///
+    /// # Errors
+    /// As [`Self::run`], on the rank that failed; [`Error::Peer`] naming it on the others.
+    pub fn run_sharded(
+        &self,
+        images: &[ImageFile],
+        outputs: &Outputs,
+        progress: &mut dyn FnMut(usize),
+        group: &ProcessGroup,
+    ) -> Result<Option<InferenceReport>> {
+        let (rank, world) = (group.rank(), group.world_size());
+        if world == 1 {
+            return self.run(images, outputs, progress).map(Some);
         }
-        if let Some(path) = &outputs.submission {
-            cellseg_postproc::output::write_kaggle_csv(path, &processed)?;
-            written.push(path.clone());
-        }
-        if let Some(path) = &outputs.coco {
-            let all: Vec<_> = processed
-                .iter()
-                .flat_map(|p| coco_results(p, CocoImageId::Str(p.image_id.clone()), 1))
-                .collect();
-            write_coco_results(path, &all)?;
-            written.push(path.clone());
-        }
-        let metric = match (&outputs.truth, truth) {
-            (Some(path), Some(t)) => {
-                let mut m = score(path, &t.images, &processed)?;
-                m.ignored_truth = t.ignored;
-                Some(m)
+        check_outputs(outputs)?;
+        let truth = outputs.truth.as_deref().map(|t| truth_for(t, images)).transpose()?;
+        create_overlays_dir(outputs)?;
+        let parts = shard_parts(outputs, world)?;
+        let share = |r: usize| r * images.len() / world..(r + 1) * images.len() / world;
+        let t0 = std::time::Instant::now();
+        let mine = (|| -> Result<()> {
+            let mut part = OofWriter::create(&parts[rank])?;
+            for (k, file) in images[share(rank)].iter().enumerate() {
+                let soft = self.predict(&read_image(&file.path)?)?;
+                part.write_image(&file.id, &soft)?;
+                progress(k + 1);
             }
-            _ => None,
+            part.finish()?;
+            Ok(())
+        })();
+        let failed = group.all_gather_f64(&[if mine.is_ok() { 0.0 } else { 1.0 }]);
+        let first_failed = match failed {
+            Ok(f) => f.iter().position(|f| f[0] != 0.0),
+            Err(e) => {
+                let _ = std::fs::remove_file(&parts[rank]);
+                return Err(e.into());
+            }
         };
-        Ok(InferenceReport { processed, seconds, metric, written })
+        if mine.is_err() || first_failed.is_some() {
+            let _ = std::fs::remove_file(&parts[rank]);
+            mine?;
+            return Err(Error::Peer { rank: first_failed.unwrap_or(rank), world });
+        }
+        if rank != 0 {
+            return Ok(None);
+        }
+        let result = (|| {
+            let mut soft = Vec::with_capacity(images.len());
+            for part in &parts {
+                for record in OofReader::open(part)? {
+                    soft.push(record?);
+                }
+            }
+            let seconds = t0.elapsed().as_secs_f64();
+            let mut oof = outputs.oof.as_deref().map(OofWriter::create).transpose()?;
+            if let Some(w) = oof.as_mut() {
+                for (id, d) in &soft {
+                    w.write_image(id, d)?;
+                }
+            }
+            let overlays = outputs.overlays.as_deref();
+            let processed = images
+                .par_iter()
+                .zip(soft.par_iter())
+                .map(|(file, (id, d))| {
+                    let image = overlays.map(|_| read_image(&file.path)).transpose()?;
+                    post_process(self.pipeline, id, d, image.as_ref(), overlays)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            write_outputs(processed, seconds, oof, truth, outputs)
+        })();
+        for part in &parts {
+            let _ = std::fs::remove_file(part);
+        }
+        result.map(Some)
     }
 
     /// Predicts `images` in order, appends each image's soft detections to `oof`, and
@@ -442,7 +512,7 @@ impl Inference<'_> {
                 rx.into_iter()
                     .par_bridge()
                     .map(|(i, id, soft, image)| {
-                        let r = post_process(pipeline, &id, &soft, &image, overlays);
+                        let r = post_process(pipeline, &id, &soft, Some(&image), overlays);
                         if r.is_err() {
                             failed.store(true, Ordering::Relaxed);
                         }
@@ -488,18 +558,83 @@ impl Inference<'_> {
     }
 }
 
+/// The files of a run from its post-processed images: the OOF file `oof` was filled with, the
+/// submission, the COCO results, and the metric against the truth.
+fn write_outputs(
+    processed: Vec<Processed>,
+    seconds: f64,
+    oof: Option<OofWriter>,
+    truth: Option<PredictedTruth>,
+    outputs: &Outputs,
+) -> Result<InferenceReport> {
+    let mut written = Vec::new();
+    if let Some(w) = oof {
+        written.push(w.finish()?);
+    }
+    if let Some(path) = &outputs.submission {
+        cellseg_postproc::output::write_kaggle_csv(path, &processed)?;
+        written.push(path.clone());
+    }
+    if let Some(path) = &outputs.coco {
+        let all: Vec<_> = processed
+            .iter()
+            .flat_map(|p| coco_results(p, CocoImageId::Str(p.image_id.clone()), 1))
+            .collect();
+        write_coco_results(path, &all)?;
+        written.push(path.clone());
+    }
+    let metric = match (&outputs.truth, truth) {
+        (Some(path), Some(t)) => {
+            let mut m = score(path, &t.images, &processed)?;
+            m.ignored_truth = t.ignored;
+            Some(m)
+        }
+        _ => None,
+    };
+    Ok(InferenceReport { processed, seconds, metric, written })
+}
+
+/// Creates the overlay folder of `outputs`, if any.
+fn create_overlays_dir(outputs: &Outputs) -> Result<()> {
+    if let Some(dir) = &outputs.overlays {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Output { path: dir.clone(), reason: e.to_string() })?;
+    }
+    Ok(())
+}
+
+/// The part files of soft detections, one per rank, beside the first output (a shared folder for
+/// ranks on one machine).
+fn shard_parts(outputs: &Outputs, world: usize) -> Result<Vec<PathBuf>> {
+    let first = [&outputs.submission, &outputs.oof, &outputs.coco, &outputs.truth]
+        .into_iter()
+        .flatten()
+        .next()
+        .ok_or_else(|| Error::Output {
+            path: PathBuf::from("."),
+            reason:
+                "a sharded run needs an output (--out, --oof, --coco-out or --truth) to put its \
+                     parts beside"
+                    .into(),
+        })?;
+    let name = first.file_name().map_or("out".into(), |n| n.to_string_lossy().into_owned());
+    Ok((0..world)
+        .map(|r| first.with_file_name(format!(".{name}.rank{r}-of-{world}.oof")))
+        .collect())
+}
+
 /// Post-processes one image and writes its overlay.
 fn post_process(
     pipeline: &Pipeline,
     id: &str,
     soft: &SoftDetections,
-    image: &Image,
+    image: Option<&Image>,
     overlays: Option<&Path>,
 ) -> Result<Processed> {
     let p = pipeline
         .run(id, soft)
         .map_err(|e| Error::Postproc { id: id.to_string(), source: Box::new(e) })?;
-    if let Some(dir) = overlays {
+    if let (Some(dir), Some(image)) = (overlays, image) {
         cellseg_train::overlay::write_overlay(
             &dir.join(format!("{id}.png")),
             image,

@@ -300,3 +300,102 @@ fn bad_inputs_are_named_and_leave_no_output() {
     let e = err(infer(&members, ens_config(), &images, &bad_truth));
     assert!(e.contains("partial.csv") && e.contains(drop_id.as_str()), "{e}");
 }
+
+/// Set in a child's environment: `<run folder>|<held-out folder>|<output folder>|<threads>`.
+const SHARD_CHILD_ENV: &str = "CELLSEG_INFER_SHARD_CHILD";
+
+fn outputs_in(dir: &Path, heldout: &Path) -> Outputs {
+    Outputs {
+        submission: Some(dir.join("submission.csv")),
+        coco: Some(dir.join("results.json")),
+        oof: Some(dir.join("oof.bin")),
+        overlays: Some(dir.join("overlays")),
+        truth: Some(heldout.join("truth.csv")),
+    }
+}
+
+/// `infer_ensemble --nproc-per-node 2`'s inference: two ranks (this binary on
+/// [`child_infers_its_share`], torchrun's variables set) write the submission, COCO results, OOF
+/// file and overlays of one process, byte for byte, and leave no part file behind.
+#[test]
+fn two_ranks_write_the_outputs_of_one_process_byte_for_byte() {
+    let _torch = torch_lock();
+    let t = trained();
+    let one = tempfile::tempdir().unwrap();
+    let images = list_images(&t.heldout.join("images")).unwrap();
+    let members = Members::load(std::slice::from_ref(&t.run), Device::Cpu).unwrap();
+    let r = infer(&members, ens_config(), &images, &outputs_in(one.path(), &t.heldout)).unwrap();
+    let two = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The children predict with this process's threads: other thread counts sum in another order.
+    let settings = format!(
+        "{}|{}|{}|{}",
+        t.run.display(),
+        t.heldout.display(),
+        two.path().display(),
+        tch::get_num_threads()
+    );
+    let children: Vec<std::process::Child> = (0..2)
+        .map(|rank| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "infer_ensemble::child_infers_its_share",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env(SHARD_CHILD_ENV, &settings)
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("CELLSEG_DIST_TIMEOUT", "120")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (rank, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success() && text.contains("CHILD OK"), "rank {rank}:\n{text}");
+    }
+    assert!(r.metric.is_some());
+    for f in ["submission.csv", "oof.bin", "results.json"] {
+        let (a, b) = (one.path().join(f), two.path().join(f));
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "{f} differs");
+    }
+    for f in &images {
+        let name = format!("overlays/{}.png", f.id);
+        let (a, b) = (one.path().join(&name), two.path().join(&name));
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "{name} differs");
+    }
+    let mut left: Vec<String> = std::fs::read_dir(two.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["oof.bin", "overlays", "results.json", "submission.csv"]);
+}
+
+#[test]
+#[ignore = "run by two_ranks_write_the_outputs_of_one_process_byte_for_byte in a child process"]
+fn child_infers_its_share() {
+    let settings = std::env::var(SHARD_CHILD_ENV).expect("a child of the sharded-inference test");
+    let f: Vec<&str> = settings.split('|').collect();
+    let (run, heldout, out) = (PathBuf::from(f[0]), PathBuf::from(f[1]), PathBuf::from(f[2]));
+    tch::set_num_threads(f[3].parse().unwrap());
+    let group = cellseg::dist::ProcessGroup::from_env().unwrap();
+    let images = list_images(&heldout.join("images")).unwrap();
+    let members = Members::load(std::slice::from_ref(&run), Device::Cpu).unwrap();
+    let ensemble = members.ensemble(ens_config()).unwrap();
+    let pipeline = postproc();
+    let input = &members.card().unwrap().input;
+    let inf = Inference { ensemble: &ensemble, input, pipeline: &pipeline, device: Device::Cpu };
+    let report =
+        inf.run_sharded(&images, &outputs_in(&out, &heldout), &mut |_| {}, &group).unwrap();
+    assert_eq!(report.is_some(), group.rank() == 0);
+    println!("CHILD OK rank {}", group.rank());
+}
