@@ -41,6 +41,9 @@ struct Args {
     out: Option<PathBuf>,
     #[command(flatten)]
     inference: cellseg_cli::InferenceArgs,
+    /// `--nproc-per-node N`: the images shared by N processes, rank 0 writing every output.
+    #[command(flatten)]
+    launch: cellseg_cli::LaunchArgs,
 }
 
 fn main() -> ExitCode {
@@ -49,7 +52,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let Some(group) = args.launch.join_or_launch(&argv)? else { return Ok(()) };
     let device = args.inference.device()?;
+    let device = cellseg_cli::rank_device(device, &group, args.inference.device.threads);
     println!("{}", cellseg::libtorch_report());
     let (truth, images) = args.data.paths().context("give --data or --csv")?;
     // Fold k's members are fold k of each experiment: experiment i is member i.
@@ -80,8 +86,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         )
         .expect("valid template"),
     );
-    let report = cv.run(&pipeline, device, &mut |done, _| bar.set_position(done as u64))?;
+    if group.world_size() > 1 {
+        bar.set_length((exps[0].split.ids.len() / group.world_size() + 1) as u64);
+    }
+    if !group.is_main() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let report =
+        cv.run_sharded(&pipeline, device, &mut |done, _| bar.set_position(done as u64), &group)?;
     bar.finish_and_clear();
+    let Some(report) = report else { return Ok(()) };
     println!(
         "{} images predicted by their folds' models in {:.1} s ({} view(s))",
         report.processed.len(),

@@ -14,11 +14,13 @@
 
 use std::path::{Path, PathBuf};
 
-use cellseg_data::raster::read_image_size;
+use cellseg_data::raster::{read_image, read_image_size};
+use cellseg_dist::ProcessGroup;
 use cellseg_ensemble::EnsembleConfig;
-use cellseg_metrics::report::{CompetitionReport, load_truth_csv};
+use cellseg_metrics::report::{CompetitionReport, PredictedTruth, load_truth_csv};
 use cellseg_postproc::oof::OofWriter;
 use cellseg_postproc::{Pipeline, Processed};
+use rayon::iter::{IntoParallelRefIterator, ParallelIterator};
 use tch::Device;
 
 use crate::experiment::{self, Experiment};
@@ -162,6 +164,97 @@ impl CrossValidation {
         device: Device,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<CvReport> {
+        let Prepared { plans, all, truth, members } = self.prepare(device)?;
+        let mut oof =
+            self.oof.as_deref().map(OofWriter::create).transpose().map_err(InferenceError::from)?;
+        let t0 = std::time::Instant::now();
+        let mut processed: Vec<Processed> = Vec::with_capacity(all.len());
+        let total = all.len();
+        for (k, (plan, members)) in plans.iter().zip(&members).enumerate() {
+            let ensemble = members.ensemble(self.ensemble.clone())?;
+            let input = &members.card().expect("one member per experiment").input;
+            let inf = Inference { ensemble: &ensemble, input, pipeline, device };
+            let done = processed.len();
+            tracing::info!(fold = k, images = plan.images.len(), members = plan.runs.len(), "fold");
+            let p = inf.predict_images(&plan.images, oof.as_mut(), None, &mut |i| {
+                progress(done + i, total)
+            })?;
+            processed.extend(p);
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        self.finish(processed, seconds, oof, &plans, &truth)
+    }
+
+    /// [`Self::run`] by the ranks of `group` together, with the same outputs byte for byte: rank
+    /// `r` predicts the `r`-th contiguous share of all the folds' images (each with its fold's
+    /// members) into a part file, and rank 0 post-processes, writes and scores them all (see
+    /// [`Inference::run_sharded`]). Rank 0 returns the report, the others `None`;
+    /// `progress(done, share)` counts this rank's images.
+    ///
+    /// # Errors
+    /// As [`Self::run`]; [`InferenceError::Peer`] naming a rank that failed.
+    pub fn run_sharded(
+        &self,
+        pipeline: &Pipeline,
+        device: Device,
+        progress: &mut dyn FnMut(usize, usize),
+        group: &ProcessGroup,
+    ) -> Result<Option<CvReport>> {
+        let world = group.world_size();
+        if world == 1 {
+            return self.run(pipeline, device, progress).map(Some);
+        }
+        let Prepared { plans, all, truth, members } = self.prepare(device)?;
+        let ensembles = members
+            .iter()
+            .map(|m| m.ensemble(self.ensemble.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let inferences: Vec<Inference<'_>> = ensembles
+            .iter()
+            .zip(&members)
+            .map(|(ensemble, m)| {
+                let input = &m.card().expect("one member per experiment").input;
+                Inference { ensemble, input, pipeline, device }
+            })
+            .collect();
+        let fold_of: Vec<usize> =
+            plans.iter().enumerate().flat_map(|(k, p)| vec![k; p.images.len()]).collect();
+        let parts = inference::shard_parts(&self.outputs(), world);
+        let share = all.len() / world + 1;
+        let t0 = std::time::Instant::now();
+        let predict = |i: usize| -> Result<_, InferenceError> {
+            let file = &all[i];
+            let image = read_image(&file.path).map_err(InferenceError::from)?;
+            Ok((file.id.clone(), inferences[fold_of[i]].predict(&image)?))
+        };
+        let Some(soft) = inference::predict_shared(group, &parts, all.len(), predict, &mut |d| {
+            progress(d, share)
+        })?
+        else {
+            return Ok(None);
+        };
+        let seconds = t0.elapsed().as_secs_f64();
+        let oof = inference::oof_of(self.oof.as_deref(), &soft)?;
+        let processed = soft
+            .par_iter()
+            .map(|(id, d)| inference::post_process(pipeline, id, d, None, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.finish(processed, seconds, oof, &plans, &truth).map(Some)
+    }
+
+    /// The outputs a cross-validation writes.
+    fn outputs(&self) -> Outputs {
+        Outputs {
+            submission: self.submission.clone(),
+            oof: self.oof.clone(),
+            truth: Some(self.truth.clone()),
+            ..Outputs::default()
+        }
+    }
+
+    /// Every check before the first prediction: the experiments, their folds and images, the
+    /// truth, the outputs, and every fold's members, rebuilt.
+    fn prepare(&self, device: Device) -> Result<Prepared> {
         let exps = self.experiments()?;
         let split = &exps[0].split;
         // Every fold of every experiment, finished: a missing one is named before any work (the
@@ -192,33 +285,23 @@ impl CrossValidation {
         }
         let all: Vec<ImageFile> = plans.iter().flat_map(|p| p.images.iter().cloned()).collect();
         let truth = inference::truth_for(&self.truth, &all)?;
-        let outputs = Outputs {
-            submission: self.submission.clone(),
-            oof: self.oof.clone(),
-            ..Outputs::default()
-        };
-        inference::check_outputs(&outputs)?;
+        inference::check_outputs(&Outputs { truth: None, ..self.outputs() })?;
         // Every fold's members, rebuilt before the first prediction: a bad checkpoint of the last
         // fold is found now, not after the folds before it were predicted.
         let members =
             plans.iter().map(|p| Members::load(&p.runs, device)).collect::<Result<Vec<_>, _>>()?;
-        let mut oof =
-            self.oof.as_deref().map(OofWriter::create).transpose().map_err(InferenceError::from)?;
-        let t0 = std::time::Instant::now();
-        let mut processed: Vec<Processed> = Vec::with_capacity(all.len());
-        let total = all.len();
-        for (k, (plan, members)) in plans.iter().zip(&members).enumerate() {
-            let ensemble = members.ensemble(self.ensemble.clone())?;
-            let input = &members.card().expect("one member per experiment").input;
-            let inf = Inference { ensemble: &ensemble, input, pipeline, device };
-            let done = processed.len();
-            tracing::info!(fold = k, images = plan.images.len(), members = plan.runs.len(), "fold");
-            let p = inf.predict_images(&plan.images, oof.as_mut(), None, &mut |i| {
-                progress(done + i, total)
-            })?;
-            processed.extend(p);
-        }
-        let seconds = t0.elapsed().as_secs_f64();
+        Ok(Prepared { plans, all, truth, members })
+    }
+
+    /// Writes the submission (the OOF writer is finished) and scores the whole OOF and each fold.
+    fn finish(
+        &self,
+        processed: Vec<Processed>,
+        seconds: f64,
+        oof: Option<OofWriter>,
+        plans: &[FoldPlan],
+        truth: &PredictedTruth,
+    ) -> Result<CvReport> {
         let mut written = Vec::new();
         if let Some(w) = oof {
             written.push(w.finish().map_err(InferenceError::from)?);
@@ -229,10 +312,10 @@ impl CrossValidation {
             written.push(path.clone());
         }
         let mut overall = inference::score(&self.truth, &truth.images, &processed)?;
-        overall.ignored_truth = truth.ignored;
+        overall.ignored_truth = truth.ignored.clone();
         let mut per_fold = Vec::with_capacity(plans.len());
         let mut at = 0;
-        for plan in &plans {
+        for plan in plans {
             let n = plan.images.len();
             per_fold.push(inference::score(
                 &self.truth,
@@ -243,6 +326,14 @@ impl CrossValidation {
         }
         Ok(CvReport { overall, per_fold, processed, written, seconds })
     }
+}
+
+/// What [`CrossValidation::prepare`] checked and built.
+struct Prepared {
+    plans: Vec<FoldPlan>,
+    all: Vec<ImageFile>,
+    truth: PredictedTruth,
+    members: Vec<Members>,
 }
 
 /// Checks that the run of fold `k` validated on images of fold `k` of `exp`'s split (its

@@ -418,71 +418,34 @@ impl Inference<'_> {
         progress: &mut dyn FnMut(usize),
         group: &ProcessGroup,
     ) -> Result<Option<InferenceReport>> {
-        let (rank, world) = (group.rank(), group.world_size());
+        let world = group.world_size();
         if world == 1 {
             return self.run(images, outputs, progress).map(Some);
         }
         check_outputs(outputs)?;
         let truth = outputs.truth.as_deref().map(|t| truth_for(t, images)).transpose()?;
         create_overlays_dir(outputs)?;
-        let parts = shard_parts(outputs, world)?;
-        let share = |r: usize| r * images.len() / world..(r + 1) * images.len() / world;
+        let parts = shard_parts(outputs, world);
         let t0 = std::time::Instant::now();
-        let mine = (|| -> Result<()> {
-            let mut part = OofWriter::create(&parts[rank])?;
-            for (k, file) in images[share(rank)].iter().enumerate() {
-                let soft = self.predict(&read_image(&file.path)?)?;
-                part.write_image(&file.id, &soft)?;
-                progress(k + 1);
-            }
-            part.finish()?;
-            Ok(())
-        })();
-        let failed = group.all_gather_f64(&[if mine.is_ok() { 0.0 } else { 1.0 }]);
-        let first_failed = match failed {
-            Ok(f) => f.iter().position(|f| f[0] != 0.0),
-            Err(e) => {
-                let _ = std::fs::remove_file(&parts[rank]);
-                return Err(e.into());
-            }
+        let predict = |i: usize| -> Result<(String, SoftDetections)> {
+            let file = &images[i];
+            Ok((file.id.clone(), self.predict(&read_image(&file.path)?)?))
         };
-        if mine.is_err() || first_failed.is_some() {
-            let _ = std::fs::remove_file(&parts[rank]);
-            mine?;
-            return Err(Error::Peer { rank: first_failed.unwrap_or(rank), world });
-        }
-        if rank != 0 {
+        let Some(soft) = predict_shared(group, &parts, images.len(), predict, progress)? else {
             return Ok(None);
-        }
-        let result = (|| {
-            let mut soft = Vec::with_capacity(images.len());
-            for part in &parts {
-                for record in OofReader::open(part)? {
-                    soft.push(record?);
-                }
-            }
-            let seconds = t0.elapsed().as_secs_f64();
-            let mut oof = outputs.oof.as_deref().map(OofWriter::create).transpose()?;
-            if let Some(w) = oof.as_mut() {
-                for (id, d) in &soft {
-                    w.write_image(id, d)?;
-                }
-            }
-            let overlays = outputs.overlays.as_deref();
-            let processed = images
-                .par_iter()
-                .zip(soft.par_iter())
-                .map(|(file, (id, d))| {
-                    let image = overlays.map(|_| read_image(&file.path)).transpose()?;
-                    post_process(self.pipeline, id, d, image.as_ref(), overlays)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            write_outputs(processed, seconds, oof, truth, outputs)
-        })();
-        for part in &parts {
-            let _ = std::fs::remove_file(part);
-        }
-        result.map(Some)
+        };
+        let seconds = t0.elapsed().as_secs_f64();
+        let oof = oof_of(outputs.oof.as_deref(), &soft)?;
+        let overlays = outputs.overlays.as_deref();
+        let processed = images
+            .par_iter()
+            .zip(soft.par_iter())
+            .map(|(file, (id, d))| {
+                let image = overlays.map(|_| read_image(&file.path)).transpose()?;
+                post_process(self.pipeline, id, d, image.as_ref(), overlays)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        write_outputs(processed, seconds, oof, truth, outputs).map(Some)
     }
 
     /// Predicts `images` in order, appends each image's soft detections to `oof`, and
@@ -558,6 +521,78 @@ impl Inference<'_> {
     }
 }
 
+/// The soft detections of items `0..n` predicted by the ranks of `group` together: rank `r`
+/// calls `predict` on the `r`-th contiguous share and writes the results to `parts[r]` (an OOF
+/// file); rank 0 gets every item's, in order, read back from all the parts (which it removes),
+/// the others `None`. `progress(done)` counts this rank's items.
+///
+/// # Errors
+/// This rank's failure to predict or write; [`Error::Peer`] naming the first other rank that
+/// failed; a failing collective. The part files are removed on every error.
+pub(crate) fn predict_shared(
+    group: &ProcessGroup,
+    parts: &[PathBuf],
+    n: usize,
+    mut predict: impl FnMut(usize) -> Result<(String, SoftDetections)>,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Option<Vec<(String, SoftDetections)>>> {
+    let (rank, world) = (group.rank(), group.world_size());
+    let share = |r: usize| r * n / world..(r + 1) * n / world;
+    let mine = (|| -> Result<()> {
+        let mut part = OofWriter::create(&parts[rank])?;
+        for (k, i) in share(rank).enumerate() {
+            let (id, soft) = predict(i)?;
+            part.write_image(&id, &soft)?;
+            progress(k + 1);
+        }
+        part.finish()?;
+        Ok(())
+    })();
+    let failed = group.all_gather_f64(&[if mine.is_ok() { 0.0 } else { 1.0 }]);
+    let first_failed = match failed {
+        Ok(f) => f.iter().position(|f| f[0] != 0.0),
+        Err(e) => {
+            let _ = std::fs::remove_file(&parts[rank]);
+            return Err(e.into());
+        }
+    };
+    if mine.is_err() || first_failed.is_some() {
+        let _ = std::fs::remove_file(&parts[rank]);
+        mine?;
+        return Err(Error::Peer { rank: first_failed.unwrap_or(rank), world });
+    }
+    if rank != 0 {
+        return Ok(None);
+    }
+    let read = (|| {
+        let mut soft = Vec::with_capacity(n);
+        for part in parts {
+            for record in OofReader::open(part)? {
+                soft.push(record?);
+            }
+        }
+        Ok(soft)
+    })();
+    for part in parts {
+        let _ = std::fs::remove_file(part);
+    }
+    read.map(Some)
+}
+
+/// An OOF writer at `path` (if any) holding `soft`, to be finished by [`write_outputs`].
+pub(crate) fn oof_of(
+    path: Option<&Path>,
+    soft: &[(String, SoftDetections)],
+) -> Result<Option<OofWriter>> {
+    let mut oof = path.map(OofWriter::create).transpose()?;
+    if let Some(w) = oof.as_mut() {
+        for (id, d) in soft {
+            w.write_image(id, d)?;
+        }
+    }
+    Ok(oof)
+}
+
 /// The files of a run from its post-processed images: the OOF file `oof` was filled with, the
 /// submission, the COCO results, and the metric against the truth.
 fn write_outputs(
@@ -603,28 +638,21 @@ fn create_overlays_dir(outputs: &Outputs) -> Result<()> {
     Ok(())
 }
 
-/// The part files of soft detections, one per rank, beside the first output (a shared folder for
-/// ranks on one machine).
-fn shard_parts(outputs: &Outputs, world: usize) -> Result<Vec<PathBuf>> {
-    let first = [&outputs.submission, &outputs.oof, &outputs.coco, &outputs.truth]
-        .into_iter()
-        .flatten()
-        .next()
-        .ok_or_else(|| Error::Output {
-            path: PathBuf::from("."),
-            reason:
-                "a sharded run needs an output (--out, --oof, --coco-out or --truth) to put its \
-                     parts beside"
-                    .into(),
-        })?;
-    let name = first.file_name().map_or("out".into(), |n| n.to_string_lossy().into_owned());
-    Ok((0..world)
-        .map(|r| first.with_file_name(format!(".{name}.rank{r}-of-{world}.oof")))
-        .collect())
+/// The part files of soft detections, one per rank: beside the first output file (a folder the
+/// ranks share, as on one machine), else in the temporary folder under the truth's name.
+pub(crate) fn shard_parts(outputs: &Outputs, world: usize) -> Vec<PathBuf> {
+    let first = [&outputs.submission, &outputs.oof, &outputs.coco].into_iter().flatten().next();
+    let (dir, name) = match (first, &outputs.truth) {
+        (Some(f), _) => (f.parent().map(Path::to_path_buf).unwrap_or_default(), f.file_name()),
+        (None, Some(t)) => (std::env::temp_dir(), t.file_name()),
+        (None, None) => (std::env::temp_dir(), None),
+    };
+    let name = name.map_or("cellseg".into(), |n| n.to_string_lossy().into_owned());
+    (0..world).map(|r| dir.join(format!(".{name}.rank{r}-of-{world}.oof"))).collect()
 }
 
 /// Post-processes one image and writes its overlay.
-fn post_process(
+pub(crate) fn post_process(
     pipeline: &Pipeline,
     id: &str,
     soft: &SoftDetections,

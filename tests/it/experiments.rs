@@ -118,6 +118,33 @@ fn cross_validate(
     cv.run(&Pipeline::new(post.clone()).unwrap(), Device::Cpu, &mut |_, _| {})
 }
 
+/// Set in a child's environment: `<experiment>|<data>|<output folder>|<threads>`.
+const SHARD_CHILD_ENV: &str = "CELLSEG_CV_SHARD_CHILD";
+
+/// One rank of the two that cross-validate the experiment of [`SHARD_CHILD_ENV`] together
+/// (`oof_dp.bin`, `oof_dp.csv`).
+#[test]
+#[ignore = "run by experiments_train_cross_validate_tweak_and_resume in a child process"]
+fn child_cross_validates_its_share() {
+    let settings = std::env::var(SHARD_CHILD_ENV).expect("a child of the experiments test");
+    let f: Vec<&str> = settings.split('|').collect();
+    let (exp, data, out) = (PathBuf::from(f[0]), PathBuf::from(f[1]), PathBuf::from(f[2]));
+    tch::set_num_threads(f[3].parse().unwrap());
+    let group = cellseg::dist::ProcessGroup::from_env().unwrap();
+    let cv = CrossValidation {
+        experiments: vec![exp],
+        images: data.join("train"),
+        truth: data.join("train.csv"),
+        ensemble: ensemble(),
+        oof: Some(out.join("oof_dp.bin")),
+        submission: Some(out.join("oof_dp.csv")),
+    };
+    let pipeline = Pipeline::new(postproc()).unwrap();
+    let report = cv.run_sharded(&pipeline, Device::Cpu, &mut |_, _| {}, &group).unwrap();
+    assert_eq!(report.is_some(), group.rank() == 0);
+    println!("CHILD OK rank {}", group.rank());
+}
+
 /// The child of step 2: `train_maskrcnn` with the arguments of [`CHILD_ENV`], until killed.
 #[test]
 #[ignore = "run by experiments_train_cross_validate_tweak_and_resume in a child process"]
@@ -228,6 +255,26 @@ fn experiments_train_cross_validate_tweak_and_resume() {
     .unwrap();
     cross_validate(&[&b], &data, &post, Some(out.join("oof_b.bin")), None).unwrap();
     let oof_bytes = std::fs::read(out.join("oof_a.bin")).unwrap();
+    // `cross_validate --nproc-per-node 2`: two ranks (torchrun's variables) write the same OOF
+    // and submission bytes, and no part file.
+    let settings =
+        format!("{}|{}|{}|{}", a.display(), data.display(), out.display(), tch::get_num_threads());
+    crate::run_two_ranks(
+        "experiments::child_cross_validates_its_share",
+        (SHARD_CHILD_ENV, &settings),
+    );
+    assert_eq!(oof_bytes, std::fs::read(out.join("oof_dp.bin")).unwrap(), "2 ranks: other OOF");
+    assert_eq!(
+        std::fs::read(out.join("oof_a.csv")).unwrap(),
+        std::fs::read(out.join("oof_dp.csv")).unwrap(),
+        "2 ranks: another submission"
+    );
+    let parts: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".rank"))
+        .collect();
+    assert!(parts.is_empty(), "part files left: {parts:?}");
     assert_eq!(oof_bytes, std::fs::read(out.join("oof_b.bin")).unwrap(), "A and B: same OOF bytes");
     let oof = read_oof(out.join("oof_a.bin")).unwrap();
     let ids: Vec<&str> = oof.iter().map(|(id, _)| id.as_str()).collect();

@@ -326,8 +326,6 @@ fn two_ranks_write_the_outputs_of_one_process_byte_for_byte() {
     let members = Members::load(std::slice::from_ref(&t.run), Device::Cpu).unwrap();
     let r = infer(&members, ens_config(), &images, &outputs_in(one.path(), &t.heldout)).unwrap();
     let two = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    // The children predict with this process's threads: other thread counts sum in another order.
     let settings = format!(
         "{}|{}|{}|{}",
         t.run.display(),
@@ -335,33 +333,7 @@ fn two_ranks_write_the_outputs_of_one_process_byte_for_byte() {
         two.path().display(),
         tch::get_num_threads()
     );
-    let children: Vec<std::process::Child> = (0..2)
-        .map(|rank| {
-            std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "infer_ensemble::child_infers_its_share",
-                    "--ignored",
-                    "--nocapture",
-                ])
-                .env(SHARD_CHILD_ENV, &settings)
-                .env("RANK", rank.to_string())
-                .env("WORLD_SIZE", "2")
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", port.to_string())
-                .env("CELLSEG_DIST_TIMEOUT", "120")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (rank, c) in children.into_iter().enumerate() {
-        let o = c.wait_with_output().unwrap();
-        let text =
-            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(o.status.success() && text.contains("CHILD OK"), "rank {rank}:\n{text}");
-    }
+    crate::run_two_ranks("infer_ensemble::child_infers_its_share", (SHARD_CHILD_ENV, &settings));
     assert!(r.metric.is_some());
     for f in ["submission.csv", "oof.bin", "results.json"] {
         let (a, b) = (one.path().join(f), two.path().join(f));

@@ -31,3 +31,31 @@ fn support_pth_formats(dir: &std::path::Path) {
         &["pth-formats", dir.to_str().unwrap()],
     );
 }
+
+/// Runs this test binary's `#[ignore]`d test `child` as the 2 ranks of a Gloo group on
+/// 127.0.0.1 (torchrun's variables set, `env` added), and asserts that both succeed.
+fn run_two_ranks(child: &str, env: (&str, &str)) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ranks: Vec<std::process::Child> = (0..2)
+        .map(|rank| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", child, "--ignored", "--nocapture"])
+                .env(env.0, env.1)
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("CELLSEG_DIST_TIMEOUT", "120")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (rank, c) in ranks.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{child}, rank {rank}:\n{text}");
+    }
+}

@@ -438,31 +438,9 @@ fn two_ranks_of_the_training_example_write_one_run_folder() {
         v.extend(["--nproc-per-node".into(), nproc.to_string()]);
         v
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let two = dir.0.join("two");
-    let children: Vec<std::process::Child> = (0..2)
-        .map(|rank| {
-            std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "train_maskrcnn::child_trains_as_a_rank", "--ignored"])
-                .env(RANK_CHILD_ENV, args(&two, 1, 2).join("\n"))
-                .env("RANK", rank.to_string())
-                .env("WORLD_SIZE", "2")
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", port.to_string())
-                .env("CELLSEG_DIST_TIMEOUT", "120")
-                .env("OMP_NUM_THREADS", "1")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (rank, c) in children.into_iter().enumerate() {
-        let o = c.wait_with_output().unwrap();
-        let text =
-            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(o.status.success(), "rank {rank}:\n{text}");
-    }
+    let argv = args(&two, 1, 2).join("\n");
+    crate::run_two_ranks("train_maskrcnn::child_trains_as_a_rank", (RANK_CHILD_ENV, &argv));
     let one = dir.0.join("one");
     {
         let _lock = cellseg::core::testing::torch_lock();
