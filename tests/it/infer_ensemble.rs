@@ -101,14 +101,7 @@ fn the_submission_scores_as_evaluate_scores_it_and_two_equal_members_are_one() {
     let images = list_images(&t.heldout.join("images")).unwrap();
     assert_eq!(images.len(), 6);
     let members = Members::load(std::slice::from_ref(&t.run), Device::Cpu).unwrap();
-    let outputs = Outputs {
-        submission: Some(out.path().join("submission.csv")),
-        coco: Some(out.path().join("results.json")),
-        oof: Some(out.path().join("oof.bin")),
-        overlays: Some(out.path().join("overlays")),
-        truth: Some(t.heldout.join("truth.csv")),
-    };
-    let r = infer(&members, ens_config(), &images, &outputs).unwrap();
+    let r = infer(&members, ens_config(), &images, &outputs_in(out.path(), &t.heldout)).unwrap();
     let metric = r.metric.as_ref().unwrap();
     let evaluated =
         competition_from_files(&t.heldout.join("truth.csv"), &out.path().join("submission.csv"))
