@@ -28,6 +28,7 @@
 //! assert!((f64::try_from(out.view([-1]).get(0)).unwrap() - 2.5).abs() < 1e-6);
 //! ```
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod assign;
 pub mod config;

@@ -7,3 +7,6 @@ pub mod losses;
 pub mod nms;
 pub mod paste;
 pub mod roi_align;
+// The FFI to csrc/roi_align.cpp: the crate's only unsafe code.
+#[allow(unsafe_code)]
+mod roi_align_cpu;

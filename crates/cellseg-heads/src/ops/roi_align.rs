@@ -1,5 +1,10 @@
-//! RoIAlign from libtorch ops (`grid_sample` + validity mask + `avg_pool2d`) and the multi-level
-//! RoI extractor (mmdet `SingleRoIExtractor`).
+//! RoIAlign and the multi-level RoI extractor (mmdet `SingleRoIExtractor`).
+//!
+//! On the CPU (float32 / float64) RoIAlign is our own kernel (`csrc/roi_align.cpp`, a libtorch
+//! autograd function): one call pools every RoI from its level, parallel over RoIs forward and
+//! over channels backward (libtorch's intra-op threads), with results that do not depend on the
+//! thread count. On other devices it is built from libtorch ops (`grid_sample` + validity mask +
+//! `avg_pool2d`), described below. Both equal `torchvision.ops.roi_align` (tests/it/parity.rs).
 //!
 //! Semantics of mmcv 1.3.17 / `torchvision.ops.roi_align`: with `aligned`, `start = x1 * scale - 0.5`
 //! and the RoI size is not clamped; without, `start = x1 * scale` and the size is clamped to ≥ 1.
@@ -13,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// RoIAlign settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +120,33 @@ pub fn roi_align(
 /// level and one grid size, pooled by one `grid_sample`) with the order that puts the results
 /// back.
 fn roi_align_levels(
+    levels: &[&Tensor],
+    scales: &[f64],
+    rois: &Tensor,
+    level: &Tensor,
+    output_size: i64,
+    sampling_ratio: i64,
+    aligned: bool,
+) -> Tensor {
+    let on_cpu = levels.iter().all(|l| l.device() == Device::Cpu);
+    if on_cpu && matches!(levels[0].kind(), Kind::Float | Kind::Double) {
+        let (rois, level) = (rois.detach(), level.to_kind(Kind::Int64));
+        return crate::ops::roi_align_cpu::roi_align_levels(
+            levels,
+            scales,
+            &rois,
+            &level,
+            output_size,
+            sampling_ratio,
+            aligned,
+        )
+        .unwrap();
+    }
+    roi_align_levels_grid(levels, scales, rois, level, output_size, sampling_ratio, aligned)
+}
+
+/// [`roi_align_levels`] from libtorch ops (any device).
+fn roi_align_levels_grid(
     levels: &[&Tensor],
     scales: &[f64],
     rois: &Tensor,
@@ -381,6 +413,16 @@ mod tests {
         out
     }
 
+    /// Both implementations on one level: the CPU kernel ([`roi_align`]) and the libtorch-ops
+    /// construction (the path of other devices).
+    fn both(f: &Tensor, rois: &Tensor, p: i64, scale: f64, sr: i64, aligned: bool) -> [Tensor; 2] {
+        let level = Tensor::zeros([rois.size()[0]], (Kind::Int64, Device::Cpu));
+        [
+            roi_align(f, rois, p, scale, sr, aligned),
+            roi_align_levels_grid(&[f], &[scale], rois, &level, p, sr, aligned),
+        ]
+    }
+
     #[test]
     fn matches_naive_kernel_on_edge_cases() {
         tch::manual_seed(1);
@@ -399,15 +441,16 @@ mod tests {
         let flat: Vec<f32> = rois.iter().flat_map(|r| [0.0, r[0], r[1], r[2], r[3]]).collect();
         let rt = Tensor::from_slice(&flat).view([-1, 5]);
         for (sr, aligned) in [(0, true), (0, false), (2, true), (2, false)] {
-            let got = roi_align(&f, &rt, 3, 0.5, sr, aligned);
-            for (i, roi) in rois.iter().enumerate() {
-                let g = Vec::<f32>::try_from(got.get(i as i64).reshape([-1])).unwrap();
-                let n = naive(&fv, h, w, *roi, 3, 0.5, sr, aligned);
-                for (a, b) in g.iter().zip(&n) {
-                    assert!(
-                        (a - b).abs() < 1e-4,
-                        "sr {sr} aligned {aligned} roi {roi:?}: {g:?} vs {n:?}"
-                    );
+            for got in both(&f, &rt, 3, 0.5, sr, aligned) {
+                for (i, roi) in rois.iter().enumerate() {
+                    let g = Vec::<f32>::try_from(got.get(i as i64).reshape([-1])).unwrap();
+                    let n = naive(&fv, h, w, *roi, 3, 0.5, sr, aligned);
+                    for (a, b) in g.iter().zip(&n) {
+                        assert!(
+                            (a - b).abs() < 1e-4,
+                            "sr {sr} aligned {aligned} roi {roi:?}: {g:?} vs {n:?}"
+                        );
+                    }
                 }
             }
         }
@@ -433,18 +476,110 @@ mod tests {
             rois.iter().flat_map(|(i, r)| [*i as f32, r[0], r[1], r[2], r[3]]).collect();
         let rt = Tensor::from_slice(&flat).view([-1, 5]);
         for (sr, aligned) in [(0, true), (0, false), (2, true)] {
-            let got = roi_align(&f, &rt, 3, 0.5, sr, aligned);
-            for (k, (i, roi)) in rois.iter().enumerate() {
-                for ch in 0..2 {
-                    let fv = Vec::<f32>::try_from(f.get(*i as i64).get(ch).reshape([-1])).unwrap();
-                    let n = naive(&fv, h, w, *roi, 3, 0.5, sr, aligned);
-                    let g = Vec::<f32>::try_from(got.get(k as i64).get(ch).reshape([-1])).unwrap();
-                    for (a, e) in g.iter().zip(&n) {
-                        assert!((a - e).abs() < 1e-3, "roi {k} ch {ch}: {g:?} vs {n:?}");
+            for got in both(&f, &rt, 3, 0.5, sr, aligned) {
+                for (k, (i, roi)) in rois.iter().enumerate() {
+                    for ch in 0..2 {
+                        let fv =
+                            Vec::<f32>::try_from(f.get(*i as i64).get(ch).reshape([-1])).unwrap();
+                        let n = naive(&fv, h, w, *roi, 3, 0.5, sr, aligned);
+                        let g =
+                            Vec::<f32>::try_from(got.get(k as i64).get(ch).reshape([-1])).unwrap();
+                        for (a, e) in g.iter().zip(&n) {
+                            assert!((a - e).abs() < 1e-3, "roi {k} ch {ch}: {g:?} vs {n:?}");
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// Random multi-level RoIs (some outside, some on a missing image, some inverted).
+    fn pyramid(seed: i64, kind: Kind) -> (Vec<Tensor>, Tensor) {
+        tch::manual_seed(seed);
+        let opts = (kind, Device::Cpu);
+        let levels: Vec<Tensor> = [(24, 30), (12, 15), (6, 8)]
+            .iter()
+            .map(|&(h, w)| Tensor::randn([2, 5, h, w], opts))
+            .collect();
+        let n = 60;
+        let xy = Tensor::rand([n, 2], opts) * 70.0 - 10.0;
+        let wh = Tensor::rand([n, 2], opts) * 60.0 - 5.0;
+        let img = Tensor::randint(3, [n, 1], opts); // image 2 does not exist
+        let rois = Tensor::cat(&[img, xy.shallow_clone(), &xy + wh], 1);
+        (levels, rois)
+    }
+
+    #[test]
+    fn kernel_equals_the_grid_construction_over_levels_with_gradients() {
+        for kind in [Kind::Float, Kind::Double] {
+            let (levels, rois) = pyramid(3, kind);
+            let level = Tensor::randint(3, [rois.size()[0]], (Kind::Int64, Device::Cpu));
+            let weights = Tensor::randn([rois.size()[0], 5, 7, 7], (kind, Device::Cpu));
+            let mut results = Vec::new();
+            for grid in [false, true] {
+                let leaves: Vec<Tensor> =
+                    levels.iter().map(|l| l.copy().set_requires_grad(true)).collect();
+                let refs: Vec<&Tensor> = leaves.iter().collect();
+                let scales = [1.0 / 2.0, 1.0 / 4.0, 1.0 / 8.0];
+                let out = if grid {
+                    roi_align_levels_grid(&refs, &scales, &rois, &level, 7, 0, true)
+                } else {
+                    roi_align_levels(&refs, &scales, &rois, &level, 7, 0, true)
+                };
+                (&out * &weights).sum(kind).backward();
+                let grads: Vec<Tensor> = leaves.iter().map(Tensor::grad).collect();
+                results.push((out, grads));
+            }
+            // The grid construction computes its sample coordinates in float32 for both dtypes
+            // (measured: 6e-6 in float64), the kernel in the features' dtype.
+            let tol = 1e-4;
+            let diff = |a: &Tensor, b: &Tensor| f64::try_from((a - b).abs().max()).unwrap();
+            let (out_k, grads_k) = &results[0];
+            let (out_g, grads_g) = &results[1];
+            assert!(diff(out_k, out_g) < tol, "{kind:?} output: {}", diff(out_k, out_g));
+            for (l, (a, b)) in grads_k.iter().zip(grads_g).enumerate() {
+                assert!(diff(a, b) < tol, "{kind:?} gradient of level {l}: {}", diff(a, b));
+                assert!(
+                    f64::try_from(a.abs().sum(Kind::Double)).unwrap() > 1.0,
+                    "level {l} got no gradient"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_results_do_not_depend_on_the_thread_count() {
+        let (levels, rois) = pyramid(4, Kind::Float);
+        let level = Tensor::randint(3, [rois.size()[0]], (Kind::Int64, Device::Cpu));
+        let scales = [0.5, 0.25, 0.125];
+        let run = |threads: i32| {
+            let before = tch::get_num_threads();
+            tch::set_num_threads(threads);
+            let leaves: Vec<Tensor> =
+                levels.iter().map(|l| l.copy().set_requires_grad(true)).collect();
+            let refs: Vec<&Tensor> = leaves.iter().collect();
+            let out = roi_align_levels(&refs, &scales, &rois, &level, 7, 0, true);
+            out.sum(Kind::Float).backward();
+            tch::set_num_threads(before);
+            (out, leaves.iter().map(Tensor::grad).collect::<Vec<_>>())
+        };
+        let (o1, g1) = run(1);
+        let (o4, g4) = run(4);
+        assert!(o1.equal(&o4), "forward differs between 1 and 4 threads");
+        for (a, b) in g1.iter().zip(&g4) {
+            assert!(a.equal(b), "gradient differs between 1 and 4 threads");
+        }
+    }
+
+    #[test]
+    fn kernel_errors_name_the_shapes() {
+        let f = Tensor::zeros([1, 2, 4, 4], (Kind::Float, Device::Cpu));
+        let bad = Tensor::zeros([3, 4], (Kind::Float, Device::Cpu));
+        let level = Tensor::zeros([3], (Kind::Int64, Device::Cpu));
+        let err =
+            crate::ops::roi_align_cpu::roi_align_levels(&[&f], &[1.0], &bad, &level, 7, 0, true)
+                .unwrap_err();
+        assert!(err.to_string().contains("[R, 5]") && err.to_string().contains("[3, 4]"), "{err}");
     }
 
     #[test]
