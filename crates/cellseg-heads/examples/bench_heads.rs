@@ -6,7 +6,8 @@
 //! torchvision comparisons use `mask_rcnn`), `BATCH` (8), `ITERS` (timed iterations, 3), `WARMUP`
 //! (1), `DEVICE` (`cpu` / `cuda`),
 //! `AMP` (`1`: the training forward under float16 autocast, CUDA only), `TRACE` (`1`: the heads'
-//! debug log, which includes the host-side time of each stage of `losses`).
+//! debug log, which includes the host-side time of each stage of `losses`), `ROI_ALIGN` (`ops`:
+//! RoIAlign built from libtorch ops on the CPU too, instead of the CPU kernel).
 
 use std::time::Instant;
 
@@ -56,6 +57,13 @@ fn sync(device: Device) {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var("ROI_ALIGN").as_deref() == Ok("ops") {
+        return cellseg_heads::ops::roi_align::with_libtorch_ops(run);
+    }
+    run()
+}
+
+fn run() -> anyhow::Result<()> {
     if std::env::var("TRACE").as_deref() == Ok("1") {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("cellseg_heads=debug"))

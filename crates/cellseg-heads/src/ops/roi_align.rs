@@ -16,6 +16,7 @@
 //! RoIs get no gradient (as in torchvision). Runs on any device.
 
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use tch::{Device, Kind, Tensor};
@@ -46,6 +47,25 @@ impl Default for RoiAlignConfig {
             featmap_strides: vec![2, 4, 8, 16],
         }
     }
+}
+
+thread_local! {
+    /// Whether this thread runs the libtorch-ops construction on the CPU too ([`with_libtorch_ops`]).
+    static LIBTORCH_OPS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every RoIAlign of this thread built from libtorch ops, as on devices other than
+/// the CPU, instead of the CPU kernel: for benchmarks and tests that measure what a GPU step
+/// does (its host transfers, its speed against the kernel). Nests; other threads are unaffected.
+pub fn with_libtorch_ops<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LIBTORCH_OPS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(LIBTORCH_OPS.with(|c| c.replace(true)));
+    f()
 }
 
 /// Upper bound on the elements of one `grid_sample` output (memory cap per call).
@@ -129,7 +149,8 @@ fn roi_align_levels(
     aligned: bool,
 ) -> Tensor {
     let on_cpu = levels.iter().all(|l| l.device() == Device::Cpu);
-    if on_cpu && matches!(levels[0].kind(), Kind::Float | Kind::Double) {
+    let kernel = !LIBTORCH_OPS.with(Cell::get);
+    if kernel && on_cpu && matches!(levels[0].kind(), Kind::Float | Kind::Double) {
         let (rois, level) = (rois.detach(), level.to_kind(Kind::Int64));
         return crate::ops::roi_align_cpu::roi_align_levels(
             levels,
