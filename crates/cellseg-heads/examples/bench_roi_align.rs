@@ -73,7 +73,7 @@ fn main() {
         let ex = RoiExtractor::new(&cfg);
         let weights = Tensor::randn([n as i64, 256, p, p], (Kind::Float, Device::Cpu));
         let forward = || {
-            tch::no_grad(|| ex.forward(&feats, &r));
+            let _ = tch::no_grad(|| ex.forward(&feats, &r));
         };
         let backward = || {
             let leaves: Vec<Tensor> =
