@@ -421,6 +421,50 @@ def calibrate_roi_heads(bbox_heads, mask_heads, rois_fn):
         rescale(mh.conv_logits, mlog, 3.0, 0.0)
 
 
+def calibrated(name, img, metas, seed, cfg=None):
+    """The model `name` (maskrcnn / cascade / htc) built with `seed` (or from `cfg`), randomised
+    and calibrated on `img` as the module doc says: (model, FPN outputs of the final weights,
+    HTC's semantic features or None)."""
+    if cfg is None:
+        cfg = {"maskrcnn": maskrcnn_cfg, "cascade": cascade_cfg, "htc": htc_cfg}[name]()
+    model = build(cfg, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    roi = model.roi_head
+    x, rois = randomise_and_calibrate(model, img, metas, gen)
+    sub = rois[:256]
+    sf = None
+    with torch.no_grad():
+        if name == "maskrcnn":
+
+            def stage_out(_):
+                r = roi._bbox_forward(x, rois)
+                m = roi._mask_forward(x, sub)["mask_pred"]
+                return r["cls_score"], r["bbox_pred"], m
+
+            calibrate_roi_heads([roi.bbox_head], [roi.mask_head], stage_out)
+            return model, x, sf
+        if name == "htc":
+            sem, _ = roi.semantic_head(x)
+            rescale(roi.semantic_head.conv_logits, sem, 2.0, 0.0)
+            _, sf = roi.semantic_head(x)
+
+        def stage_out(i):
+            if name == "htc":
+                r = roi._bbox_forward(i, x, rois, semantic_feat=sf)
+                mf = roi.mask_roi_extractor[-1](x[: len(roi.mask_roi_extractor[-1].featmap_strides)], sub)
+                mf = mf + roi.semantic_roi_extractor([sf], sub)
+                last = None
+                for j in range(i + 1):
+                    m, last = roi.mask_head[j](mf, last)
+            else:
+                r = roi._bbox_forward(i, x, rois)
+                m = roi._mask_forward(i, x, sub)["mask_pred"]
+            return r["cls_score"], r["bbox_pred"], m
+
+        calibrate_roi_heads(roi.bbox_head, roi.mask_head, stage_out)
+    return model, x, sf
+
+
 def export_weights(model, path, pth=False):
     """The state_dict as safetensors at `path` and, with `pth`, also as the mmdet checkpoint
     `weights.pth` beside it ({"meta", "state_dict"}, what `tools/export_weights.py mmdet` reads)."""
@@ -560,18 +604,8 @@ def maskrcnn(args):
     t0 = time.time()
     size = tuple(int(v) for v in args.size.split("x"))
     img, metas, gt_boxes, gt_labels, gt_masks, t = inputs(size, args.seed, args.cells)
-    model = build(maskrcnn_cfg(), args.seed)
-    gen = torch.Generator().manual_seed(args.seed + 1)
+    model, x, _ = calibrated("maskrcnn", img, metas, args.seed)
     roi = model.roi_head
-    x, rois = randomise_and_calibrate(model, img, metas, gen)
-
-    def stage_out(_):
-        r = roi._bbox_forward(x, rois)
-        m = roi._mask_forward(x, rois[:256])["mask_pred"]
-        return r["cls_score"], r["bbox_pred"], m
-
-    with torch.no_grad():
-        calibrate_roi_heads([roi.bbox_head], [roi.mask_head], stage_out)
     os.makedirs(args.out, exist_ok=True)
     sd = export_weights(model, os.path.join(args.out, "weights.safetensors"))
     t_build = time.time() - t0
@@ -718,32 +752,8 @@ def cascade_like(args):
     img, metas, gt_boxes, gt_labels, gt_masks, t = inputs(size, args.seed, args.cells)
     h, w = size
     hp, wp = img.shape[-2:]
-    model = build(htc_cfg() if htc else cascade_cfg(), args.seed)
-    gen = torch.Generator().manual_seed(args.seed + 1)
+    model, x, sf = calibrated(args.model, img, metas, args.seed)
     roi = model.roi_head
-    x, rois = randomise_and_calibrate(model, img, metas, gen)
-    sub = rois[:256]
-    with torch.no_grad():
-        sf = None
-        if htc:
-            sem, _ = roi.semantic_head(x)
-            rescale(roi.semantic_head.conv_logits, sem, 2.0, 0.0)
-            _, sf = roi.semantic_head(x)
-
-        def stage_out(i):
-            if htc:
-                r = roi._bbox_forward(i, x, rois, semantic_feat=sf)
-                mf = roi.mask_roi_extractor[-1](x[: len(roi.mask_roi_extractor[-1].featmap_strides)], sub)
-                mf = mf + roi.semantic_roi_extractor([sf], sub)
-                last = None
-                for j in range(i + 1):
-                    m, last = roi.mask_head[j](mf, last)
-            else:
-                r = roi._bbox_forward(i, x, rois)
-                m = roi._mask_forward(i, x, sub)["mask_pred"]
-            return r["cls_score"], r["bbox_pred"], m
-
-        calibrate_roi_heads(roi.bbox_head, roi.mask_head, stage_out)
     os.makedirs(args.out, exist_ok=True)
     sd = export_weights(model, os.path.join(args.out, "weights.safetensors"), args.pth)
     t_build = time.time() - t0
