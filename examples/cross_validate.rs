@@ -12,7 +12,7 @@
 //! Every check (one shared split, every fold finished, every image and its truth present, the
 //! outputs writable) runs before the first prediction.
 
-// `init_tracing`, `DataArgs` and `InferenceArgs` here; the rest serves the training examples.
+// `init_process`, `DataArgs` and `InferenceArgs` here; the rest serves the training examples.
 #[allow(dead_code)]
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,7 +47,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    cellseg_cli::init_tracing();
+    cellseg_cli::init_process();
     cellseg::exit_code(run(Args::parse()))
 }
 

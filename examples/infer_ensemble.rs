@@ -13,7 +13,7 @@
 //! (`train_* --all-folds`), which stands for all its folds in fold order. The `[usage]` lists of
 //! `--ensemble` may name `--model` folders (their folder names) instead of member indices.
 
-// `init_tracing` and `InferenceArgs` here; the rest serves the training examples.
+// `init_process` and `InferenceArgs` here; the rest serves the training examples.
 #[allow(dead_code)]
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,7 +56,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    cellseg_cli::init_tracing();
+    cellseg_cli::init_process();
     cellseg::exit_code(run(Args::parse()))
 }
 

@@ -5,7 +5,12 @@
 # 520x704 image (detections counted on both sides) and one SGD training step on a batch of two
 # 256x256 crops with ~40 cells each, medians; then the table, ours / mmdet (below 1 is faster).
 # Env: MODELS ("maskrcnn cascade htc"), ITERS (3), WARMUP (1), THREADS (2), PROFILE (dev|release),
-# PYTHON (.venv/bin/python), ROI_ALIGN (ops: our side with RoIAlign from libtorch ops).
+# PYTHON (.venv/bin/python), ROI_ALIGN (ops: our side with RoIAlign from libtorch ops), WORK (a
+# folder that keeps the weights and inputs, e.g. for `perf record` of bench_mmdet; else a
+# temporary one), MALLOC (default: both sides with glibc's allocator as it ships; else both keep
+# freed blocks: ours through cellseg_heads::cpu_memory::retain_freed_memory, which every cellseg
+# binary calls, mmdet's Python through glibc's equivalent MALLOC_MMAP_THRESHOLD_ /
+# MALLOC_TRIM_THRESHOLD_, so that the table compares the detectors, not the allocator).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ITERS="${ITERS:-3}" WARMUP="${WARMUP:-1}" THREADS="${THREADS:-2}"
@@ -16,16 +21,30 @@ command -v "$PY" >/dev/null || { echo "missing $PY: run make test first" >&2; ex
 cargo build -q --profile "$PROFILE" -p cellseg-heads --example bench_mmdet
 dir=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 bin="${CARGO_TARGET_DIR:-target}/$dir/examples/bench_mmdet"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [ -n "${WORK:-}" ]; then
+  work=$WORK
+  mkdir -p "$work"
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+fi
 rows=()
 for m in $MODELS; do
-  theirs=$("$PY" tools/mmdet_bench.py "$m" "$work/$m" | tee /dev/stderr | grep '^RESULT')
-  ours=$("$bin" "$m" "$work/$m" | tee /dev/stderr | grep '^RESULT')
+  if [ "${MALLOC:-}" = default ]; then
+    "$PY" tools/mmdet_bench.py "$m" "$work/$m" > "$work/$m.mmdet"
+  else
+    MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=2147483647 \
+      "$PY" tools/mmdet_bench.py "$m" "$work/$m" > "$work/$m.mmdet"
+  fi
+  grep -v '^RESULT' "$work/$m.mmdet" || true
+  "$bin" "$m" "$work/$m" > "$work/$m.cellseg"
+  grep -v '^RESULT' "$work/$m.cellseg" || true
+  theirs=$(grep '^RESULT' "$work/$m.mmdet")
+  ours=$(grep '^RESULT' "$work/$m.cellseg")
   val() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p" <<<"$1"; }
   rows+=("$m $(val "$ours" infer_ms) $(val "$theirs" infer_ms) $(val "$ours" detections) $(val "$theirs" detections) $(val "$ours" train_ms) $(val "$theirs" train_ms)")
 done
-echo "threads $THREADS, medians of $ITERS (after $WARMUP warm-up)"
+echo "threads $THREADS, medians of $ITERS (after $WARMUP warm-up), glibc malloc: ${MALLOC:-freed blocks kept on both sides}"
 printf '| %-8s | %-26s | %10s | %10s | %14s |\n' model phase cellseg mmdet "cellseg/mmdet"
 printf '|----------|----------------------------|------------|------------|----------------|\n'
 for r in "${rows[@]}"; do

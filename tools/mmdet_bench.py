@@ -25,7 +25,25 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 import mmcv  # noqa: E402
-from mmdet.core import BitmapMasks  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from mmdet.models.roi_heads.mask_heads import FusedSemanticHead  # noqa: E402
+
+
+def semantic_forward_out_of_place(self, feats):
+    """FusedSemanticHead.forward of mmdet 2.17 with its `x += lateral(feat)` written `x = x + …`:
+    in place, it overwrites a ReLU output that autograd saved, which torch 2.x refuses in
+    backward ("modified by an inplace operation"). The values are the same."""
+    x = self.lateral_convs[self.fusion_level](feats[self.fusion_level])
+    size = tuple(x.shape[-2:])
+    for i, feat in enumerate(feats):
+        if i != self.fusion_level:
+            x = x + self.lateral_convs[i](F.interpolate(feat, size=size, mode="bilinear", align_corners=True))
+    for conv in self.convs:
+        x = conv(x)
+    return self.conv_logits(x), self.conv_embedding(x)
+
+
+FusedSemanticHead.forward = semantic_forward_out_of_place
 
 
 def seed_sampler(num, frac, add_gt):

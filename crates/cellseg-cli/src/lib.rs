@@ -34,9 +34,13 @@ use cellseg::train::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Log to stderr, filtered by `RUST_LOG` (default `warn`: the progress bar and the report carry
-/// the run). A second call (a test running several examples' runs) keeps the first subscriber.
-pub fn init_tracing() {
+/// What every example does first: log to stderr, filtered by `RUST_LOG` (default `warn`: the
+/// progress bar and the report carry the run), and keep libtorch's freed CPU memory for reuse
+/// ([`cellseg::heads::cpu_memory::retain_freed_memory`]: large activations are not page-faulted
+/// anew on every step). A second call (a test running several examples' runs) keeps the first
+/// subscriber.
+pub fn init_process() {
+    cellseg::heads::cpu_memory::retain_freed_memory();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

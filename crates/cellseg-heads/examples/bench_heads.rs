@@ -57,6 +57,7 @@ fn sync(device: Device) {
 }
 
 fn main() -> anyhow::Result<()> {
+    cellseg_heads::cpu_memory::retain_freed_memory();
     if std::env::var("ROI_ALIGN").as_deref() == Ok("ops") {
         return cellseg_heads::ops::roi_align::with_libtorch_ops(run);
     }

@@ -5,7 +5,11 @@
 //! (lr 1e-3, momentum 0.9, as the Python side) on its batch of two 256×256 crops.
 //!
 //! Usage: `bench_mmdet MODEL DIR` (MODEL: maskrcnn, cascade, htc). Env: `ITERS` (3), `WARMUP`
-//! (1), `THREADS` (2), `ROI_ALIGN` (`ops`: RoIAlign from libtorch ops instead of the CPU kernel).
+//! (1), `THREADS` (2), `ROI_ALIGN` (`ops`: RoIAlign from libtorch ops instead of the CPU kernel),
+//! `PHASE` (`infer` / `train`: only that one, e.g. under `perf record`; the other prints 0),
+//! `MALLOC` (`default`: glibc as it ships, without [`retain_freed_memory`]).
+//!
+//! [`retain_freed_memory`]: cellseg_heads::cpu_memory::retain_freed_memory
 //! Prints `RESULT cellseg model=… infer_ms=… detections=… train_ms=…` (medians).
 
 use std::collections::HashMap;
@@ -56,6 +60,9 @@ fn targets(t: &HashMap<String, Tensor>, b: usize, size: ImageSize) -> anyhow::Re
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var("MALLOC").as_deref() != Ok("default") {
+        cellseg_heads::cpu_memory::retain_freed_memory();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [model_name, dir] = args.as_slice() else {
         anyhow::bail!("usage: bench_mmdet MODEL DIR (MODEL: maskrcnn, cascade, htc)");
@@ -79,8 +86,8 @@ fn run(model_name: &str, dir: &Path) -> anyhow::Result<()> {
             cfg.heads.num_classes = 8;
             cfg
         }
-        "cascade" => DetectorConfig::from_toml(&configs.join("cascade.toml"))?,
-        "htc" => DetectorConfig::from_toml(&configs.join("htc.toml"))?,
+        "cascade" => DetectorConfig::from_toml(configs.join("cascade.toml"))?,
+        "htc" => DetectorConfig::from_toml(configs.join("htc.toml"))?,
         other => anyhow::bail!("MODEL must be maskrcnn, cascade or htc, not {other:?}"),
     };
     assert_eq!(cfg.arch == Arch::MaskRcnn, model_name == "maskrcnn");
@@ -93,22 +100,27 @@ fn run(model_name: &str, dir: &Path) -> anyhow::Result<()> {
     );
     let t: HashMap<String, Tensor> =
         Tensor::read_safetensors(dir.join("inputs.safetensors"))?.into_iter().collect();
+    let phase = std::env::var("PHASE").unwrap_or_default();
+    let (mut infer_ms, mut detections, mut train_ms, mut loss) = (0.0, 0, 0.0, 0.0);
     let image = &t["infer_image"];
-    let (infer_ms, dets) =
-        timed(iters, warmup, || model.predict(image, &[ImageSize::new(520, 704)]));
-    let detections = dets?[0].boxes.len();
+    if phase != "train" {
+        let (ms, dets) = timed(iters, warmup, || model.predict(image, &[ImageSize::new(520, 704)]));
+        (infer_ms, detections) = (ms, dets?[0].boxes.len());
+    }
 
     let crop = ImageSize::new(256, 256);
     let batch = [targets(&t, 0, crop)?, targets(&t, 1, crop)?];
     let images = &t["train_images"];
     let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 1e-3)?;
-    let (train_ms, loss) = timed(iters, warmup, || -> anyhow::Result<f64> {
-        let losses = model.losses(images, &batch)?;
-        let total = losses.total();
-        opt.backward_step(&total);
-        Ok(f64::try_from(&total)?)
-    });
-    let loss = loss?;
+    if phase != "infer" {
+        let (ms, last) = timed(iters, warmup, || -> anyhow::Result<f64> {
+            let losses = model.losses(images, &batch)?;
+            let total = losses.total();
+            opt.backward_step(&total);
+            Ok(f64::try_from(&total)?)
+        });
+        (train_ms, loss) = (ms, last?);
+    }
     println!(
         "cellseg {model_name}: inference {infer_ms:.1} ms ({detections} detections), train step \
          {train_ms:.1} ms (loss {loss:.4})"

@@ -33,6 +33,9 @@
 pub mod assign;
 pub mod config;
 pub mod convert;
+// `mallopt`, through libc: its only unsafe call.
+#[allow(unsafe_code)]
+pub mod cpu_memory;
 pub mod detectors;
 pub mod error;
 pub mod heads;

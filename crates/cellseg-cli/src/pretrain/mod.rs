@@ -57,7 +57,7 @@ struct Args {
 /// # Errors
 /// Bad arguments or configs, unreadable data and every training error, each naming what failed.
 pub fn run_from(argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
-    crate::init_tracing();
+    crate::init_process();
     let from_process = argv.is_none();
     let argv: Vec<std::ffi::OsString> = argv.unwrap_or_else(|| std::env::args_os().collect());
     let matches = if from_process {

@@ -71,7 +71,7 @@ pub fn run(arch: Arch) -> anyhow::Result<()> {
 /// # Errors
 /// As [`run`].
 pub fn run_from(arch: Arch, argv: Option<Vec<std::ffi::OsString>>) -> anyhow::Result<()> {
-    crate::init_tracing();
+    crate::init_process();
     let about =
         format!("Train a {} on synthetic cells (default) or the Sartorius layout", arch.title());
     let command = Args::command().about(about).after_help(WRITES);
