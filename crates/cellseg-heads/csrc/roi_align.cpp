@@ -28,6 +28,9 @@
 
 namespace {
 
+// Channels processed together by the kernels' inner loops.
+constexpr int64_t kChannels = 8;
+
 // One bilinear sample: the four neighbours' offsets in a channel plane and their weights.
 template <typename T>
 struct Sample {
@@ -154,17 +157,24 @@ void forward_kernel(const at::TensorList& levels, const at::Tensor& rois, const 
       if (plan.level < 0) continue;  // the output was zero-filled
       const int64_t h = levels[plan.level].size(2), w = levels[plan.level].size(3);
       const int64_t per_bin = plan.grid_h * plan.grid_w;
-      for (int64_t ch = 0; ch < c; ++ch) {
-        const T* plane = base[plan.level] + (plan.image * c + ch) * h * w;
-        T* o = op + (r * c + ch) * p * p;
+      // kChannels channels at a time: independent sums, so that the additions of one channel
+      // do not wait for each other (each channel's sum is still made in the same order).
+      for (int64_t c0 = 0; c0 < c; c0 += kChannels) {
+        const int64_t nc = std::min(kChannels, c - c0);
+        const T* planes[kChannels];
+        for (int64_t j = 0; j < nc; ++j) planes[j] = base[plan.level] + (plan.image * c + c0 + j) * h * w;
+        T* o = op + (r * c + c0) * p * p;
         const Sample<T>* s = plan.samples.data();
         for (int64_t bin = 0; bin < p * p; ++bin) {
-          T sum = 0;
+          T sum[kChannels] = {};
           for (int64_t k = 0; k < per_bin; ++k, ++s) {
-            sum += s->w1 * plane[s->o1] + s->w2 * plane[s->o2] + s->w3 * plane[s->o3] +
-                   s->w4 * plane[s->o4];
+            for (int64_t j = 0; j < nc; ++j) {
+              const T* plane = planes[j];
+              sum[j] += s->w1 * plane[s->o1] + s->w2 * plane[s->o2] + s->w3 * plane[s->o3] +
+                        s->w4 * plane[s->o4];
+            }
           }
-          o[bin] = sum / plan.count;
+          for (int64_t j = 0; j < nc; ++j) o[j * p * p + bin] = sum[j] / plan.count;
         }
       }
     }
@@ -182,11 +192,19 @@ void backward_kernel(const at::TensorList& levels, const at::Tensor& rois, const
   const T* gp = grad_out.data_ptr<T>();
   std::vector<T*> base(grads.size());
   for (size_t l = 0; l < grads.size(); ++l) base[l] = grads[l].data_ptr<T>();
-  // The plans are made once (in parallel over RoIs), then every thread adds its channels.
+  // The plans are made once (in parallel over RoIs), then every thread adds its channels. Each
+  // weight is divided by the bin's sample count here, once, rather than per channel below (one
+  // rounding different from torchvision's `grad * w / count`: within 1 ulp).
   std::vector<RoiPlan<T>> plans(r_total);
   at::parallel_for(0, r_total, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       plans[r] = plan_roi<T>(levels, rp, lp, scales, r, p, sampling_ratio, aligned);
+      for (auto& s : plans[r].samples) {
+        s.w1 /= plans[r].count;
+        s.w2 /= plans[r].count;
+        s.w3 /= plans[r].count;
+        s.w4 /= plans[r].count;
+      }
     }
   });
   at::parallel_for(0, c, 1, [&](int64_t begin, int64_t end) {
@@ -195,19 +213,27 @@ void backward_kernel(const at::TensorList& levels, const at::Tensor& rois, const
       if (plan.level < 0) continue;
       const int64_t h = levels[plan.level].size(2), w = levels[plan.level].size(3);
       const int64_t per_bin = plan.grid_h * plan.grid_w;
-      for (int64_t ch = begin; ch < end; ++ch) {
-        T* plane = base[plan.level] + (plan.image * c + ch) * h * w;
-        const T* g = gp + (r * c + ch) * p * p;
+      // kChannels channels at a time, as in the forward pass: the additions into different
+      // planes are independent (each element still receives its terms in the same order).
+      for (int64_t c0 = begin; c0 < end; c0 += kChannels) {
+        const int64_t nc = std::min(kChannels, end - c0);
+        T* planes[kChannels];
+        for (int64_t j = 0; j < nc; ++j) planes[j] = base[plan.level] + (plan.image * c + c0 + j) * h * w;
+        const T* g = gp + (r * c + c0) * p * p;
         const Sample<T>* s = plan.samples.data();
         const uint8_t* in = plan.inside.data();
         for (int64_t bin = 0; bin < p * p; ++bin) {
-          const T gb = g[bin];
+          T gb[kChannels];
+          for (int64_t j = 0; j < nc; ++j) gb[j] = g[j * p * p + bin];
           for (int64_t k = 0; k < per_bin; ++k, ++s, ++in) {
             if (!*in) continue;
-            plane[s->o1] += gb * s->w1 / plan.count;
-            plane[s->o2] += gb * s->w2 / plan.count;
-            plane[s->o3] += gb * s->w3 / plan.count;
-            plane[s->o4] += gb * s->w4 / plan.count;
+            for (int64_t j = 0; j < nc; ++j) {
+              T* plane = planes[j];
+              plane[s->o1] += gb[j] * s->w1;
+              plane[s->o2] += gb[j] * s->w2;
+              plane[s->o3] += gb[j] * s->w3;
+              plane[s->o4] += gb[j] * s->w4;
+            }
           }
         }
       }

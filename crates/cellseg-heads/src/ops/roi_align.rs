@@ -133,12 +133,8 @@ pub fn roi_align(
 
 /// RoIAlign of every RoI `r` of `rois` `[R, 5]` over `levels[level[r]]` at
 /// `scales[level[r]]` (`level` `[R]` int64, in range): `[R, C, P, P]`, each row equal to
-/// [`roi_align`] of that RoI on its level.
-///
-/// Two host synchronisations whatever the number of RoIs, levels and grid sizes: one download of
-/// every RoI's level, image and grid size, and one upload of the rows of every group (RoIs of one
-/// level and one grid size, pooled by one `grid_sample`) with the order that puts the results
-/// back.
+/// [`roi_align`] of that RoI on its level: the CPU kernel for float CPU features (no host
+/// synchronisation), else [`roi_align_levels_grid`].
 fn roi_align_levels(
     levels: &[&Tensor],
     scales: &[f64],
@@ -167,6 +163,11 @@ fn roi_align_levels(
 }
 
 /// [`roi_align_levels`] from libtorch ops (any device).
+///
+/// Two host synchronisations whatever the number of RoIs, levels and grid sizes: one download of
+/// every RoI's level, image and grid size, and one upload of the rows of every group (RoIs of one
+/// level and one grid size, pooled by one `grid_sample`) with the order that puts the results
+/// back.
 fn roi_align_levels_grid(
     levels: &[&Tensor],
     scales: &[f64],
